@@ -1,0 +1,109 @@
+"""Sign-In-With-X (CAIP-122, EIP-4361 text, EIP-191 signature) for job and upload-confirm routes.
+
+We sign either our own message (one per request URL, reused until shortly before it expires, so
+polling does not cost a signature per poll) or exactly the info of a server challenge, and only
+ever for the host we are talking to.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from eth_utils import to_checksum_address
+
+from .errors import AuthError
+from .x402 import b64json_encode
+
+if TYPE_CHECKING:
+    from .wallet import Wallet
+
+HEADER = "SIGN-IN-WITH-X"
+EXTENSION = "sign-in-with-x"
+_NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
+_ALNUM = string.ascii_letters + string.digits
+
+
+def iso_now(offset_s: float = 0.0) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``, as EIP-4361 examples and JS ``toISOString`` write it."""
+    t = datetime.now(timezone.utc) + timedelta(seconds=offset_s)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def host_of(url: str) -> str:
+    """The EIP-4361 ``domain`` for a URL: host, plus the port when it is not the default."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port and parts.port != default else host
+
+
+def message_text(info: dict[str, Any], address: str) -> str:
+    """The EIP-4361 message for ``info`` (keys as on the wire: ``chainId``, ``issuedAt``, …)."""
+    chain = str(info["chainId"])
+    chain_num = chain.split(":", 1)[1] if ":" in chain else chain
+    head = f"{info['domain']} wants you to sign in with your Ethereum account:\n{to_checksum_address(address)}"
+    statement = info.get("statement")
+    head = f"{head}\n\n{statement}" if statement is not None else head + "\n"
+    lines = [f"URI: {info['uri']}", f"Version: {info.get('version', '1')}", f"Chain ID: {chain_num}",
+             f"Nonce: {info['nonce']}", f"Issued At: {info['issuedAt']}"]
+    if info.get("expirationTime"):
+        lines.append(f"Expiration Time: {info['expirationTime']}")
+    if info.get("notBefore"):
+        lines.append(f"Not Before: {info['notBefore']}")
+    if info.get("requestId") is not None:
+        lines.append(f"Request ID: {info['requestId']}")
+    if info.get("resources") is not None:
+        lines.append("\n".join(["Resources:", *(f"- {r}" for r in info["resources"])]))
+    return head + "\n\n" + "\n".join(lines)
+
+
+def sign(wallet: Wallet, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Sign ``info`` and return (header value, payload)."""
+    fields = ("domain", "uri", "version", "statement", "nonce", "issuedAt", "expirationTime",
+              "notBefore", "requestId", "resources")
+    payload = {k: info[k] for k in fields if info.get(k) is not None}
+    payload.setdefault("version", "1")
+    payload.update(address=wallet.address, chainId=str(info["chainId"]), type="eip191")
+    payload["signature"] = wallet.sign_message(message_text(payload, wallet.address))
+    return b64json_encode(payload), payload
+
+
+def own_info(url: str, chain_id: str, ttl_s: float = 300.0) -> dict[str, Any]:
+    """Fields of a message we choose ourselves for one request URL."""
+    return {"domain": host_of(url), "uri": url.split("?", 1)[0], "version": "1", "chainId": chain_id,
+            "nonce": "".join(secrets.choice(_ALNUM) for _ in range(16)),
+            "issuedAt": iso_now(), "expirationTime": iso_now(ttl_s)}
+
+
+def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -> dict[str, Any]:
+    """The server's challenge to sign, checked: its domain must be the host we talk to, and it
+    must offer an EVM chain we can sign for (the first of ``chains`` it supports)."""
+    ext = extensions.get(EXTENSION)
+    if not isinstance(ext, dict) or not isinstance(ext.get("info"), dict):
+        raise AuthError("The server refused the request but sent no sign-in-with-x challenge.")
+    info = dict(ext["info"])
+    expected = host_of(url)
+    if info.get("domain") != expected:
+        raise AuthError(f"Refusing to sign in: the challenge is for {info.get('domain')!r} but we are "
+                        f"talking to {expected!r}. Nothing was signed.")
+    if not isinstance(info.get("nonce"), str) or not _NONCE.match(info["nonce"]):
+        raise AuthError("The sign-in challenge has no valid nonce (8+ letters or digits). Nothing was signed.")
+    supported = ext.get("supportedChains") or info.get("supportedChains") or []
+    offered = [c.get("chainId") for c in supported if isinstance(c, dict) and c.get("type", "eip191") == "eip191"]
+    choice = next((c for c in chains if c in offered), None) if offered else chains[0]
+    if choice is None:
+        raise AuthError(f"The sign-in challenge offers chains {offered}; this wallet signs for {chains}.")
+    info["chainId"] = choice
+    info.setdefault("uri", url.split("?", 1)[0])
+    info.setdefault("issuedAt", iso_now())
+    info.pop("supportedChains", None)
+    return info
