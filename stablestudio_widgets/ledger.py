@@ -1,0 +1,274 @@
+"""SQLite ledger of every signed payment and every job: the user's receipts and the reason a
+paid result is never lost.
+
+Rows are written before a request leaves and updated as it progresses, so a crash at any point
+leaves enough to finish the job (``resume()``). One file, WAL mode, short transactions and a busy
+timeout make it safe for several kernels at once. Nothing secret is stored: the signed payment
+payload (what went over the wire) is kept so a resume can re-send the very same authorization.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+ENV_HOME = "STABLESTUDIO_HOME"
+
+# Payment statuses: signed → sent → settled | rejected | uncertain (may have settled; resume checks)
+#                   | expired (validity ran out unsettled)
+OPEN_PAYMENTS = ("signed", "sent", "uncertain")
+TERMINAL_JOBS = ("complete", "failed", "deleted", "lost")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+  nonce TEXT PRIMARY KEY, kind TEXT NOT NULL, route TEXT, method TEXT NOT NULL, url TEXT NOT NULL,
+  body TEXT, amount INTEGER NOT NULL, asset TEXT, network TEXT, pay_to TEXT, payer TEXT,
+  valid_before INTEGER, payload TEXT NOT NULL, status TEXT NOT NULL, tx TEXT, receipt TEXT,
+  job_id TEXT, upload_id TEXT, error TEXT, session TEXT, signed_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
+CREATE INDEX IF NOT EXISTS payments_signed_at ON payments(signed_at);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, base_url TEXT NOT NULL, route TEXT NOT NULL, model TEXT, media TEXT, prompt TEXT,
+  params TEXT, status TEXT NOT NULL, amount INTEGER, nonce TEXT, payer TEXT, result_url TEXT,
+  thumbnail_url TEXT, local_path TEXT, error TEXT, session TEXT,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE TABLE IF NOT EXISTS votes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, comparison TEXT NOT NULL, prompt_index INTEGER, a TEXT, b TEXT,
+  choice TEXT, job_id TEXT, rating INTEGER, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS votes_comparison ON votes(comparison);
+CREATE TABLE IF NOT EXISTS comparisons (
+  id TEXT PRIMARY KEY, spec TEXT NOT NULL, cells TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+"""
+
+
+def home() -> Path:
+    """Where the ledger and cached results live (``STABLESTUDIO_HOME`` overrides)."""
+    p = Path(os.environ.get(ENV_HOME) or platformdirs.user_data_dir("stablestudio", appauthor=False))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _period_start(period: str) -> float:
+    now = datetime.now(timezone.utc)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        start = start.replace(day=1)
+    return start.timestamp()
+
+
+class Ledger:
+    """Payments and jobs in one SQLite file (``":memory:"`` for a throwaway ledger)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = str(path) if path is not None else str(home() / "ledger.sqlite3")
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout=30000")
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def _tx(self):
+        return _Transaction(self)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.path!r})"
+
+    # --- payments ---------------------------------------------------------------------------
+    def record_payment(self, *, nonce: str, kind: str, route: str | None, method: str, url: str,
+                       body: Any, amount: int, asset: str, network: str, pay_to: str, payer: str,
+                       valid_before: int, payload: str, session: str) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO payments (nonce, kind, route, method, url, body, amount, asset, network, pay_to,"
+                " payer, valid_before, payload, status, session, signed_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'signed',?,?,?)",
+                (nonce, kind, route, method, url, json.dumps(body), amount, asset, network, pay_to, payer,
+                 valid_before, payload, session, now, now))
+
+    def update_payment(self, nonce: str, **fields: Any) -> None:
+        if "receipt" in fields and not isinstance(fields["receipt"], (str, type(None))):
+            fields["receipt"] = json.dumps(fields["receipt"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE payments SET {cols}, updated_at=? WHERE nonce=?",
+                       (*fields.values(), time.time(), nonce))
+
+    def payment(self, nonce: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM payments WHERE nonce=?", (nonce,))
+
+    def payments(self, *, status: str | tuple[str, ...] | None = None, session: str | None = None) -> list[dict]:
+        where, args = self._where(status=status, session=session)
+        return self._all(f"SELECT * FROM payments{where} ORDER BY signed_at", args)
+
+    def open_payments(self) -> list[dict[str, Any]]:
+        """Payments that may have settled without us knowing the job they bought."""
+        marks = ",".join("?" * len(OPEN_PAYMENTS))
+        return self._all(f"SELECT * FROM payments WHERE status IN ({marks}) AND job_id IS NULL"
+                         " AND upload_id IS NULL ORDER BY signed_at", OPEN_PAYMENTS)
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def record_job(self, *, id: str, base_url: str, route: str, model: str, media: str, prompt: str | None,
+                   params: dict, status: str, amount: int | None, nonce: str | None, payer: str | None,
+                   session: str, created_at: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, base_url, route, model, media, prompt, params, status, amount, nonce,"
+                " payer, session, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(id) DO NOTHING",
+                (id, base_url, route, model, media, prompt, json.dumps(params), status, amount, nonce, payer,
+                 session, created_at, time.time()))
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {cols}, updated_at=? WHERE id=?", (*fields.values(), time.time(), job_id))
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+    def jobs(self, *, status: str | tuple[str, ...] | None = None, session: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        where, args = self._where(status=status, session=session)
+        lim = f" LIMIT {int(limit)}" if limit else ""
+        return self._all(f"SELECT * FROM jobs{where} ORDER BY created_at DESC{lim}", args)
+
+    def unfinished_jobs(self, base_url: str) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(TERMINAL_JOBS))
+        return self._all(f"SELECT * FROM jobs WHERE base_url=? AND status NOT IN ({marks}) ORDER BY created_at",
+                         (base_url, *TERMINAL_JOBS))
+
+    # --- votes and comparisons --------------------------------------------------------------
+    def save_comparison(self, comparison: str, spec: dict, cells: list) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO comparisons (id, spec, cells, created_at, updated_at) VALUES (?,?,?,?,?)"
+                       " ON CONFLICT(id) DO UPDATE SET spec=excluded.spec, cells=excluded.cells,"
+                       " updated_at=excluded.updated_at", (comparison, json.dumps(spec), json.dumps(cells), now, now))
+
+    def comparison(self, comparison: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM comparisons WHERE id=?", (comparison,))
+        if row:
+            row["spec"], row["cells"] = json.loads(row["spec"]), json.loads(row["cells"])
+        return row
+
+    def record_vote(self, comparison: str, *, prompt_index: int | None = None, a: str | None = None,
+                    b: str | None = None, choice: str | None = None, job_id: str | None = None,
+                    rating: int | None = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO votes (comparison, prompt_index, a, b, choice, job_id, rating, created_at)"
+                       " VALUES (?,?,?,?,?,?,?,?)", (comparison, prompt_index, a, b, choice, job_id, rating, time.time()))
+
+    def votes(self, comparison: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM votes WHERE comparison=? ORDER BY id", (comparison,))
+
+    # --- answers ------------------------------------------------------------------------------
+    def spent_atomic(self, *, since: float | None = None, session: str | None = None, route: str | None = None) -> int:
+        """Settled plus possibly-settled payments (counted, to stay on the safe side of a budget)."""
+        q = "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN ('settled', 'uncertain', 'sent', 'signed')"
+        args: list[Any] = []
+        for col, val, op in (("signed_at", since, ">="), ("session", session, "="), ("route", route, "=")):
+            if val is not None:
+                q += f" AND {col} {op} ?"
+                args.append(val)
+        with self._lock:
+            return int(self._db.execute(q, args).fetchone()[0])
+
+    def spent_usd(self, *, since: float | None = None, session: str | None = None, route: str | None = None) -> float:
+        return self.spent_atomic(since=since, session=session, route=route) / 1e6
+
+    def spent_in_period(self, period: str = "day") -> int:
+        return self.spent_atomic(since=_period_start(period))
+
+    def spent_today_usd(self) -> float:
+        return self.spent_in_period("day") / 1e6
+
+    def spent_by_route_usd(self) -> dict[str, float]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT COALESCE(route, kind) AS r, SUM(amount) FROM payments WHERE status IN"
+                " ('settled', 'uncertain', 'sent', 'signed') GROUP BY r ORDER BY r").fetchall()
+        return {r[0]: r[1] / 1e6 for r in rows}
+
+    def receipts(self) -> list[dict[str, Any]]:
+        """One row per payment joined with its job: what was paid, for what, and what came of it."""
+        return self._all(
+            "SELECT p.signed_at, p.kind, p.route, p.amount / 1e6 AS amount_usd, p.network, p.pay_to, p.payer,"
+            " p.status AS payment_status, p.tx, p.nonce, COALESCE(p.job_id, p.upload_id) AS job_id,"
+            " j.status AS job_status, j.prompt, j.result_url, j.local_path, j.error"
+            " FROM payments p LEFT JOIN jobs j ON j.id = p.job_id ORDER BY p.signed_at", ())
+
+    def to_dataframe(self):
+        """Receipts as a pandas DataFrame (pandas is optional: ``pip install pandas``)."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.receipts())
+        if not df.empty:
+            df["signed_at"] = pd.to_datetime(df["signed_at"], unit="s", utc=True)
+        return df
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        rows = self.receipts()
+        p = Path(path)
+        with p.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["signed_at"])
+            w.writeheader()
+            w.writerows(rows)
+        return p
+
+    # --- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _where(**filters: Any) -> tuple[str, tuple]:
+        parts, args = [], []
+        for col, val in filters.items():
+            if val is None:
+                continue
+            vals = (val,) if isinstance(val, str) else tuple(val)
+            parts.append(f"{col} IN ({','.join('?' * len(vals))})")
+            args.extend(vals)
+        return (" WHERE " + " AND ".join(parts) if parts else ""), tuple(args)
+
+    def _one(self, q: str, args: tuple) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(q, args).fetchone()
+        return dict(row) if row else None
+
+    def _all(self, q: str, args: tuple) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(q, args).fetchall()]
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` under the process lock: one writer at a time, across kernels too."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.ledger._lock.acquire()
+        self.ledger._db.execute("BEGIN IMMEDIATE")
+        return self.ledger._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.ledger._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.ledger._lock.release()
