@@ -1,1 +1,35 @@
-"""Jupyter widgets and an async client for StableStudio's pay-per-generation image and video API."""
+"""Jupyter widgets and an async client for StableStudio's pay-per-generation image and video API.
+
+Every generation is paid per request with an x402 v2 USDC micropayment signed by your wallet;
+jobs are polled with a Sign-In-With-X signature. With no wallet, everything runs on a local
+sandbox server that verifies payments for real on testnet terms.
+"""
+
+from .catalog import Route
+from .client import AsyncStableStudio, Job, Quote, StableStudio
+from .errors import (
+    AuthError,
+    BudgetExceeded,
+    ConfirmationRequired,
+    InvalidParams,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PaymentRejected,
+    PaymentRequiredError,
+    PolicyViolation,
+    ServiceError,
+    StableStudioError,
+    WalletError,
+)
+from .jobs import AsyncJob, Result
+from .ledger import Ledger
+from .policy import SpendingPolicy
+from .wallet import Wallet
+
+__all__ = [
+    "AsyncJob", "AsyncStableStudio", "AuthError", "BudgetExceeded", "ConfirmationRequired", "InvalidParams",
+    "Job", "JobFailed", "JobNotFound", "JobTimeout", "Ledger", "PaymentRejected", "PaymentRequiredError",
+    "PolicyViolation", "Quote", "Result", "Route", "ServiceError", "SpendingPolicy", "StableStudio",
+    "StableStudioError", "Wallet", "WalletError",
+]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 RUNNING = ("pending", "processing")
 DONE = ("complete", "failed")
 NOT_FOUND_GRACE_S = 30.0
+MIN_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -227,7 +228,8 @@ class AsyncJob:
         client = self._client
         assert client is not None and self.id is not None
         scale = client.time_scale
-        limit = timeout if timeout is not None else self.route.poll_timeout_s * scale
+        # A scaled-down service (the sandbox) still renders media in real time: keep a real floor.
+        limit = timeout if timeout is not None else max(self.route.poll_timeout_s * scale, MIN_TIMEOUT_S)
         started = time.monotonic()
         grace = NOT_FOUND_GRACE_S * scale
         age_at_start = max(time.time() - self.created_at, 0.0)

@@ -1,0 +1,80 @@
+"""Shared fixtures: a real sandbox on 127.0.0.1 and clients that talk to it over real HTTP."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import httpx
+import pytest
+
+from stablestudio_widgets import AsyncStableStudio, Wallet
+from stablestudio_widgets.ledger import Ledger
+from stablestudio_widgets.sandbox import Faults, Sandbox
+
+TIME_SCALE = 0.002  # a 5 s image takes 10 ms; a 3.5 min video under half a second
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Never touch the user's real ledger or environment."""
+    monkeypatch.setenv("STABLESTUDIO_HOME", str(tmp_path / "home"))
+    for var in ("STABLESTUDIO_PRIVATE_KEY", "STABLESTUDIO_KEYSTORE", "STABLESTUDIO_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """The real HTTP transport, counting what actually goes on the wire (method, path, paid?)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sent: Counter = Counter()
+        self.log: list[tuple[str, str, bool]] = []
+
+    async def handle_async_request(self, request):
+        paid = "payment-signature" in request.headers
+        self.log.append((request.method, request.url.path, paid))
+        self.sent[(request.method, request.url.path)] += 1
+        return await super().handle_async_request(request)
+
+    @property
+    def total(self) -> int:
+        return len(self.log)
+
+    def paid_posts(self) -> list[str]:
+        return [p for m, p, paid in self.log if paid]
+
+
+@pytest.fixture
+def sandbox():
+    with Sandbox(time_scale=TIME_SCALE, faults=Faults(seed=7)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def transport():
+    return CountingTransport()
+
+
+@pytest.fixture
+def make_client(sandbox, transport, tmp_path):
+    """Clients on the sandbox; each keeps a ledger in tmp_path and counts its requests."""
+    made: list[AsyncStableStudio] = []
+
+    def make(**kw) -> AsyncStableStudio:
+        kw.setdefault("wallet", Wallet.generate())
+        kw.setdefault("ledger", Ledger(tmp_path / f"ledger{len(made)}.sqlite3"))
+        kw.setdefault("time_scale", TIME_SCALE)
+        kw.setdefault("transport", transport)
+        c = AsyncStableStudio(sandbox.url, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        # Closing needs a loop; the transports close with the process otherwise.
+        c.ledger.close()

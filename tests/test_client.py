@@ -1,0 +1,358 @@
+"""The client against the sandbox on loopback: real HTTP, real signatures, real verification."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from stablestudio_widgets import (
+    AsyncStableStudio,
+    BudgetExceeded,
+    ConfirmationRequired,
+    InvalidParams,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PolicyViolation,
+    StableStudio,
+    Wallet,
+)
+from stablestudio_widgets.catalog import load
+from stablestudio_widgets.jobs import next_delay
+from stablestudio_widgets.sandbox import Faults, Sandbox
+
+pytestmark = pytest.mark.anyio
+CATALOG = load()
+
+
+def png(tmp_path, name="in.png", colour=(200, 30, 30), size=(64, 48)):
+    p = tmp_path / name
+    Image.new("RGB", size, colour).save(p)
+    return p
+
+
+def valid_params(route, tmp_path):
+    """Non-default allowed values for every parameter; local files for image inputs."""
+    params = {}
+    for p in route.params.values():
+        if p.name == "prompt":
+            params["prompt"] = f"a lighthouse in a storm for {route.id}"
+        elif p.type == "enum":
+            params[p.name] = p.values[-1]
+        elif p.type == "boolean":
+            params[p.name] = not p.default
+        elif p.type == "url" and p.required:
+            params[p.name] = png(tmp_path, f"{p.name}.png")
+        elif p.type == "url_list":
+            params[p.name] = [png(tmp_path, "a.png"), png(tmp_path, "b.png", (20, 20, 200))]
+    return params
+
+
+async def test_every_route_end_to_end(make_client, sandbox, tmp_path, transport):
+    """All 23 routes, concurrently: uploads for image inputs, payment, polling, real media."""
+    ss = make_client(max_usd_per_request=20)
+    jobs = await asyncio.gather(*(ss.submit(r.id, valid_params(r, tmp_path), confirm=True)
+                                  for r in CATALOG.routes.values()))
+    results = await asyncio.gather(*(j.wait() for j in jobs))
+    async with httpx.AsyncClient() as http:
+        for job, res in zip(jobs, results, strict=True):
+            body = (await http.get(res.url)).content
+            if job.route.media == "image":
+                assert body[:8] == b"\x89PNG\r\n\x1a\n", job.route.id
+            else:
+                assert res.thumbnail_url and len(body) > 1000, job.route.id
+            assert job.amount == job.route.price_atomic(job.params), job.route.id
+    uploads = sum(2 if "images" in r.params else 1 for r in CATALOG.routes.values()
+                  if any(p.required and p.is_media for p in r.params.values()))
+    assert len(sandbox.settlements) == 23 + uploads
+    assert len({s["nonce"] for s in sandbox.settlements}) == len(sandbox.settlements)
+    assert ss.ledger.spent_atomic() == sum(int(s["amount"]) for s in sandbox.settlements)
+    assert sandbox.jobs[jobs[0].id].params["prompt"] == jobs[0].prompt
+
+
+@pytest.mark.parametrize("route_id", sorted(CATALOG.routes))
+async def test_every_route_quote_is_exact_and_free(make_client, sandbox, route_id, tmp_path):
+    ss = make_client()
+    route = CATALOG.route(route_id)
+    q = await ss.quote(route_id, **valid_params(route, tmp_path))
+    params = route.validate(valid_params(route, tmp_path), uploadable=True)
+    assert q.amount == route.price_atomic(params) and q.network == "eip155:84532"
+    assert sandbox.settlements == [] and ss.stats["signatures"] == 0
+
+
+@pytest.mark.parametrize("route_id", sorted(CATALOG.routes))
+async def test_every_route_invalid_input_sends_nothing(make_client, route_id, transport, tmp_path):
+    ss = make_client()
+    route = CATALOG.route(route_id)
+    good = valid_params(route, tmp_path)
+    enum = next(p for p in route.params.values() if p.type in ("enum", "boolean", "url_list"))
+    bad_value = {"enum": "nope", "boolean": "yes", "url_list": [png(tmp_path)] * ((enum.max_items or 1) + 1)}
+    cases = [
+        ({**good, "colour": "red"}, "colour"),
+        ({k: v for k, v in good.items() if k != "prompt"}, "prompt"),
+        ({**good, "prompt": "   "}, "prompt"),
+        ({**good, enum.name: bad_value[enum.type]}, enum.name),
+    ]
+    for params, field in cases:
+        with pytest.raises(InvalidParams) as e:
+            await ss.submit(route_id, params)
+        assert e.value.field == field and field in str(e.value) and "Nothing was paid" in str(e.value)
+    assert transport.total == 0 and ss.stats["signatures"] == 0
+
+
+def test_invalid_messages_name_allowed_values():
+    r = CATALOG.route("nano-banana-pro/edit")
+    with pytest.raises(InvalidParams, match="at most 14 images") as e:
+        r.validate({"prompt": "x", "images": ["https://x/1.png"] * 15})
+    assert e.value.allowed == [14]
+    with pytest.raises(InvalidParams, match=r"allowed: 1K, 2K, 4K") as e:
+        r.validate({"prompt": "x", "images": ["https://x/1.png"], "imageSize": "8K"})
+    assert e.value.allowed == ["1K", "2K", "4K"]
+    with pytest.raises(InvalidParams, match="did you mean 'aspectRatio'"):
+        CATALOG.route("nano-banana/generate").validate({"prompt": "x", "aspect_ratio": "1:1"})
+    assert CATALOG.route("seedance/t2v").validate({"prompt": "x", "duration": 5}) == {"prompt": "x", "duration": "5"}
+    with pytest.raises(InvalidParams, match="did you mean 'nano-banana'"):
+        CATALOG.generate_route("nano-bananna")
+
+
+def test_model_intent_picks_routes():
+    assert CATALOG.generate_route("nano-banana").id == "nano-banana/generate"
+    assert CATALOG.generate_route("wan-2.6").id == "wan-2.6/t2v"
+    assert CATALOG.generate_route("seedance", with_image=True).id == "seedance/i2v"
+    assert CATALOG.generate_route("veo-3.1", with_image=True).id == "veo-3.1/generate"
+    assert CATALOG.edit_route("flux-2-pro").id == "flux-2-pro/edit"
+    with pytest.raises(InvalidParams, match="use ss.edit"):
+        CATALOG.generate_route("grok", with_image=True)
+    with pytest.raises(InvalidParams, match="no edit route"):
+        CATALOG.edit_route("sora-2")
+
+
+async def test_learned_terms_pay_in_one_round_trip(make_client, transport):
+    ss = make_client()
+    first = await ss.generate("nano-banana", "a red fox")
+    n = transport.total
+    second = await ss.generate("nano-banana", "a blue fox", aspectRatio="9:16")
+    assert transport.total - n == 1 and transport.log[-1] == ("POST", "/api/generate/nano-banana/generate", True)
+    assert first.id != second.id
+    # A different price point of a route is learned separately (never signs a wrong amount).
+    await ss.generate("nano-banana-pro", "x", imageSize="4K")
+    n = transport.total
+    await ss.generate("nano-banana-pro", "y", imageSize="1K")
+    assert transport.total - n == 2
+
+
+async def test_fresh_402_means_sign_again_once(make_client, sandbox, transport):
+    ss = make_client()
+    await ss.generate("grok", "first")
+    key = next(k for k in ss._terms if k[0] == "grok/generate")
+    stale = ss._terms[key]
+    # The price went up since we learned it: our cached terms are now wrong.
+    from dataclasses import replace
+    stale.requirement = replace(stale.requirement, amount=stale.requirement.amount - 1,
+                                raw={**stale.requirement.raw, "amount": str(stale.requirement.amount - 1)})
+    job = await ss.generate("grok", "second")
+    assert job.amount == 70000
+    statuses = [p["status"] for p in ss.ledger.payments()]
+    assert statuses == ["settled", "rejected", "settled"]
+    assert len(sandbox.settlements) == 2
+
+
+@pytest.mark.parametrize("mode", ["reset", "5xx", "delay"])
+async def test_dropped_answer_after_settlement_never_pays_twice(make_client, sandbox, mode):
+    sandbox.set_faults(drop_after_settle_rate=1.0, drop_mode=mode, delay_s=1.0)
+    ss = make_client(timeout=0.3)
+    job = await ss.generate("nano-banana", "dropped answer")
+    sandbox.set_faults(drop_after_settle_rate=0.0)
+    await job.wait()
+    assert len(sandbox.settlements) == 1 and sandbox.settlements[0]["job_id"] == job.id
+    (payment,) = ss.ledger.payments()
+    assert payment["status"] == "settled" and payment["job_id"] == job.id
+    assert ss.stats["signatures"] == 1
+
+
+async def test_idempotent_replay_returns_the_original_job(tmp_path):
+    with Sandbox(time_scale=0.002, replay="idempotent",
+                 faults=Faults(drop_after_settle_rate=1.0, drop_mode="5xx")) as sb:
+        ss = AsyncStableStudio(sb.url, Wallet.generate(), ledger=tmp_path / "l.db", time_scale=0.002)
+        job = await ss.generate("grok", "replayed")
+        assert job.receipt is None or job.receipt.success
+        assert len(sb.settlements) == 1 and sb.settlements[0]["job_id"] == job.id
+        await ss.aclose()
+
+
+async def test_429_before_payment_is_retried_without_signing_twice(make_client, sandbox):
+    sandbox.set_faults(error_rate=0.5, error_status=429, retry_after_s=0, seed=3)
+    ss = make_client()
+    jobs = [await ss.generate("grok", f"busy {i}") for i in range(6)]
+    sandbox.set_faults(error_rate=0.0)
+    await asyncio.gather(*(j.wait() for j in jobs))
+    assert len(sandbox.settlements) == 6 == ss.stats["signatures"]
+
+
+async def test_polls_through_404_grace_window(make_client, sandbox):
+    sandbox.set_faults(poll_404_s=0.03)  # within the 30 s × time_scale = 60 ms grace
+    ss = make_client()
+    job = await ss.generate("nano-banana", "late visibility")
+    res = await job.wait()
+    assert res.url.endswith(".png")
+
+
+async def test_job_not_found_after_grace(make_client, sandbox):
+    sandbox.set_faults(poll_404_s=10)
+    ss = make_client()
+    job = await ss.generate("nano-banana", "never visible")
+    with pytest.raises(JobNotFound) as e:
+        await job.wait()
+    assert e.value.job_id == job.id and "ledger" in str(e.value) and "$0.039" in str(e.value)
+    assert ss.ledger.job(job.id)["status"] == "lost"
+
+
+async def test_failed_job_raises_with_id_and_cost(make_client, sandbox):
+    sandbox.set_faults(fail_rate=1.0)
+    ss = make_client()
+    job = await ss.generate("grok", "doomed")
+    with pytest.raises(JobFailed) as e:
+        await job.wait()
+    assert e.value.job_id == job.id and "$0.07" in str(e.value) and "Generation failed" in str(e.value)
+    assert job.to_record()["error"]["retryable"] is True
+
+
+async def test_timeout_keeps_job_resumable(make_client):
+    ss = make_client()
+    job = await ss.generate("wan-2.6", "slow video")
+    with pytest.raises(JobTimeout) as e:
+        await job.wait(timeout=0.01)
+    assert e.value.job_id == job.id and "resume" in str(e.value)
+    assert job.to_record()["error"]["resumable"]
+    res = await job.wait()
+    assert res.media == "video"
+
+
+async def test_siwx_challenge_answered_when_our_header_is_too_old(make_client, sandbox):
+    """Our cached sign-in ages past the server's limit: we sign its challenge and carry on."""
+    sandbox.set_faults(siwx_max_age_s=0.3)
+    ss = make_client()
+    await ss.generate("grok", "fresh sign-in please")
+    assert await ss.jobs() != [] and ss.stats["siwx_signatures"] == 1
+    await asyncio.sleep(0.4)  # the credential's age is the condition under test, not a synchronisation
+    assert len(await ss.jobs()) == 1 and ss.stats["siwx_signatures"] == 2
+
+
+async def test_jobs_list_and_delete(make_client, sandbox):
+    sandbox.set_faults(fail_rate=1.0)
+    ss = make_client()
+    job = await ss.generate("grok", "to delete")
+    with pytest.raises(JobFailed):
+        await job.wait()
+    listed = await ss.jobs(limit=5, status="failed")
+    assert [j.id for j in listed] == [job.id]
+    await ss.delete_job(job.id)
+    assert await ss.jobs() == []
+    other = make_client()  # another wallet sees nothing
+    assert await other.jobs() == []
+    with pytest.raises(JobNotFound):
+        await other.job(job.id)
+
+
+async def test_upload_pil_image_and_edit(make_client, sandbox):
+    ss = make_client()
+    img = Image.new("RGB", (80, 60), (10, 200, 10))
+    job = await ss.edit("flux-2-pro", "make it blue", images=[img])
+    assert job.params["images"][0].startswith(sandbox.url + "/blob/")
+    res = await job.wait()
+    assert Image.open(io.BytesIO(await res.aread())).size[0] > 0
+    kinds = sorted(p["kind"] for p in ss.ledger.payments())
+    assert kinds == ["generate", "upload"]
+
+
+async def test_budget_and_confirmation_refuse_before_signing(make_client, sandbox, transport):
+    ss = make_client(budget_usd=0.05)
+    await ss.generate("nano-banana", "fits")  # $0.039
+    with pytest.raises(BudgetExceeded, match=r"only \$0.011 of the session budget") as e:
+        await ss.generate("nano-banana", "does not fit")
+    assert e.value.limit == "budget_usd"
+    ss2 = make_client()
+    with pytest.raises(ConfirmationRequired, match="confirm=True"):
+        await ss2.generate("veo-3.1", "pricey")
+    ss3 = make_client(max_usd_per_request=0.5)
+    with pytest.raises(BudgetExceeded, match="per-request cap"):
+        await ss3.generate("veo-3.1", "too pricey", confirm=True)
+    assert len(sandbox.settlements) == 1 and ss.stats["signatures"] == 1
+    assert ss2.stats["signatures"] == ss3.stats["signatures"] == 0
+
+
+async def test_edit_budget_counts_uploads_before_paying_for_them(make_client, sandbox, tmp_path):
+    ss = make_client(budget_usd=0.05)
+    with pytest.raises(BudgetExceeded):  # $0.05 generation + 2 × $0.01 uploads
+        await ss.edit("flux-2-pro", "x", images=[png(tmp_path), png(tmp_path, "b.png")])
+    assert sandbox.settlements == []
+
+
+async def test_testnet_terms_refused_from_non_loopback_host():
+    from stablestudio_widgets.policy import SpendingPolicy
+    from stablestudio_widgets.x402 import parse_requirement
+
+    req = parse_requirement({"scheme": "exact", "network": "eip155:84532", "amount": "1",
+                             "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                             "payTo": "0x" + "1" * 40}, 0)
+    p = SpendingPolicy()
+    assert "only accepted from a local sandbox" in p.refuse_terms(req, "https://stablestudio.dev/api")
+    assert p.refuse_terms(req, "http://127.0.0.1:9/api") is None
+    main = parse_requirement({**req.raw, "network": "eip155:8453",
+                              "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"}, 0)
+    assert p.refuse_terms(main, "https://stablestudio.dev/api") is None
+    assert "not allowed" in p.refuse_terms(main, "https://evil.example/api")
+    odd = parse_requirement({**main.raw, "asset": "0x" + "2" * 40}, 0)
+    assert "not a known USDC" in p.refuse_terms(odd, "https://stablestudio.dev/api")
+
+
+async def test_policy_violation_names_what_was_offered(make_client):
+    ss = make_client(policy=__import__("stablestudio_widgets").SpendingPolicy(allowed_networks=frozenset({"eip155:8453"})))
+    with pytest.raises(Exception) as e:
+        await ss.generate("grok", "x")
+    assert "Offered: exact $0.07 on Base Sepolia" in str(e.value) and "Nothing was signed" in str(e.value)
+    assert isinstance(e.value, (PolicyViolation, __import__("stablestudio_widgets").PaymentRequiredError))
+
+
+def test_polling_schedule_is_smart():
+    img, vid = CATALOG.route("nano-banana/generate"), CATALOG.route("wan-2.6/t2v")
+    assert next_delay(img, 0, 1) == pytest.approx(3.0)  # not before the first interval
+    assert next_delay(img, 4.5, 1) == pytest.approx(1.0)  # brisk around the typical 5 s
+    assert next_delay(img, 60, 1) == pytest.approx(3.0)
+    assert next_delay(vid, 0, 1) > 50  # no point polling a 3.5-minute video every 10 s from the start
+    assert next_delay(vid, 500, 1) == pytest.approx(10.0)
+
+
+def test_sync_facade_inside_a_running_event_loop(sandbox, tmp_path):
+    """The sync client works where a notebook already runs an event loop."""
+    async def notebook_cell():
+        ss = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "s.db", time_scale=0.002)
+        job = ss.generate("nano-banana", "sync inside async")
+        res = job.wait()
+        ss.close()
+        return job, res
+
+    job, res = asyncio.run(notebook_cell())
+    assert job.status == "complete" and res.url.endswith(".png") and job.cost_usd == 0.039
+
+
+def test_sandbox_classmethod_needs_no_setup(tmp_path):
+    t = time.monotonic()
+    with StableStudio.sandbox(time_scale=0.002) as ss:
+        assert ss.is_sandbox and ss.wallet.sandbox
+        res = ss.generate("grok", "hello sandbox").wait()
+        assert res.image().size == (1024, 1024)
+        path = res.save(tmp_path)
+        assert path.exists() and path.suffix == ".png"
+    assert time.monotonic() - t < 30
+
+
+def test_no_wallet_error_names_the_options(monkeypatch):
+    from stablestudio_widgets import WalletError
+    with pytest.raises(WalletError, match="STABLESTUDIO_PRIVATE_KEY.*STABLESTUDIO_KEYSTORE.*sandbox"):
+        StableStudio("https://stablestudio.dev")
