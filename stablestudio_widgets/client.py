@@ -188,7 +188,7 @@ class AsyncStableStudio:
             upload_amount = (await self._learn_terms(
                 "/api/upload", {"filename": "image.png", "contentType": "image/png"}, ("upload",))).requirement.amount
         req = terms.requirement
-        return Quote(route.id, req.amount, req.network, req.pay_to, uploads, upload_amount)
+        return Quote(route.id, req.amount, req.network, req.pay_to, len(uploads), upload_amount)
 
     async def quote_many(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Quote]:
         """Exact prices of a whole batch (a dry run): concurrent unpaid 402s, nothing signed."""

@@ -286,6 +286,14 @@ async def test_budget_and_confirmation_refuse_before_signing(make_client, sandbo
     assert ss2.stats["signatures"] == ss3.stats["signatures"] == 0
 
 
+async def test_quote_counts_uploads_of_local_images(make_client, tmp_path):
+    ss = make_client()
+    q = await ss.quote("flux-2-pro/edit", prompt="x", images=[png(tmp_path), "https://example.com/a.png",
+                                                              png(tmp_path, "b.png")], resolution="2 MP")
+    assert (q.amount, q.uploads, q.upload_amount) == (60000, 2, 10000)
+    assert q.total_usd == pytest.approx(0.08) and "2 upload(s) = $0.08" in repr(q)
+
+
 async def test_edit_budget_counts_uploads_before_paying_for_them(make_client, sandbox, tmp_path):
     ss = make_client(budget_usd=0.05)
     with pytest.raises(BudgetExceeded):  # $0.05 generation + 2 × $0.01 uploads
