@@ -37,7 +37,7 @@ from .errors import (
     fmt_usd,
     usd,
 )
-from .jobs import AsyncJob, Result, guess_mime, parse_retry_after
+from .jobs import AsyncJob, InspectorStep, Result, guess_mime, parse_retry_after
 from .ledger import Ledger, home
 from .policy import Spending, SpendingPolicy, check_terms, is_loopback
 from .wallet import Wallet
@@ -92,6 +92,8 @@ class _Terms:
     required: PaymentRequired
     requirement: Requirement
     paid: bool = False  # a payment on these terms was accepted: later ones are signed up front
+    learned_at: float = 0.0
+    learned_ms: float = 0.0
 
 
 class AsyncStableStudio:
@@ -126,6 +128,7 @@ class AsyncStableStudio:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
         self._terms: dict[tuple, _Terms] = {}
         self._siwx_cache: dict[str, tuple[str, float]] = {}
+        self.siwx_signed: dict[str, dict[str, Any]] = {}  # last signed SIWX payload per URI (no secrets)
         self._jobs: dict[str, AsyncJob] = {}
         self._listeners: list[Any] = []
         self._sandbox: Any = None
@@ -240,7 +243,7 @@ class AsyncStableStudio:
         body, uploads = _placeholder_uploads(route, wire)
         key = self._price_key(route, wire)
         t0 = time.time()
-        terms = await self._learn_terms(route.path, body, key, job=job)
+        terms = await self._learn_terms(route.path, body, key)
         extra = 0
         if uploads:
             up = await self._learn_terms("/api/upload", {"filename": "image.png", "contentType": "image/png"},
@@ -440,8 +443,7 @@ class AsyncStableStudio:
         raise PaymentRequiredError("None of the offered payment options can be used. Offered: "
                                    + "; ".join(reasons) + ". Nothing was signed.")
 
-    async def _learn_terms(self, path: str, body: dict[str, Any], key: tuple, *,
-                           job: AsyncJob | None = None, fresh: bool = False) -> _Terms:
+    async def _learn_terms(self, path: str, body: dict[str, Any], key: tuple, *, fresh: bool = False) -> _Terms:
         """Terms for ``key``: reused when known (one round trip to pay), else read from an unpaid 402."""
         if not fresh and key in self._terms:
             return self._terms[key]
@@ -450,11 +452,9 @@ class AsyncStableStudio:
         if r.status_code != 402:
             _raise_unpaid(r, path)
         required = decode_payment_required(r.headers.get("payment-required"), _json_or_none(r))
-        terms = _Terms(required, self._choose(required, path))
+        terms = _Terms(required, self._choose(required, path), learned_at=t0,
+                       learned_ms=(time.time() - t0) * 1000)
         self._terms[key] = terms
-        if job is not None:
-            job.add_step("402 Payment Required", f"{terms.requirement.describe()} — decoded from the "
-                         "PAYMENT-REQUIRED header", {"PAYMENT-REQUIRED": required.raw}, t0)
         return terms
 
     async def _paid_post(self, path: str, body: dict[str, Any], key: tuple, *, kind: str, route: Route | None,
@@ -463,11 +463,14 @@ class AsyncStableStudio:
         """POST with a payment. Signs at most twice, and the second time only after the server
         plainly refused the first (a fresh 402 with no earlier ambiguous attempt): so one request
         can never settle twice."""
-        terms = await self._learn_terms(path, body, key, job=job)
+        terms = await self._learn_terms(path, body, key)
         reused = terms.paid
-        if job is not None and reused:
-            job.add_step("402 Payment Required", "terms reused from an earlier request — paying in one round trip",
-                         {"accepted": terms.requirement.raw}, time.time())
+        if job is not None:
+            how = ("reused from an earlier paid request: this payment needs one round trip" if reused else
+                   "read from the unpaid request's 402 answer (body {}), PAYMENT-REQUIRED header")
+            job.inspector.append(InspectorStep("402 Payment Required", f"{terms.requirement.describe()} — {how}",
+                                               {"PAYMENT-REQUIRED": terms.required.raw}, terms.learned_at,
+                                               terms.learned_ms))
         for attempt in range(2):
             req = terms.requirement
             self._check(req, path)
@@ -639,7 +642,7 @@ class AsyncStableStudio:
         self._siwx_cache.pop(uri, None)
         challenge = decode_payment_required(r.headers.get("payment-required"), _json_or_none(r))
         info = siwx.challenge_info(challenge.extensions, url=uri, chains=self.chain_ids)
-        header, _ = siwx.sign(self.wallet, info)
+        header, self.siwx_signed[uri] = siwx.sign(self.wallet, info)
         self.stats["siwx_signatures"] += 1
         r = await self._retrying(lambda: self._http.request(method, path, headers={siwx.HEADER: header}, **kwargs))
         if r.status_code == 402:
@@ -652,9 +655,10 @@ class AsyncStableStudio:
         cached = self._siwx_cache.get(uri)
         if cached and cached[1] > time.time() + 30:
             return cached[0]
-        header, _ = siwx.sign(self.wallet, siwx.own_info(uri, self.chain_ids[0]))
+        header, payload = siwx.sign(self.wallet, siwx.own_info(uri, self.chain_ids[0]))
         self.stats["siwx_signatures"] += 1
         self._siwx_cache[uri] = (header, time.time() + 300)
+        self.siwx_signed[uri] = payload
         return header
 
     # --- change propagation -------------------------------------------------------------------------

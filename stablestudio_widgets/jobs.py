@@ -237,6 +237,7 @@ class AsyncJob:
         while True:
             elapsed = time.monotonic() - started
             age = age_at_start + elapsed
+            poll_started = time.time()
             try:
                 r = await client._siwx_request("GET", f"/api/jobs/{self.id}")
             except (httpx.TransportError, ServiceError) as e:
@@ -244,6 +245,11 @@ class AsyncJob:
                 self._update(detail=f"Poll failed ({type(e).__name__}); retrying")
             polls += 1
             delay = next_delay(self.route, age, scale)
+            if r is not None and polls == 1:
+                signed = client.siwx_signed.get(f"{client.base_url}/api/jobs/{self.id}", {})
+                self.add_step("Sign-In-With-X", f"polled GET /api/jobs/{self.id} → HTTP {r.status_code}, signed in "
+                              "as the payer (EIP-4361 message, EIP-191 signature)",
+                              {"SIGN-IN-WITH-X": signed, "message": _siwe_text(signed)}, poll_started)
             if r is not None:
                 if r.status_code == 200:
                     self.apply(r.json())
@@ -328,6 +334,12 @@ def _label(v: Any) -> str:
     if isinstance(v, (bytes, bytearray)):
         return f"<{len(v)} bytes>"
     return f"<{type(v).__name__}>" if not hasattr(v, "__fspath__") else str(v)
+
+
+def _siwe_text(payload: dict[str, Any]) -> str:
+    from .siwx import message_text
+
+    return message_text(payload, payload["address"]) if payload.get("address") else ""
 
 
 def guess_mime(name: str) -> str:

@@ -1,0 +1,7 @@
+"""anywidget front ends: Studio, JobCard, Gallery and Compare."""
+
+from .gallery import Gallery
+from .jobcard import JobCard
+from .studio import Studio
+
+__all__ = ["Gallery", "JobCard", "Studio"]

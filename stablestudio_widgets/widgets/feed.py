@@ -1,0 +1,102 @@
+"""Live job records for widgets: many job changes, coalesced into few trait updates."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..errors import StableStudioError
+from ..jobs import AsyncJob
+from ._runtime import Bridge
+
+FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
+
+
+class JobFeed:
+    """Keeps ``widget.<trait>`` (a list of job records, newest first) in step with live jobs.
+
+    Changes arrive on the client's loop thread; they are batched and written with
+    ``hold_sync`` so the front end sees one consistent message per flush.
+    """
+
+    def __init__(self, widget: Any, bridge: Bridge, trait: str = "jobs", *, mask: Any = None):
+        self.widget, self.bridge, self.trait = widget, bridge, trait
+        self.jobs: dict[str, AsyncJob] = {}
+        self.extra: dict[str, dict[str, Any]] = {}  # records not backed by a live job (ledger history)
+        self._unsubscribe: dict[str, Any] = {}
+        self._dirty = False
+        self._lock = threading.Lock()
+        self.mask = mask  # callable(job) -> bool: hide model identity (blind comparisons)
+        self.on_flush: list[Any] = []
+
+    def track(self, job: AsyncJob) -> None:
+        with self._lock:
+            if job.key in self.jobs:
+                return
+            self.jobs[job.key] = job
+            self._unsubscribe[job.key] = job.on_change(self._changed)
+        self._changed(job)
+
+    def replace(self, old: AsyncJob, new: AsyncJob) -> None:
+        """Show ``new`` where ``old`` was (a retry takes its card's place)."""
+        with self._lock:
+            self._unsubscribe.pop(old.key, lambda: None)()
+            self.jobs = {(new.key if k == old.key else k): (new if k == old.key else j) for k, j in self.jobs.items()}
+            self._unsubscribe[new.key] = new.on_change(self._changed)
+        self._changed(new)
+
+    def _changed(self, _job: AsyncJob | None = None) -> None:
+        with self._lock:
+            if self._dirty:
+                return
+            self._dirty = True
+        self.bridge.loop.call_soon_threadsafe(self.bridge.loop.call_later, FLUSH_S, self.flush)
+
+    def records(self) -> list[dict[str, Any]]:
+        live = [j.to_record(masked=bool(self.mask and self.mask(j))) for j in self.jobs.values()]
+        rows = live + [r for k, r in self.extra.items() if k not in self.jobs]
+        return sorted(rows, key=lambda r: r["created_at"], reverse=True)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._dirty = False
+        records = self.records()
+        with self.widget.hold_sync():
+            setattr(self.widget, self.trait, records)
+            for cb in self.on_flush:
+                cb()
+
+    def close(self) -> None:
+        with self._lock:
+            for unsub in self._unsubscribe.values():
+                unsub()
+            self._unsubscribe.clear()
+
+    # --- the actions every job card offers --------------------------------------------------
+    def handle(self, content: dict[str, Any]) -> bool:
+        """Retry (a new payment, at the user's request) or resume (poll again) a card's job."""
+        kind, key = content.get("type"), content.get("key")
+        job = self.jobs.get(key)
+        if job is None or kind not in ("retry", "resume"):
+            return False
+        if kind == "resume" or (job.id and not job.done):
+            self.bridge.spawn(self._quiet(job.wait()))
+        else:
+            self.bridge.spawn(self._retry(job))
+        return True
+
+    async def _retry(self, job: AsyncJob) -> None:
+        client = self.bridge.aio
+        fresh = AsyncJob(route=job.route, params=dict(job.params), _client=client)
+        self.replace(job, fresh)
+        await self._quiet(client.submit(job.route.id, dict(job.params), confirm=True, job=fresh))
+        if fresh.id:
+            await self._quiet(fresh.wait())
+
+    @staticmethod
+    async def _quiet(coro: Any) -> Any:
+        """Errors of a job belong in its card (they are on the job record), not in a traceback."""
+        try:
+            return await coro
+        except StableStudioError:
+            return None

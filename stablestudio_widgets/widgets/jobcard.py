@@ -1,0 +1,46 @@
+"""One live card per job: status, elapsed vs typical time, cost and receipt, the result inline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..jobs import AsyncJob
+from ._runtime import Bridge, css, esm
+from .feed import JobFeed
+
+
+class JobCard(anywidget.AnyWidget):
+    """A live card for one job; it polls the job itself, so a bare ``job`` in a cell stays live."""
+
+    _esm = esm("jobcard")
+    _css = css("jobcard")
+    job = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, job: Any, client: Any = None, **kwargs: Any):
+        inner: AsyncJob = getattr(job, "_inner", job)
+        super().__init__(**kwargs)
+        self._bridge = Bridge.for_client(client) if client is not None else Bridge.for_job(job)
+        self._feed = JobFeed(self, self._bridge, "_records")
+        self._feed.on_flush.append(self._show_latest)
+        self._feed.track(inner)
+        self.job = inner.to_record()
+        self.on_msg(self._on_msg)
+        if inner.id and not inner.done:
+            self._bridge.spawn(JobFeed._quiet(inner.wait()))
+
+    _records = traitlets.List()  # not synced: the feed's output, of which the card shows the one job
+
+    def _show_latest(self) -> None:
+        if self._records:
+            self.job = self._records[0]
+
+    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
+        self._feed.handle(content)
+
+    def close(self) -> None:
+        self._feed.close()
+        super().close()
+

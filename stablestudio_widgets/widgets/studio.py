@@ -1,0 +1,215 @@
+"""The whole flow in one widget: pick a model, fill the form, see the exact price, generate,
+watch the cards. The kernel side signs and polls; the front end never sees a key or media bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..errors import ConfirmationRequired, StableStudioError, fmt_usd
+from ..jobs import AsyncJob
+from ..x402 import NETWORK_NAMES
+from ._runtime import Bridge, css, esm
+from .feed import JobFeed
+
+QUOTE_DEBOUNCE_S = 0.3
+THUMB_PX = 96
+SANDBOX_BANNER = ("Sandbox: no wallet configured — payments are really signed and verified, but on a local server "
+                  "with Base Sepolia test terms: no real money moves. Set STABLESTUDIO_PRIVATE_KEY (or "
+                  "STABLESTUDIO_KEYSTORE) and restart to use the real service.")
+
+
+class Studio(anywidget.AnyWidget):
+    """Model picker, parameter form from the route table, live price, generate, live gallery."""
+
+    _esm = esm("studio")
+    _css = css("studio")
+    catalog = traitlets.Dict().tag(sync=True)
+    model = traitlets.Unicode("nano-banana").tag(sync=True)
+    mode = traitlets.Unicode("generate").tag(sync=True)
+    route_id = traitlets.Unicode("nano-banana/generate").tag(sync=True)
+    prompt = traitlets.Unicode("").tag(sync=True)
+    params = traitlets.Dict().tag(sync=True)
+    inputs = traitlets.List(traitlets.Dict()).tag(sync=True)
+    quote = traitlets.Dict({"status": "idle", "amount_usd": None, "route_id": "", "message": ""}).tag(sync=True)
+    budget = traitlets.Dict().tag(sync=True)
+    sandbox = traitlets.Bool(False).tag(sync=True)
+    banner = traitlets.Unicode("").tag(sync=True)
+    wallet_address = traitlets.Unicode("").tag(sync=True)
+    network_name = traitlets.Unicode("").tag(sync=True)
+    pending_confirmation = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
+    jobs = traitlets.List(traitlets.Dict()).tag(sync=True)
+    total_spent_usd = traitlets.Float(0.0).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, client: Any = None, *, model: str = "nano-banana", **kwargs: Any):
+        self._bridge = Bridge.for_client(client)
+        aio = self._bridge.aio
+        route = aio.catalog.generate_route(model)
+        self._uploads: dict[str, bytes] = {}  # attached images stay in the kernel, never in widget state
+        self._awaiting: dict[str, tuple[dict[str, Any], AsyncJob]] = {}
+        self._quote_handle: Any = None
+        super().__init__(catalog=aio.catalog.data, model=model, route_id=route.id, **kwargs)
+        self._feed = JobFeed(self, self._bridge)
+        self._feed.on_flush.append(self._refresh_money)
+        aio.on_job(self._feed.track)
+        self.sandbox = aio.is_sandbox
+        self.banner = SANDBOX_BANNER if aio.is_sandbox else ""
+        self.wallet_address = aio.wallet.address
+        net = aio.chain_ids[0]
+        self.network_name = NETWORK_NAMES.get(net, net) + (" (sandbox)" if aio.is_sandbox else "")
+        self._refresh_money()
+        self.on_msg(self._on_msg)
+        self._schedule_quote()
+
+    # --- money ----------------------------------------------------------------------------------
+    def _refresh_money(self) -> None:
+        aio = self._bridge.aio
+        p, spent = aio.policy, aio.spending.spent / 1e6
+        self.budget = {"spent_usd": spent, "budget_usd": p.budget_usd, "remaining_usd": aio.spending.remaining_usd,
+                       "max_per_request_usd": p.max_usd_per_request, "confirm_above_usd": p.confirm_above_usd}
+        self.total_spent_usd = round(spent, 6)
+
+    # --- quotes ---------------------------------------------------------------------------------
+    @traitlets.observe("route_id", "params", "inputs")
+    def _form_changed(self, _change: dict[str, Any]) -> None:
+        self._schedule_quote()
+
+    def _schedule_quote(self) -> None:
+        def arm() -> None:
+            if self._quote_handle is not None:
+                self._quote_handle.cancel()
+            self._quote_handle = self._bridge.loop.call_later(
+                QUOTE_DEBOUNCE_S, lambda: self._bridge.spawn(self._requote(), self._fail))
+        self._bridge.call_soon(arm)
+
+    async def _requote(self) -> None:
+        route_id = self.route_id
+        self.quote = {"status": "loading", "amount_usd": None, "route_id": route_id, "message": ""}
+        try:
+            params = self._call_params(for_quote=True)
+            q = await self._bridge.aio.quote(route_id, **params)
+        except StableStudioError as e:
+            if route_id == self.route_id:
+                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": str(e)}
+            return
+        if route_id == self.route_id:
+            uploads = f" incl. {q.uploads} upload(s)" if q.uploads else ""
+            self.quote = {"status": "ok", "amount_usd": q.total_usd, "route_id": route_id,
+                          "message": f"{fmt_usd(q.total_usd)}{uploads} on {self.network_name}"}
+
+    def _call_params(self, *, for_quote: bool = False) -> dict[str, Any]:
+        route = self._bridge.aio.catalog.route(self.route_id)
+        params = {k: v for k, v in self.params.items()
+                  if k in route.params and not route.params[k].is_media and v not in ("", None)}
+        params["prompt"] = self.prompt if self.prompt.strip() or not for_quote else "price check"
+        images = [self._uploads[i["name"]] for i in self.inputs if i.get("name") in self._uploads]
+        if for_quote and not images:
+            images = ["https://upload.invalid/placeholder.png"] if _needs_image(route) else []
+        if "images" in route.params and images:
+            params["images"] = images
+        elif "image" in route.params and images:
+            params["image"] = images[0]
+            if "lastFrame" in route.params and len(images) > 1:
+                params["lastFrame"] = images[1]
+        return params
+
+    # --- front-end events (may arrive on a subshell thread: hand them to the client's loop) ------
+    def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list) -> None:
+        kind = content.get("type")
+        if kind == "upload" and buffers:
+            self._bridge.call_soon(self._attach, content, bytes(buffers[0]))
+        elif kind == "remove_input":
+            self._bridge.call_soon(self._detach, content.get("index"))
+        elif kind == "generate":
+            self._bridge.spawn(self._generate(content.get("request_id") or uuid.uuid4().hex), self._fail)
+        elif kind == "confirm":
+            self._bridge.spawn(self._confirm(content.get("request_id"), bool(content.get("accept"))), self._fail)
+        else:
+            self._feed.handle(content)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+
+    def _attach(self, content: dict[str, Any], data: bytes) -> None:
+        name = str(content.get("name") or f"image-{len(self._uploads) + 1}.png")
+        while name in self._uploads:
+            name = "copy-" + name
+        self._uploads[name] = data
+        self.inputs = [*self.inputs, {"name": name, "size": len(data), "status": "local", "url": None,
+                                      "thumb": _thumbnail(data)}]
+
+    def _detach(self, index: Any) -> None:
+        if isinstance(index, int) and 0 <= index < len(self.inputs):
+            gone = self.inputs[index]
+            self._uploads.pop(gone.get("name"), None)
+            self.inputs = [x for i, x in enumerate(self.inputs) if i != index]
+
+    async def _generate(self, request_id: str, confirm: bool = False) -> None:
+        aio = self._bridge.aio
+        self.error = ""
+        try:
+            params = self._call_params()
+            route = aio.catalog.route(self.route_id)
+            job = AsyncJob(route=route, params=route.validate(params, uploadable=True), _client=aio)
+        except StableStudioError as e:
+            self.error = str(e)
+            return
+        self._feed.track(job)
+        await self._pay_and_wait(request_id, params, job, confirm)
+
+    async def _pay_and_wait(self, request_id: str, params: dict[str, Any], job: AsyncJob, confirm: bool) -> None:
+        aio = self._bridge.aio
+        try:
+            await aio.submit(job.route.id, params, confirm=confirm, job=job)
+        except ConfirmationRequired as e:
+            self._awaiting[request_id] = (params, job)
+            job._update(status="awaiting_confirmation", error=None, finished_at=None,
+                        detail=f"Waiting for your consent to pay {fmt_usd(e.price_usd)}")
+            self.pending_confirmation = {"request_id": request_id, "price_usd": e.price_usd,
+                                         "route_id": job.route.id, "message": str(e)}
+            return
+        except StableStudioError:
+            return  # the job record carries the error; the card shows it
+        self._refresh_money()
+        await JobFeed._quiet(job.wait())
+
+    async def _confirm(self, request_id: str | None, accept: bool) -> None:
+        self.pending_confirmation = None
+        pending = self._awaiting.pop(request_id or "", None)
+        if pending is None:
+            return
+        params, job = pending
+        if not accept:
+            job._update(status="cancelled", detail="Payment declined: nothing was signed")
+            return
+        await self._pay_and_wait(request_id or "", params, job, confirm=True)
+
+    def close(self) -> None:
+        self._feed.close()
+        self._bridge.cancel_all()
+        super().close()
+
+
+def _needs_image(route: Any) -> bool:
+    return any(p.required and p.is_media for p in route.params.values())
+
+
+def _thumbnail(data: bytes) -> str | None:
+    """A tiny JPEG preview (a few KB) so the form can show what was attached."""
+    try:
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        img.thumbnail((THUMB_PX, THUMB_PX))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=70)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:  # not an image we can read: the upload itself will say so
+        return None
