@@ -1,0 +1,113 @@
+"""The ``stablestudio`` command.
+
+Each subcommand is one ``add_<name>(subparsers)`` function that registers its arguments and sets
+``func`` to the function that runs it (returning the exit code); add a command by writing one
+more and listing it in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def _run_sandbox(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from .sandbox import Faults, Sandbox
+
+    faults = Faults(fail_rate=args.fail_rate, error_rate=args.error_rate, error_status=args.error_status,
+                    poll_404_s=args.poll_404_s, drop_after_settle_rate=args.drop_rate,
+                    drop_mode=args.drop_mode, seed=args.seed)
+    sandbox = Sandbox(port=args.port, time_scale=args.time_scale, faults=faults, replay=args.replay,
+                      omit_extra=args.omit_extra, log_level=args.log_level,
+                      access_log=args.log_level in ("info", "debug"))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            sandbox.start()
+        except OSError as e:
+            print(f"Cannot listen on 127.0.0.1:{args.port}: {e.strerror or e}. Try another --port "
+                  "(0 picks a free one).", file=sys.stderr)
+            return 1
+        wallet = Account.create()
+        print(f"StableStudio sandbox listening on {sandbox.url}  (Base Sepolia terms, eip155:84532; "
+              f"merchant {sandbox.merchant})", flush=True)
+        print("Throwaway wallet -- sandbox only, testnet terms, worthless; never fund it:")
+        print(f"  address: {wallet.address}")
+        print("Use it with:")
+        print(f"  export STABLESTUDIO_BASE_URL={sandbox.url}")
+        print(f"  export STABLESTUDIO_PRIVATE_KEY=0x{bytes(wallet.key).hex()}   # sandbox only -- worthless")
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stop.wait(0.5):
+            if not sandbox.running:
+                print("The sandbox server stopped unexpectedly.", file=sys.stderr)
+                return 1
+    finally:
+        sandbox.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Sandbox stopped.", flush=True)
+    return 0
+
+
+def add_sandbox(sub: Any) -> None:
+    p = sub.add_parser("sandbox", help="run a local StableStudio-compatible server (no real money)",
+                       description="Serve the StableStudio API on 127.0.0.1 with really verified x402 "
+                                   "payments on Base Sepolia terms, locally rendered media and optional "
+                                   "fault injection. Prints a throwaway wallet to use with it.")
+    p.add_argument("--port", type=int, default=8402, help="port on 127.0.0.1 (0 picks a free one)")
+    p.add_argument("--time-scale", type=float, default=0.1,
+                   help="job duration as a fraction of the route's typical time (default 0.1)")
+    p.add_argument("--replay", choices=("refuse", "idempotent"), default="refuse",
+                   help="answer to a re-sent payment: refuse (402 nonce_already_used) or the original job")
+    p.add_argument("--omit-extra", action="store_true",
+                   help="leave extra/maxTimeoutSeconds out of 402s, like the real service's example")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="share of jobs that fail")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of API requests answered with an error")
+    p.add_argument("--error-status", type=int, default=503, choices=(429, 500, 502, 503))
+    p.add_argument("--poll-404-s", type=float, default=0.0, help="seconds a new job answers 404")
+    p.add_argument("--drop-rate", type=float, default=0.0,
+                   help="share of paid requests that settle but are not answered properly")
+    p.add_argument("--drop-mode", choices=("reset", "5xx", "delay"), default="reset")
+    p.add_argument("--seed", type=int, default=None, help="seed of the fault dice")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_run_sandbox)
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_sandbox]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stablestudio",
+                                     description="StableStudio widgets: pay-per-generation images and videos.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as e:  # bad option values (Faults validates them)
+        parser.error(str(e))
+        return 2  # pragma: no cover  (parser.error exits)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Sandbox jobs: a status that follows the clock, and media rendered when the job finishes.
+
+A job is ``pending`` for the first 15% of its duration (the route's typical time times the
+sandbox's ``time_scale``), then ``processing``; at the end a worker renders its media in a
+thread and only then marks it ``complete`` (or ``failed``, if the fault dice said so). The
+status is computed from timestamps plus that one terminal transition, made on the event loop,
+so every reader sees a consistent job and ``complete`` always comes with fetchable media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..catalog import Route
+from .wire import iso
+
+PENDING_SHARE = 0.15
+#: Params that carry input images (uploaded blob URLs).
+INPUT_PARAMS = ("images", "image", "lastFrame")
+
+
+@dataclass
+class Job:
+    id: str
+    route: Route
+    params: dict[str, Any]
+    payer: str
+    base_url: str
+    created_at: float
+    duration_s: float
+    fate_error: str | None = None  # decided at creation: the job will fail with this
+    inputs: list[bytes] = field(default_factory=list, repr=False)
+    seq: int = 0
+    final_status: str | None = None  # "complete" | "failed", set once by the worker
+    finished_at: float | None = None
+    result: dict[str, str] | None = None
+    error: str | None = None
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict, repr=False)  # name -> (bytes, mime)
+
+    @property
+    def type(self) -> str:
+        return f"{self.route.model}-{self.route.operation}"
+
+    def status(self, now: float | None = None) -> str:
+        if self.final_status:
+            return self.final_status
+        now = time.time() if now is None else now
+        return "pending" if now < self.created_at + PENDING_SHARE * self.duration_s else "processing"
+
+    def updated_at(self, now: float | None = None) -> float:
+        status = self.status(now)
+        if status in ("complete", "failed"):
+            return self.finished_at or self.created_at
+        if status == "processing":
+            return self.created_at + PENDING_SHARE * self.duration_s
+        return self.created_at
+
+    def view(self, now: float | None = None) -> dict[str, Any]:
+        """The job object the API answers with."""
+        status = self.status(now)
+        out: dict[str, Any] = {
+            "id": self.id, "jobId": self.id, "type": self.type, "route": self.route.id,
+            "status": status, "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at(now)),
+            "params": self.params,
+        }
+        if status == "complete" and self.result:
+            out["result"] = dict(self.result)
+        if status == "failed":
+            out["error"] = self.error
+        return out
+
+
+def _render(job: Job) -> dict[str, tuple[bytes, str]]:
+    """Synthesise the job's media (runs in a worker thread; imports media lazily)."""
+    from . import media
+
+    common = dict(prompt=str(job.params.get("prompt", "")), model=job.route.model,
+                  route_id=job.route.id, params=job.params, inputs=job.inputs)
+    if job.route.media == "video":
+        video, mime, thumb = media.render_video(**common)
+        ext = "webm" if "webm" in mime else "mp4"
+        return {f"{job.id}.{ext}": (video, mime), f"{job.id}.thumb.png": (thumb, "image/png")}
+    return {f"{job.id}.png": (media.render_image(**common), "image/png")}
+
+
+async def run(job: Job, executor: Executor) -> None:
+    """Wait out the job's duration, then fail it or render its media and complete it."""
+    await asyncio.sleep(max(0.0, job.created_at + job.duration_s - time.time()))
+    if job.fate_error is None:
+        try:
+            files = await asyncio.get_running_loop().run_in_executor(executor, _render, job)
+        except Exception as e:  # a renderer bug must not leave the job running forever
+            job.error = f"Generation failed: the renderer raised {type(e).__name__}: {e}"
+        else:
+            job.media = files
+            urls = {name: f"{job.base_url}/media/{name}" for name in files}
+            if job.route.media == "video":
+                thumb = f"{job.id}.thumb.png"
+                video = next(n for n in files if n != thumb)
+                job.result = {"videoUrl": urls[video], "thumbnailUrl": urls[thumb]}
+            else:
+                job.result = {"imageUrl": urls[f"{job.id}.png"]}
+    else:
+        job.error = job.fate_error
+    job.finished_at = time.time()
+    job.final_status = "complete" if job.result else "failed"
+    job.inputs = []

@@ -1,0 +1,167 @@
+"""``Sandbox``: the sandbox server in a background thread, for notebooks, tests and the CLI.
+
+``start()`` binds 127.0.0.1 itself (so ``port=0`` gives a free port known before serving) and
+returns once uvicorn has finished its startup; ``stop()`` asks uvicorn to exit and joins the
+thread. The sandbox only ever listens on loopback: it holds no real money, but its admin API
+can change its behaviour.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+from eth_account import Account
+from eth_utils import keccak
+
+from .faults import Faults
+from .jobs import Job
+from .server import build_app
+from .state import State
+
+HOST = "127.0.0.1"
+BLOB_LIMIT_BYTES = 20 * 1024 * 1024
+#: A fixed, publicly derivable merchant: stable across restarts (clients may cache requirements),
+#: worthless by construction (a testnet address nobody should ever fund).
+DEFAULT_MERCHANT = Account.from_key(keccak(text="stablestudio sandbox merchant (testnet, worthless)")).address
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, reporting the end of its startup to the thread that started it."""
+
+    def __init__(self, config: uvicorn.Config, ready: threading.Event):
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        finally:
+            self.ready.set()
+
+
+class Sandbox:
+    """A local StableStudio-compatible server that really verifies payments and sign-ins.
+
+    >>> with Sandbox(time_scale=0.01) as sb:   # doctest: +SKIP
+    ...     sb.url, sb.merchant, sb.settlements, sb.jobs
+    """
+
+    def __init__(self, *, time_scale: float = 0.1, faults: Faults | None = None, replay: str = "refuse",
+                 omit_extra: bool = False, port: int = 0, merchant: str | None = None,
+                 blob_limit_bytes: int = BLOB_LIMIT_BYTES, log_level: str = "warning",
+                 access_log: bool = False):
+        if time_scale < 0:
+            raise ValueError("time_scale must not be negative")
+        self.state = State(time_scale=time_scale, faults=faults or Faults(), replay=replay,
+                           omit_extra=omit_extra, merchant=merchant or DEFAULT_MERCHANT,
+                           blob_limit_bytes=blob_limit_bytes)
+        self.app = build_app(self.state)
+        self.port = port
+        self._log_level, self._access_log = log_level, access_log
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running; call start() or use it as a context manager")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 15.0) -> Sandbox:
+        """Serve in a daemon thread; return once the socket is listening."""
+        if self._server is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level=self._log_level, access_log=self._access_log,
+                                lifespan="on", loop="asyncio", http="h11", ws="none",
+                                timeout_graceful_shutdown=3)
+        ready = threading.Event()
+        server = _Server(config, ready)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                  name=f"stablestudio-sandbox-{self.port}", daemon=True)
+        self._server, self._thread, self._sock = server, thread, sock
+        thread.start()
+        if not ready.wait(timeout) or not server.started:
+            self.stop()
+            raise RuntimeError(f"the sandbox did not start on {HOST}:{self.port}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut down cleanly and join the server thread (idempotent)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.should_exit = True
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._sock.close()
+        self._server = self._thread = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # a forgotten sandbox should not keep its port
+        try:
+            self.stop(timeout=1.0)
+        except Exception:
+            pass
+
+    # -- in-process view -----------------------------------------------------------------------
+
+    @property
+    def merchant(self) -> str:
+        """The ``payTo`` address every payment goes to."""
+        return self.state.merchant
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self.state.set_faults(faults)
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change some fault settings (the rest stay); the dice restart from the seed."""
+        self.state.set_faults(self.state.faults.replace(**changes))
+        return self.state.faults
+
+    @property
+    def settlements(self) -> list[dict[str, Any]]:
+        """The settlement ledger, oldest first (copies)."""
+        with self.state.lock:
+            return [dict(s) for s in self.state.settlements]
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """Server-side job records by id (``job.status()``, ``job.payer``, ``job.view()``...)."""
+        with self.state.lock:
+            return dict(self.state.jobs)
+
+    @property
+    def uploads(self) -> dict[str, Any]:
+        with self.state.lock:
+            return dict(self.state.uploads)
+
+    def __repr__(self) -> str:
+        where = self.url if self._server else "stopped"
+        return f"<Sandbox {where} merchant={self.merchant} time_scale={self.state.time_scale}>"

@@ -1,0 +1,172 @@
+"""Sign-In-With-X (CAIP-122, EIP-4361 text, EIP-191 signatures): who is asking for a job.
+
+The sandbox rebuilds the EIP-4361 message from the header's fields, recovers the signer with
+eth-account and checks that the message was made for *this* server and *this* URL, recently.
+Rules a client must know:
+
+- ``domain`` must equal the ``Host`` the client addressed (``127.0.0.1:8402``).
+- ``uri`` must be the request URL ``scheme://host:port/path``; the query string is ignored on
+  both sides, so ``/api/jobs`` and ``/api/jobs?limit=5`` accept the same sign-in.
+- ``issuedAt`` no older than ``siwx_max_age_s`` (default 600 s) and at most 60 s in the future;
+  ``expirationTime`` (if any) in the future; ``notBefore`` (if any) in the past.
+- SIWX nonces are not tracked: a sign-in may be reused for the same URL until it expires.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import to_checksum_address
+
+from .payments import NETWORK
+from .wire import HeaderError, alnum, decode_header, iso, parse_iso
+
+SUPPORTED_CHAINS = (NETWORK,)
+STATEMENT = "Sign in to StableStudio sandbox"
+CHALLENGE_TTL_S = 300
+FUTURE_SKEW_S = 60
+_NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
+_REQUIRED = ("domain", "address", "uri", "version", "chainId", "type", "nonce", "issuedAt", "signature")
+
+#: A small JSON schema of the header payload, as the reference SDK declares it.
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        **{k: {"type": "string"} for k in ("domain", "address", "statement", "version", "chainId",
+                                           "type", "nonce", "requestId", "signature")},
+        "uri": {"type": "string", "format": "uri"},
+        **{k: {"type": "string", "format": "date-time"} for k in ("issuedAt", "expirationTime",
+                                                                 "notBefore")},
+        "resources": {"type": "array", "items": {"type": "string", "format": "uri"}},
+    },
+    "required": list(_REQUIRED),
+}
+
+
+class SignInInvalid(Exception):
+    """Why a sign-in was refused; ``reason`` goes verbatim into the 402's ``error``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def siwe_message(fields: dict[str, Any], address: str) -> str:
+    """The EIP-4361 text for ``fields`` (header names), exactly as ``siwe.prepare_message``."""
+    chain = int(str(fields["chainId"]).split(":", 1)[1])
+    prefix = f"{fields['domain']} wants you to sign in with your Ethereum account:\n{address}"
+    suffix = [f"URI: {fields['uri']}", f"Version: {fields['version']}", f"Chain ID: {chain}",
+              f"Nonce: {fields['nonce']}", f"Issued At: {fields['issuedAt']}"]
+    if fields.get("expirationTime"):
+        suffix.append(f"Expiration Time: {fields['expirationTime']}")
+    if fields.get("notBefore"):
+        suffix.append(f"Not Before: {fields['notBefore']}")
+    if fields.get("requestId") is not None:
+        suffix.append(f"Request ID: {fields['requestId']}")
+    if fields.get("resources") is not None:
+        suffix.append("\n".join(["Resources:", *(f"- {r}" for r in fields["resources"])]))
+    statement = fields.get("statement")
+    prefix = f"{prefix}\n\n{statement}" if statement is not None else prefix + "\n"
+    return prefix + "\n\n" + "\n".join(suffix)
+
+
+def without_query(url: str) -> str:
+    """``scheme://host:port/path``: what a sign-in's ``uri`` is compared on."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _time(fields: dict[str, Any], name: str) -> float | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        code = {"issuedAt": "issued_at", "expirationTime": "expiration_time", "notBefore": "not_before"}
+        raise SignInInvalid(f"invalid_siwx_{code[name]}: {name} {value!r:.40} is not ISO 8601") from None
+
+
+def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age_s: float) -> None:
+    missing = [k for k in _REQUIRED if not isinstance(f.get(k), str) or not f[k]]
+    if missing:
+        raise SignInInvalid(f"invalid_siwx_header: missing or non-string field(s) {', '.join(missing)}")
+    if f["domain"] != host:
+        raise SignInInvalid(f"invalid_siwx_domain_mismatch: expected {host!r} got {f['domain']!r}")
+    if without_query(f["uri"]) != without_query(url):
+        raise SignInInvalid(f"invalid_siwx_uri_mismatch: expected {without_query(url)!r} got {f['uri']!r}")
+    if f["version"] != "1":
+        raise SignInInvalid(f"invalid_siwx_version: expected '1' got {f['version']!r}")
+    if f["chainId"] not in SUPPORTED_CHAINS or f["type"] != "eip191":
+        raise SignInInvalid(f"invalid_siwx_unsupported_chain: {f['chainId']} / {f['type']} (supported: "
+                            f"{', '.join(SUPPORTED_CHAINS)} with eip191)")
+    if not _NONCE.match(f["nonce"]):
+        raise SignInInvalid("invalid_siwx_nonce: the nonce must be at least 8 alphanumerics")
+    if f.get("statement") is not None and (not isinstance(f["statement"], str) or "\n" in f["statement"]):
+        raise SignInInvalid("invalid_siwx_header: statement must be one line of text")
+    resources = f.get("resources")
+    if resources is not None and (not isinstance(resources, list)
+                                  or not all(isinstance(r, str) for r in resources)):
+        raise SignInInvalid("invalid_siwx_header: resources must be a list of URIs")
+    issued = _time(f, "issuedAt")
+    assert issued is not None
+    if issued > now + FUTURE_SKEW_S:
+        raise SignInInvalid(f"invalid_siwx_issued_at_in_future: issuedAt {f['issuedAt']} is in the future")
+    if now - issued > max_age_s:
+        raise SignInInvalid(f"invalid_siwx_issued_at_too_old: issued {round(now - issued)}s ago, "
+                            f"limit {max_age_s:g}s")
+    expires = _time(f, "expirationTime")
+    if expires is not None and expires <= now:
+        raise SignInInvalid(f"invalid_siwx_expired: expirationTime {f['expirationTime']} has passed")
+    not_before = _time(f, "notBefore")
+    if not_before is not None and not_before > now:
+        raise SignInInvalid(f"invalid_siwx_not_yet_valid: notBefore {f['notBefore']} is in the future")
+
+
+def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: float) -> str:
+    """Check a ``SIGN-IN-WITH-X`` header for ``url``; return the signer's EIP-55 address."""
+    if not header:
+        raise SignInInvalid("siwx_required: this route needs a SIGN-IN-WITH-X header signed for its URL")
+    try:
+        fields = decode_header(header)
+    except HeaderError as e:
+        raise SignInInvalid(f"invalid_siwx_header: {e}") from None
+    _check_fields(fields, host=host, url=url, now=now, max_age_s=max_age_s)
+    address = fields["address"]
+    if not re.match(r"^0x[0-9a-fA-F]{40}$", address):
+        raise SignInInvalid(f"invalid_siwx_header: address {address!r:.50} is not an EVM address")
+    # The message carries the address as the client wrote it (the reference SDK's way); a client
+    # that sent it lowercase but signed the EIP-55 form is accepted too.
+    recovered = ""
+    for shown in dict.fromkeys((address, to_checksum_address(address))):
+        try:
+            recovered = Account.recover_message(encode_defunct(text=siwe_message(fields, shown)),
+                                                signature=fields["signature"])
+        except Exception:
+            raise SignInInvalid("invalid_siwx_malformed_signature: not a 65-byte EIP-191 signature") from None
+        if recovered.lower() == address.lower():
+            return recovered
+    raise SignInInvalid(f"invalid_siwx_signature: recovered {recovered} != address {address}")
+
+
+def challenge(*, url: str, host: str, error: str, now: float) -> dict[str, Any]:
+    """The 402 ``PaymentRequired`` asking for a sign-in (no payment options, SIWX extension)."""
+    uri = without_query(url)
+    info = {"domain": host, "uri": uri, "version": "1", "nonce": alnum(24), "issuedAt": iso(now),
+            "expirationTime": iso(now + CHALLENGE_TTL_S), "statement": STATEMENT}
+    return {
+        "x402Version": 2,
+        "error": error,
+        "resource": {"url": url},
+        "accepts": [],
+        "extensions": {"sign-in-with-x": {
+            "info": info,
+            "supportedChains": [{"chainId": c, "type": "eip191"} for c in SUPPORTED_CHAINS],
+            "schema": SCHEMA,
+        }},
+    }

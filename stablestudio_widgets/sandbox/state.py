@@ -1,0 +1,158 @@
+"""Everything the sandbox remembers: used nonces, the settlement ledger, jobs, uploads, blobs.
+
+Settling is one synchronous step (:meth:`State.settle`): look the nonce up, mark it used, write
+the ledger entry and create the job or upload, with no ``await`` in between and under a lock, so
+concurrent requests carrying the same signed payment can never settle twice. Readers in other
+threads (tests, the in-process API) get copies.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_utils import keccak
+
+from ..catalog import Catalog, load
+from .faults import Dice, Faults
+from .jobs import Job
+from .payments import Payment, PaymentInvalid
+from .wire import iso
+
+
+@dataclass
+class Upload:
+    id: str
+    client_token: str
+    pathname: str
+    filename: str
+    content_type: str
+    payer: str
+    expires_at: float
+    blob_url: str | None = None
+    confirmed: bool = False
+
+
+@dataclass
+class Blob:
+    data: bytes = field(repr=False)
+    content_type: str
+    url: str
+
+
+@dataclass
+class Receipt:
+    """What a used nonce bought, kept to answer idempotent replays."""
+
+    fingerprint: tuple[Any, ...]
+    route: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class State:
+    def __init__(self, *, time_scale: float, faults: Faults, replay: str, omit_extra: bool,
+                 merchant: str, blob_limit_bytes: int, catalog: Catalog | None = None):
+        if replay not in ("refuse", "idempotent"):
+            raise ValueError(f"replay must be 'refuse' or 'idempotent', got {replay!r}")
+        self.catalog = catalog or load()
+        self.time_scale = time_scale
+        self.replay = replay
+        self.omit_extra = omit_extra
+        self.merchant = merchant
+        self.blob_limit_bytes = blob_limit_bytes
+        self.lock = threading.RLock()
+        self.dice = Dice(faults)
+        self.receipts: dict[tuple[str, str], Receipt] = {}
+        self.settlements: list[dict[str, Any]] = []
+        self.jobs: dict[str, Job] = {}
+        self.uploads: dict[str, Upload] = {}
+        self.blobs: dict[str, Blob] = {}  # pathname -> blob
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-render")
+        self._seq = 0
+
+    @property
+    def faults(self) -> Faults:
+        return self.dice.faults
+
+    def set_faults(self, faults: Faults) -> None:
+        """Install new faults; the dice restart from ``faults.seed``."""
+        self.dice = Dice(faults)
+
+    def replayed(self, payment: Payment, route: str) -> Receipt:
+        """The original answer for a replayed nonce, or the refusal that tells the client so."""
+        with self.lock:
+            receipt = self.receipts[payment.key]
+        if self.replay == "idempotent" and receipt.fingerprint == payment.fingerprint \
+                and receipt.route == route:
+            return receipt
+        raise PaymentInvalid(f"nonce_already_used: nonce {payment.nonce} of {payment.payer} was settled "
+                             f"before (for {receipt.route}); find its job in GET /api/jobs")
+
+    def is_used(self, payment: Payment) -> bool:
+        with self.lock:
+            return payment.key in self.receipts
+
+    def settle(self, payment: Payment, route: str,
+               create: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], str]:
+        """Mark the nonce used, record the settlement and create what was paid for, atomically.
+
+        ``create`` makes the job or upload and returns ``(response body, ledger reference)``
+        where the reference is ``{"job_id": ...}`` or ``{"upload_id": ...}``. Returns the
+        response body and the ``PAYMENT-RESPONSE`` content.
+        """
+        with self.lock:
+            if payment.key in self.receipts:  # unreachable without an await in the caller; belt and braces
+                raise PaymentInvalid(f"nonce_already_used: nonce {payment.nonce} was settled before")
+            now = time.time()
+            body, ref = create()
+            preimage = json.dumps([payment.nonce, payment.network, payment.payer, payment.amount,
+                                   payment.pay_to, route, ref, now], sort_keys=True)
+            tx = "0x" + keccak(text=preimage).hex()
+            self.settlements.append({
+                "nonce": payment.nonce, "payer": payment.payer, "payTo": payment.pay_to,
+                "amount": payment.amount, "network": payment.network, "asset": payment.asset,
+                "route": route, **ref, "transaction": tx, "settled_at": iso(now)})
+            receipt = {"success": True, "transaction": tx, "network": payment.network,
+                       "payer": payment.payer, "amount": payment.amount}
+            self.receipts[payment.key] = Receipt(payment.fingerprint, route, body, receipt)
+            return body, receipt
+
+    def add_job(self, job: Job) -> None:
+        with self.lock:
+            self._seq += 1
+            job.seq = self._seq
+            self.jobs[job.id] = job
+
+    def visible_job(self, job_id: str, payer: str, now: float) -> Job | None:
+        """The job if it exists, belongs to ``payer`` and is past the 404 window."""
+        job = self.jobs.get(job_id)
+        if job is None or job.payer.lower() != payer.lower():
+            return None
+        if now < job.created_at + self.faults.poll_404_s:
+            return None
+        return job
+
+    def jobs_of(self, payer: str, now: float) -> list[Job]:
+        with self.lock:
+            jobs = list(self.jobs.values())
+        mine = [j for j in jobs if j.payer.lower() == payer.lower()
+                and now >= j.created_at + self.faults.poll_404_s]
+        return sorted(mine, key=lambda j: (j.created_at, j.seq), reverse=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        with self.lock:
+            statuses = [j.status(now) for j in self.jobs.values()]
+            return {
+                "merchant": self.merchant, "network": "eip155:84532", "time_scale": self.time_scale,
+                "replay": self.replay, "omit_extra": self.omit_extra, "faults": self.faults.to_dict(),
+                "settlements": len(self.settlements), "uploads": len(self.uploads),
+                "blobs": len(self.blobs),
+                "jobs": {s: statuses.count(s) for s in ("pending", "processing", "complete", "failed")},
+            }
