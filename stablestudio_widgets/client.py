@@ -37,7 +37,7 @@ from .errors import (
     fmt_usd,
     usd,
 )
-from .jobs import AsyncJob, InspectorStep, Result, guess_mime, parse_retry_after
+from .jobs import NOT_FOUND_GRACE_S, AsyncJob, InspectorStep, Result, guess_mime, parse_retry_after
 from .ledger import Ledger, home
 from .policy import Spending, SpendingPolicy, check_terms, is_loopback
 from .wallet import Wallet
@@ -58,6 +58,7 @@ ENV_BASE_URL = "STABLESTUDIO_BASE_URL"
 PRODUCTION_BLOB_PUT = "https://vercel.com/api/blob/"
 T = TypeVar("T")
 _UNSET: Any = object()
+MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
 
 
 @dataclass(frozen=True)
@@ -362,6 +363,8 @@ class AsyncStableStudio:
             job.created_at = row["created_at"]
         job.apply(data)
         self._jobs[job_id] = job
+        if row:  # what the service says of a job we paid for goes to the ledger, however we learnt it
+            self._job_changed(job)
         return job
 
     async def resume(self) -> list[AsyncJob]:
@@ -593,7 +596,7 @@ class AsyncStableStudio:
         if route is None:
             return None
         known = {row["id"] for row in self.ledger.jobs(limit=500)}
-        deadline = time.monotonic() + 30 * self.time_scale
+        deadline = time.monotonic() + max(NOT_FOUND_GRACE_S * self.time_scale, MIN_SEARCH_S)
         while True:
             try:
                 for j in await self.jobs(limit=50):

@@ -19,6 +19,7 @@ import httpx
 
 from .catalog import Route
 from .errors import (
+    AuthError,
     JobError,
     JobFailed,
     JobNotFound,
@@ -37,6 +38,7 @@ RUNNING = ("pending", "processing")
 DONE = ("complete", "failed")
 NOT_FOUND_GRACE_S = 30.0
 MIN_TIMEOUT_S = 30.0
+MAX_AUTH_REFUSALS = 3
 
 
 @dataclass
@@ -233,16 +235,24 @@ class AsyncJob:
         started = time.monotonic()
         grace = NOT_FOUND_GRACE_S * scale
         age_at_start = max(time.time() - self.created_at, 0.0)
-        polls = 0
+        polls = auth_refusals = 0
         while True:
             elapsed = time.monotonic() - started
             age = age_at_start + elapsed
             poll_started = time.time()
             try:
                 r = await client._siwx_request("GET", f"/api/jobs/{self.id}")
+                auth_refusals = 0
             except (httpx.TransportError, ServiceError) as e:
                 r = None
                 self._update(detail=f"Poll failed ({type(e).__name__}); retrying")
+            except AuthError:
+                # A refused sign-in can be a clock or load hiccup; a persistent one is a real error.
+                auth_refusals += 1
+                if auth_refusals >= MAX_AUTH_REFUSALS:
+                    raise
+                r = None
+                self._update(detail="Sign-in refused; signing in again")
             polls += 1
             delay = next_delay(self.route, age, scale)
             if r is not None and polls == 1:
