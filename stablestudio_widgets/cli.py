@@ -84,7 +84,55 @@ def add_sandbox(sub: Any) -> None:
     p.set_defaults(func=_run_sandbox)
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_sandbox]
+def _run_quickstart(args: argparse.Namespace) -> int:
+    """An image and a video on a fresh sandbox: the whole paid flow, with receipts."""
+    from pathlib import Path
+
+    from .client import StableStudio
+    from .errors import fmt_usd
+
+    if args.lab:
+        return _launch_lab(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with StableStudio.sandbox(time_scale=args.time_scale, ledger=str(out / "ledger.sqlite3")) as ss:
+        print(f"Sandbox at {ss.base_url}; throwaway wallet {ss.wallet.address} (testnet terms, no real money)")
+        calls = [("nano-banana", "a red fox in fresh snow, golden hour", {"aspectRatio": "16:9"}),
+                 ("veo-3.1-fast", "a paper boat sailing across a puddle", {"durationSeconds": "4"})]
+        for model, prompt, params in calls:
+            quote = ss.quote(model, prompt=prompt, **params)
+            print(f"\n{model}: {prompt!r} costs {fmt_usd(quote.amount_usd)} (read from the unpaid 402)")
+            job = ss.generate(model, prompt, **params)
+            r = job.receipt
+            print(f"  paid: job {job.id}, tx {r.transaction[:18]}… on {r.network_name}" if r else f"  paid: job {job.id}")
+            result = job.wait()
+            path = result.save(out)
+            print(f"  {job.status}: {result.url}\n  saved to {path}")
+        print(f"\nSpent {fmt_usd(ss.ledger.spent_usd())} of test USDC in {len(ss.ledger.payments())} payments; "
+              f"receipts in {out / 'ledger.sqlite3'}.")
+    print("Next: `stablestudio quickstart --lab` opens notebooks/quickstart.ipynb (Studio, gallery, compare).")
+    return 0
+
+
+def _launch_lab(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--ip=127.0.0.1", str(notebook)]
+    print("Starting JupyterLab on 127.0.0.1:", " ".join(cmd[2:]))
+    return subprocess.call(cmd)
+
+
+def add_quickstart(sub: Any) -> None:
+    p = sub.add_parser("quickstart", help="pay for an image and a video on a local sandbox (no wallet needed)")
+    p.add_argument("--out", default="stablestudio-quickstart", help="where to save results and the ledger")
+    p.add_argument("--time-scale", type=float, default=0.05, help="sandbox speed (fraction of real typical times)")
+    p.add_argument("--lab", action="store_true", help="open the quickstart notebook in JupyterLab instead")
+    p.set_defaults(func=_run_quickstart)
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_sandbox, add_quickstart]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -823,16 +823,14 @@ class Job:
     def __repr__(self) -> str:
         return repr(self._inner)
 
-    def _repr_html_(self) -> str:
-        rec = self._inner
-        body = rec.result._repr_html_() if rec.result else ""
-        return f"<div><code>{_html(repr(rec))}</code>{'<br>' + body if body else ''}</div>"
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """A bare ``job`` in a notebook cell shows a live card (plain text elsewhere)."""
+        from .widgets import JobCard
 
-
-def _html(s: str) -> str:
-    import html
-
-    return html.escape(s)
+        bundle = JobCard(self)._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data["text/plain"] = repr(self)
+        return bundle
 
 
 class StableStudio:

@@ -38,8 +38,11 @@ class Wallet:
         try:
             account = Account.from_key(key.strip())
         except Exception:
+            account = None
+        del key  # error reporters that capture locals (IPython verbose, Sentry) must not find it
+        if account is None:
             raise WalletError("That private key is not valid: expected 32 bytes as 64 hex digits "
-                              "(0x-prefixed or bare). The key itself is not shown.") from None
+                              "(0x-prefixed or bare). The key itself is not shown.")
         return cls(account, sandbox=sandbox)
 
     @classmethod

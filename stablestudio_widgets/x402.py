@@ -25,6 +25,8 @@ DEFAULT_TIMEOUT_S = 300
 MAX_UINT256 = 2**256 - 1
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NETWORK = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,64}$")
+_UINT = re.compile(r"[0-9]{1,78}")  # ASCII digits only: str.isdigit() accepts '²'
+
 
 #: EIP-712 domains of the stablecoins we know, used when a 402 omits ``extra``.
 KNOWN_ASSETS: dict[tuple[str, str], dict[str, str]] = {
@@ -108,7 +110,7 @@ def parse_requirement(d: Any, i: int) -> Requirement:
     if not _NETWORK.match(network):
         raise PaymentRequiredError(f"{where}.network {network!r:.60} is not a CAIP-2 id. Nothing was signed.")
     amount_s = _str(d, "amount", where)
-    if not amount_s.isdigit() or len(amount_s) > 78 or int(amount_s) > MAX_UINT256:
+    if not _UINT.fullmatch(amount_s) or int(amount_s) > MAX_UINT256:
         raise PaymentRequiredError(f"{where}.amount {amount_s!r:.60} is not a non-negative integer that fits "
                                    "uint256. Nothing was signed.")
     asset, pay_to = _str(d, "asset", where), _str(d, "payTo", where)
@@ -272,6 +274,6 @@ def decode_settle_response(header: str) -> Receipt:
         transaction=data.get("transaction") if isinstance(data.get("transaction"), str) else None,
         network=data.get("network") if isinstance(data.get("network"), str) else None,
         payer=data.get("payer") if isinstance(data.get("payer"), str) else None,
-        amount=int(amount) if isinstance(amount, str) and amount.isdigit() and len(amount) < 79 else None,
+        amount=int(amount) if isinstance(amount, str) and _UINT.fullmatch(amount) else None,
         error_reason=data.get("errorReason") if isinstance(data.get("errorReason"), str) else None,
     )

@@ -123,6 +123,8 @@ def test_decodes_what_reference_server_emits():
 @pytest.mark.parametrize("mutate,needle", [
     (lambda d: d["accepts"][0].update(amount="-5"), "amount"),
     (lambda d: d["accepts"][0].update(amount="1e9"), "amount"),
+    (lambda d: d["accepts"][0].update(amount="²"), "amount"),
+    (lambda d: d["accepts"][0].update(amount="39000\n"), "amount"),
     (lambda d: d["accepts"][0].update(amount=39000), "amount"),
     (lambda d: d["accepts"][0].update(amount=str(2**256)), "uint256"),
     (lambda d: d["accepts"][0].update(network="base"), "CAIP-2"),
