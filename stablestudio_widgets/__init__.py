@@ -26,10 +26,10 @@ from .jobs import AsyncJob, Result
 from .ledger import Ledger
 from .policy import SpendingPolicy
 from .wallet import Wallet
-from .widgets import Gallery, JobCard, Studio
+from .widgets import Compare, Gallery, JobCard, Studio
 
 __all__ = [
-    "AsyncJob", "AsyncStableStudio", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded", "ConfirmationRequired", "InvalidParams",
+    "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded", "ConfirmationRequired", "InvalidParams",
     "Job", "JobFailed", "JobNotFound", "JobTimeout", "Ledger", "PaymentRejected", "PaymentRequiredError",
     "PolicyViolation", "Quote", "Result", "Route", "ServiceError", "SpendingPolicy", "StableStudio",
     "StableStudioError", "Wallet", "WalletError",

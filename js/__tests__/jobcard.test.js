@@ -1,0 +1,215 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import widget from "../jobcard.js";
+import { click, completeJob, fakeModel, makeJob, mount } from "./helpers.js";
+
+const NOW = new Date("2025-01-01T00:00:00Z").getTime();
+let view;
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  vi.setSystemTime(NOW);
+});
+afterEach(() => {
+  view?.unmount();
+  view = null;
+  vi.useRealTimers();
+});
+
+function show(job) {
+  const model = fakeModel({ job });
+  view = mount(widget, model);
+  return model;
+}
+
+describe("JobCard", () => {
+  it.each([
+    ["validating", "running", "validating"],
+    ["quoting", "running", "quoting"],
+    ["awaiting_confirmation", "running", "awaiting confirmation"],
+    ["paying", "running", "paying"],
+    ["uploading", "running", "uploading"],
+    ["pending", "running", "pending"],
+    ["processing", "running", "processing"],
+    ["complete", "complete", "complete"],
+    ["failed", "failed", "failed"],
+    ["timeout", "failed", "timeout"],
+    ["lost", "failed", "lost"],
+    ["queued_somewhere_new", "running", "queued_somewhere_new"],
+  ])("renders status %s", (status, kind, text) => {
+    show(makeJob({ key: "a", status, result: status === "complete" ? { url: "http://h/x.png" } : null }));
+    const card = view.$("job-card");
+    expect(card.dataset.status).toBe(status);
+    expect(card.dataset.key).toBe("a");
+    expect(card.classList.contains(`ssw-card--${kind}`)).toBe(true);
+    expect(view.$("status").textContent).toBe(text);
+    expect(view.$("status").getAttribute("aria-live")).toBe("polite");
+  });
+
+  it("shows elapsed time against the typical time, capped at 95% past it", () => {
+    const model = show(makeJob({ created_at: NOW - 2000, typical_s: 5 }));
+    expect(view.$("elapsed").textContent).toBe("2 s · typically ~5 s");
+    const bar = view.$("progress");
+    expect(bar.firstChild.style.width).toBe("40%");
+    expect(bar.getAttribute("aria-valuenow")).toBe("40");
+    vi.advanceTimersByTime(10_000); // one shared 1 s ticker keeps it live
+    expect(view.$("elapsed").textContent).toBe("12 s · typically ~5 s");
+    expect(bar.firstChild.style.width).toBe("95%");
+    expect(bar.classList.contains("ssw-progress--over")).toBe(true);
+    expect(bar.hasAttribute("aria-valuenow")).toBe(false);
+    model.kernelSet("job", { ...model.get("job"), status: "complete", finished_at: NOW + 4000, result: { url: "http://h/x.png" } });
+    expect(bar.firstChild.style.width).toBe("100%");
+    expect(view.$("elapsed").textContent).toBe("done in 6 s");
+    expect(vi.getTimerCount()).toBe(0); // nothing left to tick
+  });
+
+  it("shows the current step's detail while running", () => {
+    show(makeJob({ detail: "Job not visible yet (404) — still polling, 12 s of 30 s grace" }));
+    expect(view.$("detail").textContent).toContain("still polling");
+    expect(view.$("detail").hidden).toBe(false);
+  });
+
+  it("drops a stale step detail once the job is complete", () => {
+    const model = show(makeJob({ detail: "polling, 12 s of 30 s grace" }));
+    model.kernelSet("job", { ...model.get("job"), status: "complete", result: { url: "http://h/x.png" } });
+    expect(view.$("detail").hidden).toBe(true);
+  });
+
+  it("stops ticking and listening when the view is removed", () => {
+    const model = show(makeJob());
+    expect(vi.getTimerCount()).toBe(1);
+    expect(model.listenerCount()).toBe(1);
+    view.unmount();
+    view = null;
+    expect(vi.getTimerCount()).toBe(0);
+    expect(model.listenerCount()).toBe(0);
+  });
+
+  it("renders an image result with Download and Copy URL", async () => {
+    show(completeJob({ result: { url: "http://h/fox.png", thumbnail_url: null, local_path: null } }));
+    const img = view.$("result-image");
+    expect(img.tagName).toBe("IMG");
+    expect(img.getAttribute("src")).toBe("http://h/fox.png");
+    expect(img.closest("button")).not.toBeNull(); // keyboard-reachable lightbox trigger
+    expect(view.$("result-video")).toBeNull();
+    const a = view.$("download");
+    expect(a.getAttribute("href")).toBe("http://h/fox.png");
+    expect(a.hasAttribute("download")).toBe(true);
+    expect(a.getAttribute("target")).toBe("_blank");
+    expect(a.getAttribute("rel")).toBe("noopener");
+
+    const writeText = vi.fn().mockResolvedValue(undefined);
+    Object.defineProperty(navigator, "clipboard", { value: { writeText }, configurable: true });
+    click(view.$("copy-url"));
+    await vi.waitFor(() => expect(view.$("copy-url").textContent).toBe("Copied"));
+    expect(writeText).toHaveBeenCalledWith("http://h/fox.png");
+    delete navigator.clipboard;
+  });
+
+  it("falls back to a selected text field when the clipboard is unavailable", async () => {
+    show(completeJob({ result: { url: "http://h/fox.png" } }));
+    expect(view.$("copy-fallback")).toBeNull();
+    click(view.$("copy-url"));
+    await vi.waitFor(() => expect(view.$("copy-fallback")).not.toBeNull());
+    expect(view.$("copy-fallback").value).toBe("http://h/fox.png");
+    expect(document.activeElement).toBe(view.$("copy-fallback"));
+  });
+
+  it("renders a video result as a muted inline player with its poster", () => {
+    show(completeJob({ media: "video", result: { url: "http://h/v.mp4", thumbnail_url: "http://h/v.jpg" } }));
+    const video = view.$("result-video");
+    expect(video.tagName).toBe("VIDEO");
+    expect(video.getAttribute("src")).toBe("http://h/v.mp4");
+    expect(video.getAttribute("poster")).toBe("http://h/v.jpg");
+    expect(video.controls).toBe(true);
+    expect(video.muted).toBe(true);
+    expect(video.hasAttribute("playsinline")).toBe(true);
+    expect(video.getAttribute("preload")).toBe("metadata");
+    expect(view.$("result-image")).toBeNull();
+  });
+
+  it("shows the error with Retry and Resume that send the job key", () => {
+    const model = show(makeJob({ key: "j9", status: "failed", error: { type: "JobFailed", message: "content policy", retryable: true, resumable: true } }));
+    expect(view.$("error").textContent).toBe("JobFailed: content policy");
+    click(view.$("retry"));
+    click(view.$("resume"));
+    expect(model.messages()).toEqual([{ type: "retry", key: "j9" }, { type: "resume", key: "j9" }]);
+  });
+
+  it("offers only the actions the error allows", () => {
+    show(makeJob({ status: "timeout", error: { type: "JobTimeout", message: "gave up", retryable: false, resumable: true } }));
+    expect(view.$("retry")).toBeNull();
+    expect(view.$("resume")).not.toBeNull();
+    expect(view.$("download")).toBeNull();
+  });
+
+  it("shows cost and a receipt linking the explorer", () => {
+    show(completeJob({
+      cost_usd: 0.039,
+      receipt: { transaction: "0x1234567890abcdef1234", network: "eip155:84532", network_name: "Base Sepolia", payer: "0xabc", explorer_url: "https://sepolia.basescan.org/tx/0x1234567890abcdef1234" },
+    }));
+    expect(view.$("cost-amount").textContent).toBe("$0.039");
+    const link = view.$("receipt");
+    expect(link.tagName).toBe("A");
+    expect(link.textContent).toBe("tx 0x1234…1234");
+    expect(link.getAttribute("href")).toContain("basescan");
+    expect(view.$("cost-badge").textContent).toContain("Base Sepolia");
+  });
+
+  it("shows the receipt hash as text without an explorer", () => {
+    show(completeJob({ receipt: { transaction: "0xdeadbeefdeadbeefdead", network: "eip155:84532", network_name: "Base Sepolia", explorer_url: null } }));
+    expect(view.$("receipt").tagName).toBe("CODE");
+  });
+
+  it("has a payment inspector, collapsed by default, built when opened", async () => {
+    const steps = [
+      { step: "402 Payment Required", at_ms: NOW, duration_ms: 12, summary: "asks 0.039 USDC on Base Sepolia", data: { accepts: [{ amount: "39000" }] } },
+      { step: "Signed authorization", at_ms: NOW + 15, duration_ms: 3, summary: "EIP-3009", data: { nonce: "0x01" } },
+    ];
+    const model = show(completeJob({ inspector: steps }));
+    const details = view.$("inspector");
+    expect(details.tagName).toBe("DETAILS");
+    expect(details.open).toBe(false);
+    expect(details.textContent).toContain("2 steps");
+    expect(view.$$("inspector-step")).toHaveLength(0); // not built until opened
+    details.open = true;
+    details.dispatchEvent(new Event("toggle"));
+    const items = view.$$("inspector-step");
+    expect(items).toHaveLength(2);
+    expect(items[1].textContent).toContain("+15 ms");
+    expect(items[0].querySelector("pre").textContent).toBe(JSON.stringify(steps[0].data, null, 2));
+    // a new step arrives: the inspector stays open and shows it
+    model.kernelSet("job", { ...model.get("job"), inspector: [...steps, { step: "Settled", at_ms: NOW + 900, summary: "tx 0x…", data: {} }] });
+    expect(details.open).toBe(true);
+    expect(view.$$("inspector-step")).toHaveLength(3);
+  });
+
+  it("hides the inspector when there are no steps", () => {
+    show(makeJob({ inspector: [] }));
+    expect(view.$("inspector").hidden).toBe(true);
+  });
+
+  it("updates in place: the card and its video survive unrelated changes", () => {
+    const model = show(completeJob({ media: "video", result: { url: "http://h/v.mp4" }, cost_usd: null }));
+    const card = view.$("job-card");
+    const video = view.$("result-video");
+    model.kernelSet("job", { ...model.get("job"), cost_usd: 0.4, result: { url: "http://h/v.mp4", local_path: "/tmp/v.mp4" } });
+    expect(view.$("job-card")).toBe(card);
+    expect(view.$("result-video")).toBe(video);
+    expect(view.$("cost-amount").textContent).toBe("$0.40");
+  });
+
+  it("shows a cancelled job as finished, with its detail and no error", () => {
+    show(makeJob({ status: "cancelled", detail: "Payment declined: nothing was signed" }));
+    expect(view.$("job-card").classList.contains("ssw-card--failed")).toBe(true);
+    expect(view.$("detail").textContent).toBe("Payment declined: nothing was signed");
+    expect(view.$("error")).toBeNull();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it.each([[null], [{}]])("renders nothing until there is a job (%j)", (empty) => {
+    const model = show(empty);
+    expect(view.$("job-card")).toBeNull();
+    model.kernelSet("job", makeJob());
+    expect(view.$("job-card")).not.toBeNull();
+  });
+});

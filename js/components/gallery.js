@@ -1,0 +1,182 @@
+// Gallery: many job cards from one list, keyed by job.key. On every update only the cards
+// whose record changed are touched (Map key -> { card, json }); the DOM order is reconciled
+// with moves, never rebuilt. The first render builds all cards in a DocumentFragment and
+// inserts it once. Running cards tick from the view's single shared ticker.
+
+import "../css/gallery.css";
+import { createJobCard } from "./jobcard.js";
+import { createLightbox } from "./lightbox.js";
+import { h } from "./dom.js";
+import { formatUsd, statusKind } from "./format.js";
+
+const STATUS_FILTERS = [
+  ["", "All statuses"],
+  ["running", "Running"],
+  ["complete", "Complete"],
+  ["failed", "Failed"],
+];
+
+/**
+ * @param options { ticker                 the view's shared ticker (ticker.js)
+ *                  onAction(type, job)    "retry" | "resume"
+ *                  onFilterChange(filter) called with { model, status } when the user changes a filter
+ *                  showTotal              show the total-spent figure }
+ */
+export function createGallery({ ticker, onAction = () => {}, onFilterChange = null, showTotal = false } = {}) {
+  const suppress = { "data-lm-suppress-shortcuts": "true" }; // arrow keys in a select must not move notebook cells
+  const modelSel = h("select", { testid: "filter-model", ...suppress, onchange: changed });
+  const statusSel = h("select", { testid: "filter-status", ...suppress, onchange: changed },
+    STATUS_FILTERS.map(([value, text]) => h("option", { value }, text)));
+  const count = h("span", { class: "ssw-muted", testid: "gallery-count" });
+  const total = h("span", { class: "ssw-gallery__total", testid: "total-spent", hidden: !showTotal });
+  const toolbar = h("div", { class: "ssw-gallery__toolbar" },
+    h("label", { class: "ssw-field ssw-field--inline" }, h("span", {}, "Model"), modelSel),
+    h("label", { class: "ssw-field ssw-field--inline" }, h("span", {}, "Status"), statusSel),
+    count, total,
+  );
+  const grid = h("div", { class: "ssw-grid", testid: "gallery-grid" });
+  const empty = h("p", { class: "ssw-muted ssw-gallery__empty", testid: "gallery-empty" });
+  const live = h("div", { class: "ssw-sr-only", "aria-live": "polite", testid: "gallery-live" });
+  const lightbox = createLightbox();
+  const node = h("section", { class: "ssw-gallery-view", "aria-label": "Jobs" }, toolbar, grid, empty, live, lightbox.node);
+
+  const entries = new Map(); // key -> { card, json }
+  const running = new Set(); // entries whose elapsed time ticks
+  let jobs = [];
+  let visible = [];
+  let filter = { model: "", status: "" };
+  let modelOptionsSig = "";
+  let stopTicking = null;
+
+  function changed() {
+    filter = { model: modelSel.value, status: statusSel.value };
+    render();
+    onFilterChange?.(filter);
+  }
+
+  function handleAction(type, job) {
+    if (type === "open") openLightbox(job.key);
+    else onAction(type, job);
+  }
+
+  function tick(now) {
+    for (const entry of running) if (entry.card.node.isConnected) entry.card.tick(now);
+  }
+
+  function setJobs(list) {
+    const seen = new Set();
+    const announcements = [];
+    jobs = [];
+    for (const job of Array.isArray(list) ? list : []) {
+      if (!job || job.key == null || seen.has(job.key)) continue;
+      seen.add(job.key);
+      jobs.push(job);
+      const json = JSON.stringify(job);
+      let entry = entries.get(job.key);
+      if (!entry) {
+        entry = { card: createJobCard(job, { onAction: handleAction }), json };
+        entries.set(job.key, entry);
+      } else if (entry.json !== json) {
+        const before = statusKind(entry.card.job.status);
+        entry.card.update(job);
+        entry.json = json;
+        const after = statusKind(job.status);
+        if (before === "running" && after !== "running") announcements.push(`${job.label || job.model || "Job"}: ${job.status}`);
+      }
+      if (entry.card.running) running.add(entry);
+      else running.delete(entry);
+    }
+    for (const [key, entry] of entries) {
+      if (!seen.has(key)) {
+        entries.delete(key);
+        running.delete(entry);
+      }
+    }
+    if (announcements.length) live.textContent = announcements.join(". ");
+    if (running.size && !stopTicking) stopTicking = ticker?.add(tick) ?? null;
+    else if (!running.size && stopTicking) {
+      stopTicking();
+      stopTicking = null;
+    }
+    syncModelOptions();
+    render();
+  }
+
+  function syncModelOptions() {
+    const models = new Map();
+    for (const j of jobs) if (j.model && !models.has(j.model)) models.set(j.model, j.label || j.model);
+    if (filter.model && !models.has(filter.model)) models.set(filter.model, filter.model);
+    const sig = JSON.stringify([...models]);
+    if (sig === modelOptionsSig) return;
+    modelOptionsSig = sig;
+    modelSel.replaceChildren(
+      h("option", { value: "" }, "All models"),
+      ...[...models].map(([value, label]) => h("option", { value }, label)),
+    );
+    modelSel.value = filter.model;
+  }
+
+  function matches(job) {
+    if (filter.model && job.model !== filter.model) return false;
+    if (filter.status && statusKind(job.status) !== filter.status) return false;
+    return true;
+  }
+
+  function render() {
+    visible = jobs.filter(matches);
+    if (!grid.firstChild) {
+      const frag = document.createDocumentFragment();
+      for (const job of visible) frag.append(entries.get(job.key).card.node);
+      grid.append(frag);
+    } else {
+      // Walk the wanted order; move only nodes that are out of place, drop the rest.
+      let cursor = grid.firstChild;
+      for (const job of visible) {
+        const el = entries.get(job.key).card.node;
+        if (el === cursor) cursor = cursor.nextSibling;
+        else grid.insertBefore(el, cursor);
+      }
+      while (cursor) {
+        const nextNode = cursor.nextSibling;
+        cursor.remove();
+        cursor = nextNode;
+      }
+    }
+    empty.textContent = visible.length ? "" : jobs.length ? "No jobs match these filters." : "No jobs yet.";
+    empty.hidden = visible.length > 0;
+    count.textContent = visible.length === jobs.length ? `${jobs.length} job${jobs.length === 1 ? "" : "s"}` : `${visible.length} of ${jobs.length} jobs`;
+  }
+
+  function images() {
+    return visible
+      .filter((j) => j.status === "complete" && j.media !== "video" && j.result?.url)
+      .map((j) => ({ key: j.key, url: j.result.url, caption: [j.label, j.prompt].filter(Boolean).join(" — ") }));
+  }
+
+  function openLightbox(key) {
+    const list = images();
+    const i = list.findIndex((it) => it.key === key);
+    if (i >= 0) lightbox.open(list, i);
+  }
+
+  return {
+    node,
+    setJobs,
+    /** Filters from the kernel ({ model, status }; "" = all). */
+    setFilter(f) {
+      const next = { model: f.model ?? "", status: f.status ?? "" };
+      if (next.model === filter.model && next.status === filter.status) return;
+      filter = next;
+      syncModelOptions();
+      modelSel.value = filter.model;
+      statusSel.value = filter.status;
+      render();
+    },
+    setTotal(usd) {
+      total.textContent = `Total spent: ${formatUsd(usd ?? 0)}`;
+    },
+    lightbox,
+    /** For tests and debugging: key -> card. */
+    cards: entries,
+  };
+}

@@ -1,0 +1,146 @@
+// Job card: one job record rendered as a card. The card node stays the same object for the
+// life of the job; `update(job)` rebuilds only the sections whose inputs changed, so a playing
+// video or an open inspector survive status and cost updates.
+//
+// Job record (the contract with the kernel; see js/README.md):
+//   { key, id, route, model, label, media: "image"|"video", prompt, params, status, detail,
+//     created_at, finished_at, typical_s, cost_usd, receipt, result, error, inspector }
+
+import "../css/card.css";
+import { button, copyButton } from "./buttons.js";
+import { costBadge } from "./costbadge.js";
+import { fill, h } from "./dom.js";
+import { statusKind, statusText } from "./format.js";
+import { createInspector } from "./inspector.js";
+import { createProgress } from "./progress.js";
+
+/**
+ * @param job      job record
+ * @param options  { onAction(type, job)  "retry" | "resume" | "open" (image clicked),
+ *                   title        text shown instead of job.label (Compare: "Model A"),
+ *                   compact      smaller card (Compare grid),
+ *                   hideCost     hide cost, receipt and inspector (blind Compare: prices reveal models),
+ *                   live         announce status changes (single-card widget) }
+ */
+export function createJobCard(job, options = {}) {
+  const { onAction = () => {}, compact = false, live = false } = options;
+  let opts = { title: options.title, hideCost: !!options.hideCost };
+  let current = job;
+
+  const title = h("span", { class: "ssw-card__title" });
+  const pill = h("span", { class: "ssw-pill", testid: "status", "aria-live": live ? "polite" : null });
+  const prompt = h("p", { class: "ssw-card__prompt", testid: "prompt-text" });
+  const media = h("div", { class: "ssw-card__media" });
+  const progress = createProgress();
+  const detail = h("p", { class: "ssw-card__detail ssw-muted", testid: "detail" });
+  const error = h("div", { class: "ssw-card__error" });
+  const actions = h("div", { class: "ssw-card__actions" });
+  const cost = h("div", { class: "ssw-card__cost" });
+  const inspector = createInspector();
+
+  const node = h("article", { class: `ssw-card${compact ? " ssw-card--compact" : ""}`, testid: "job-card" },
+    h("header", { class: "ssw-card__head" }, title, pill),
+    prompt, media, progress.node, detail, error, actions, cost, inspector.node,
+  );
+
+  // [name, the job fields the section reads, how to render it]
+  const sections = [
+    ["head", (j) => [j.label, j.status, opts.title], renderHead],
+    ["prompt", (j) => j.prompt, (j) => {
+      prompt.textContent = j.prompt || "";
+      prompt.title = j.prompt || "";
+      prompt.hidden = !j.prompt;
+    }],
+    ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.prompt], renderMedia],
+    ["progress", (j) => [j.status, j.created_at, j.finished_at, j.typical_s], (j) => progress.set(j)],
+    // The step detail while running; after a failed end only when no error explains it (cancelled).
+    ["detail", (j) => [j.detail, j.status, !!j.error], (j) => {
+      const kind = statusKind(j.status);
+      fill(detail, (kind === "running" || (kind === "failed" && !j.error)) && j.detail);
+    }],
+    ["error", (j) => [j.error, j.status], renderError],
+    ["actions", (j) => [j.status, j.result], renderActions],
+    ["cost", (j) => [j.cost_usd, j.receipt, opts.hideCost], (j) => fill(cost, !opts.hideCost && costBadge(j.cost_usd, j.receipt))],
+    ["inspector", (j) => [j.inspector, opts.hideCost], (j) => inspector.set(opts.hideCost ? [] : j.inspector)],
+  ];
+  const signatures = new Map();
+
+  function renderHead(j) {
+    title.textContent = opts.title ?? j.label ?? j.model ?? "";
+    pill.textContent = statusText(j.status);
+    pill.className = `ssw-pill ssw-pill--${statusKind(j.status)}`;
+    node.dataset.status = j.status ?? "";
+    node.dataset.key = j.key ?? "";
+    node.classList.remove("ssw-card--running", "ssw-card--complete", "ssw-card--failed");
+    node.classList.add(`ssw-card--${statusKind(j.status)}`);
+  }
+
+  function renderMedia(j) {
+    const url = j.result?.url;
+    let content = null;
+    if (j.status === "complete" && url) {
+      if (j.media === "video") {
+        content = h("video", {
+          src: url, poster: j.result.thumbnail_url || null, controls: true, muted: true,
+          playsinline: true, preload: "metadata", testid: "result-video",
+        });
+      } else {
+        // A real button around the image: keyboard users can open the lightbox too.
+        content = h("button", { type: "button", class: "ssw-card__mediabtn", "aria-label": "Enlarge image", onclick: () => onAction("open", current) },
+          // loading/decoding before src: set after it, the image would already be fetching eagerly
+          h("img", { loading: "lazy", decoding: "async", src: j.result.thumbnail_url || url, alt: j.prompt || "generated image", testid: "result-image" }),
+        );
+      }
+    } else if (statusKind(j.status) === "running") {
+      content = h("div", { class: "ssw-card__placeholder", "aria-hidden": "true" });
+    }
+    fill(media, content);
+  }
+
+  function renderError(j) {
+    const e = j.error;
+    if (!e && !["failed", "timeout", "lost"].includes(j.status)) return fill(error);
+    const message = e ? `${e.type ? `${e.type}: ` : ""}${e.message ?? ""}` : `Job ${statusText(j.status)}`;
+    fill(error,
+      h("p", { class: "ssw-card__errortext", testid: "error" }, message),
+      e?.retryable && button("Retry", { testid: "retry", onclick: () => onAction("retry", current) }),
+      e?.resumable && button("Resume", { testid: "resume", onclick: () => onAction("resume", current) }),
+    );
+  }
+
+  function renderActions(j) {
+    const url = j.result?.url;
+    if (j.status !== "complete" || !url) return fill(actions);
+    fill(actions,
+      h("a", { class: "ssw-btn", href: url, download: "", target: "_blank", rel: "noopener", testid: "download" }, "Download"),
+      copyButton(() => current.result?.url ?? url),
+      j.result.local_path && h("span", { class: "ssw-muted ssw-card__path", title: j.result.local_path, testid: "local-path" }, "saved locally"),
+    );
+  }
+
+  function update(j, newOptions) {
+    current = j;
+    if (newOptions) opts = { ...opts, ...newOptions };
+    for (const [name, pick, render] of sections) {
+      const sig = JSON.stringify(pick(j) ?? null);
+      if (signatures.get(name) !== sig) {
+        signatures.set(name, sig);
+        render(j);
+      }
+    }
+  }
+
+  update(job);
+  return {
+    node,
+    update,
+    /** True while the elapsed time should tick. */
+    get running() {
+      return statusKind(current.status) === "running";
+    },
+    tick: (now) => progress.update(now),
+    get job() {
+      return current;
+    },
+  };
+}

@@ -1,0 +1,55 @@
+// Gallery widget: one widget, many cards (not a widget per job), keyed by job.key.
+//
+// Traits:  jobs [job record] newest first, filter_model str ("" = all),
+//          filter_status "" | "complete" | "failed" | "running", total_spent_usd number,
+//          title str, show_ledger bool (written by the "Show past jobs from the ledger" toggle)
+// Messages sent: {type:"retry", key}, {type:"resume", key}
+// Filters are applied here, on the full `jobs` list; the kernel only stores the choice.
+
+import "./css/base.css";
+import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { createGallery } from "./components/gallery.js";
+import { createTicker } from "./components/ticker.js";
+
+function render({ model, el, signal: outer }) {
+  const { signal, dispose } = viewLifetime(outer);
+  const ticker = createTicker(signal);
+  const save = (values) => {
+    for (const [k, v] of Object.entries(values)) model.set(k, v);
+    model.save_changes();
+  };
+  const gallery = createGallery({
+    ticker,
+    showTotal: true,
+    onAction: (type, job) => model.send({ type, key: job.key }),
+    onFilterChange: ({ model: m, status }) => save({ filter_model: m, filter_status: status }),
+  });
+  const title = h("h3", { class: "ssw-gallery__title", testid: "gallery-title" });
+  const ledger = h("input", { type: "checkbox", testid: "show-ledger", onchange: () => save({ show_ledger: ledger.checked }) });
+  const root = h("div", { class: "ssw ssw-gallery" },
+    h("header", { class: "ssw-gallery__header" }, title,
+      h("label", { class: "ssw-field--check" }, ledger, h("span", {}, "Show past jobs from the ledger"))),
+    gallery.node,
+  );
+  isolateKeys(root);
+  el.append(root);
+
+  const syncJobs = () => gallery.setJobs(model.get("jobs") ?? []);
+  const syncFilter = () => gallery.setFilter({ model: model.get("filter_model") ?? "", status: model.get("filter_status") ?? "" });
+  const syncHeader = () => {
+    title.textContent = model.get("title") || "Jobs";
+    ledger.checked = !!model.get("show_ledger");
+    gallery.setTotal(model.get("total_spent_usd") ?? 0);
+  };
+
+  listen(model, signal, "change:jobs", syncJobs);
+  listen(model, signal, "change:filter_model", syncFilter);
+  listen(model, signal, "change:filter_status", syncFilter);
+  for (const name of ["title", "show_ledger", "total_spent_usd"]) listen(model, signal, `change:${name}`, syncHeader);
+  syncFilter();
+  syncJobs();
+  syncHeader();
+  return dispose;
+}
+
+export default { render };

@@ -1,0 +1,48 @@
+// JobCard widget: one live job.
+//
+// Traits:  job  (job record, see js/README.md; null or {} before the job exists)
+// Messages sent: {type:"retry", key}, {type:"resume", key}
+
+import "./css/base.css";
+import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { createJobCard } from "./components/jobcard.js";
+import { createLightbox } from "./components/lightbox.js";
+import { createTicker } from "./components/ticker.js";
+
+function render({ model, el, signal: outer }) {
+  const { signal, dispose } = viewLifetime(outer);
+  const ticker = createTicker(signal);
+  const lightbox = createLightbox();
+  const root = h("div", { class: "ssw ssw-jobcard" }, lightbox.node);
+  isolateKeys(root);
+  el.append(root);
+  let card = null;
+  let stopTicking = null;
+
+  const onAction = (type, job) => {
+    if (type === "open") lightbox.open([{ key: job.key, url: job.result.url, caption: job.prompt }]);
+    else model.send({ type, key: job.key });
+  };
+
+  function update() {
+    const job = model.get("job");
+    if (!job || job.key == null) { // the kernel's default is {} until a job exists
+      card?.node.remove();
+      card = null;
+    } else if (!card) {
+      card = createJobCard(job, { onAction, live: true });
+      root.prepend(card.node);
+    } else card.update(job);
+    if (card?.running && !stopTicking) stopTicking = ticker.add(card.tick);
+    else if (!card?.running && stopTicking) {
+      stopTicking();
+      stopTicking = null;
+    }
+  }
+
+  listen(model, signal, "change:job", update);
+  update();
+  return dispose;
+}
+
+export default { render };

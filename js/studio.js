@@ -1,0 +1,367 @@
+// Studio widget: model picker, parameter form, live price, Generate, and the session's jobs.
+//
+// Traits (kernel <-> front end; see js/README.md for the full contract):
+//   catalog               route table (catalog/routes.json)                         read
+//   model, mode           "nano-banana", "generate" | "edit" | "i2v"               read/write
+//   route_id              derived here from model + mode and written back          read/write
+//   prompt                str                                                      read/write (debounced)
+//   params                non-prompt, non-image wire params {name: str | bool}     read/write
+//   inputs                [{name, size, status, url, thumb, param?}]               read
+//   quote                 {status, amount_usd, route_id, message}                  read
+//   budget                {spent_usd, budget_usd, remaining_usd, max_per_request_usd, confirm_above_usd}
+//   sandbox, banner, wallet_address, network_name, error, total_spent_usd          read (error: cleared on dismiss)
+//   pending_confirmation  null | {request_id, price_usd, route_id, message}       read
+//   jobs                  [job record]                                             read
+// Messages sent:  {type:"generate", request_id}
+//                 {type:"upload", name, mime, size, param} + [ArrayBuffer]
+//                 {type:"confirm", request_id, accept: bool}   (Pay / Cancel on pending_confirmation)
+//                 {type:"remove_input", index}
+//                 {type:"retry", key} / {type:"resume", key}
+// Messages handled: {type:"toast", level, text}
+
+import "./css/base.css";
+import "./css/studio.css";
+import { createBanner, createToasts } from "./components/banner.js";
+import { button } from "./components/buttons.js";
+import {
+  assignInputs, missingInputs, modeLabel, modelGroups, modesFor, normalizeParams, routeFor,
+} from "./components/catalog.js";
+import { h, isolateKeys, later, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
+import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./components/format.js";
+import { createGallery } from "./components/gallery.js";
+import { createParamForm } from "./components/paramform.js";
+import { createTicker } from "./components/ticker.js";
+
+const PROMPT_SAVE_MS = 300;
+const CLICK_GUARD_MS = 1500;
+
+function render({ model, el, signal: outer }) {
+  const { signal, dispose } = viewLifetime(outer);
+  const ticker = createTicker(signal);
+  const send = (msg, buffers) => model.send(msg, undefined, buffers);
+  const get = (name) => model.get(name);
+
+  // --- view state that is not a trait ---
+  const previews = new Map(); // file name -> object URL, until the kernel's thumbnail arrives
+  let pending = []; // uploads sent, not yet listed in `inputs`: [{ name, param, thumb }]
+  let promptTimer = null;
+  let promptDirty = false;
+  let busy = false; // a Generate click in flight: guards against a double payment
+  let writing = false;
+  let formKey = "";
+  let pickerKey = "";
+  let confirmId = null;
+  let answeredId = null; // the confirmation request already answered here
+
+  // --- elements ---
+  const banner = createBanner("sandbox-banner", "sandbox");
+  const wallet = h("span", { class: "ssw-muted", testid: "wallet" });
+  const budgetText = h("span", { class: "ssw-muted", testid: "budget" });
+  const totalText = h("span", { class: "ssw-muted", testid: "total-spent" });
+  const errorText = h("span", {});
+  const errorBox = h("div", { class: "ssw-alert", role: "alert", testid: "studio-error", hidden: true },
+    errorText, button("Dismiss", { class: "ssw-btn ssw-btn--quiet", onclick: () => setTraits({ error: "" }) }));
+
+  const suppress = { "data-lm-suppress-shortcuts": "true" };
+  const modelSelect = h("select", { testid: "model-select", ...suppress, onchange: () => choose(modelSelect.value, get("mode")) });
+  const modeSelect = h("select", { testid: "mode-select", ...suppress, onchange: () => choose(get("model"), modeSelect.value) });
+  const picker = h("div", { class: "ssw-studio__picker" },
+    h("label", { class: "ssw-field" }, h("span", { class: "ssw-field__label" }, "Model"), modelSelect),
+    h("label", { class: "ssw-field" }, h("span", { class: "ssw-field__label" }, "Mode"), modeSelect),
+  );
+  const description = h("p", { class: "ssw-muted ssw-studio__description", testid: "route-description" });
+
+  const form = createParamForm({
+    onPrompt: (text, commit) => {
+      clearTimeout(promptTimer);
+      promptDirty = true; // until saved, the textarea is the truth: kernel echoes must not overwrite it
+      if (commit) savePrompt();
+      else promptTimer = setTimeout(savePrompt, PROMPT_SAVE_MS);
+      syncGenerate();
+    },
+    onParam: (name, value) => setTraits({ params: { ...(get("params") ?? {}), [name]: value } }),
+    onFiles,
+    onRemove: (index) => send({ type: "remove_input", index }), // the kernel owns the attached bytes
+  });
+
+  const cost = h("strong", { class: "ssw-studio__cost", testid: "cost", "aria-live": "polite" });
+  const costHint = h("span", { class: "ssw-muted", testid: "cost-hint" });
+  const reasonId = `ssw-reason-${randomId()}`;
+  const reason = h("span", { class: "ssw-muted", id: reasonId, testid: "generate-hint" });
+  const generate = button("Generate", { class: "ssw-btn ssw-btn--primary", testid: "generate", "aria-describedby": reasonId, onclick: onGenerate });
+  const bar = h("div", { class: "ssw-studio__bar" }, h("span", {}, "Price: ", cost), costHint, generate, reason);
+
+  const confirmTitleId = `ssw-confirm-${randomId()}`;
+  const confirmText = h("p", { class: "ssw-confirm__text" });
+  const confirmPay = button("Pay", { class: "ssw-btn ssw-btn--primary", testid: "confirm-pay", onclick: () => answer(true) });
+  const cancelPay = button("Cancel", { testid: "cancel-pay", onclick: () => answer(false) });
+  const confirmPanel = h("div", { class: "ssw-confirm", role: "alertdialog", "aria-labelledby": confirmTitleId, testid: "confirm-panel", hidden: true, ...suppress },
+    h("strong", { id: confirmTitleId }, "Confirm payment"), confirmText, h("div", { class: "ssw-row" }, confirmPay, cancelPay));
+
+  const toasts = createToasts(signal);
+  const gallery = createGallery({ ticker, onAction: (type, job) => send({ type, key: job.key }) });
+
+  const root = h("div", { class: "ssw ssw-studio" },
+    banner.node,
+    h("header", { class: "ssw-studio__header" }, h("strong", { class: "ssw-studio__title" }, "StableStudio"), wallet, budgetText, totalText),
+    errorBox, picker, description, form.node, bar, confirmPanel, toasts.node, gallery.node,
+  );
+  isolateKeys(root);
+  el.append(root);
+
+  // --- trait writes ---
+  /** Set several traits, then save once (the kernel re-quotes on each save). */
+  function setTraits(values) {
+    const changed = Object.entries(values).filter(([k, v]) => !sameJSON(get(k), v));
+    if (!changed.length) return;
+    writing = true;
+    try {
+      for (const [k, v] of changed) model.set(k, v);
+    } finally {
+      writing = false;
+    }
+    model.save_changes();
+    refresh();
+  }
+
+  function savePrompt() {
+    clearTimeout(promptTimer);
+    promptDirty = false;
+    setTraits({ prompt: form.prompt.value });
+  }
+
+  const catalog = () => get("catalog") ?? {};
+  const route = () => routeFor(catalog(), get("model"), get("mode"));
+
+  /** Pick model + mode, keep them consistent with the catalog, carry params over where valid. */
+  function choose(modelId, mode) {
+    const cat = catalog();
+    if (!cat.routes?.length) return;
+    const models = modelGroups(cat).flatMap((g) => g.models.map((m) => m.model));
+    if (!models.includes(modelId)) modelId = models.includes(cat.service?.recommended?.image) ? cat.service.recommended.image : models[0];
+    const modes = modesFor(cat, modelId);
+    if (!modes.includes(mode)) mode = modes[0];
+    const r = routeFor(cat, modelId, mode);
+    setTraits({ model: modelId, mode, route_id: r.id, params: normalizeParams(r, get("params")) });
+  }
+
+  /** The kernel set route_id alone (e.g. Studio(route_id="seedance/i2v")): adopt its model and mode. */
+  function adoptRouteId() {
+    const cat = catalog();
+    const target = (cat.routes ?? []).find((r) => r.id === get("route_id"));
+    if (!target || route()?.id === target.id) return;
+    const mode = modesFor(cat, target.model).find((m) => routeFor(cat, target.model, m)?.id === target.id);
+    if (mode) choose(target.model, mode);
+  }
+
+  // --- reading traits into the view ---
+  function syncPicker() {
+    const cat = catalog();
+    const key = JSON.stringify([cat.routes?.length, cat.routes?.map((r) => r.id), get("model")]);
+    if (key !== pickerKey) {
+      pickerKey = key;
+      modelSelect.replaceChildren(...modelGroups(cat).map((g) => h("optgroup", { label: g.label },
+        g.models.map((m) => h("option", { value: m.model, title: m.description }, m.text)))));
+      const r = routeFor(cat, get("model"), "generate");
+      const modes = modesFor(cat, get("model"));
+      modeSelect.replaceChildren(...modes.map((m) => h("option", { value: m }, modeLabel(m, r?.media))));
+      modeSelect.disabled = modes.length < 2;
+    }
+    modelSelect.value = get("model") ?? "";
+    modeSelect.value = get("mode") ?? "";
+    description.textContent = route()?.description ?? "";
+  }
+
+  function syncForm() {
+    const r = route();
+    const key = `${r?.id}|${get("mode")}`;
+    if (key !== formKey) {
+      formKey = key;
+      form.build(r, get("mode"));
+    }
+    form.setValues(get("params") ?? {}, promptDirty ? undefined : (get("prompt") ?? ""));
+    syncInputs();
+  }
+
+  function syncInputs() {
+    const inputs = get("inputs") ?? [];
+    pending = pending.filter((p) => !inputs.some((i) => i.name === p.name));
+    const byParam = assignInputs(route(), get("mode"), inputs);
+    for (const [name, items] of Object.entries(byParam)) {
+      for (const it of items) it.thumb = it.thumb || previews.get(it.name) || null;
+      items.push(...pending.filter((p) => p.param === name).map((p) => ({ ...p, status: "local", pending: true })));
+    }
+    form.setInputs(byParam);
+  }
+
+  function quoteState() {
+    const q = get("quote") ?? {};
+    const stale = q.status === "ok" && q.route_id && route() && q.route_id !== route().id;
+    return { ...q, status: stale ? "loading" : q.status ?? "idle" };
+  }
+
+  function syncCost() {
+    const q = quoteState();
+    const r = route();
+    cost.dataset.state = q.status;
+    if (q.status === "ok") cost.textContent = formatUsd(q.amount_usd);
+    else if (q.status === "loading") cost.textContent = "…";
+    else if (q.status === "error") cost.textContent = q.message || "no price";
+    else cost.textContent = "—";
+    const typical = r ? formatTypical(r.typical_s, r.typical_range_s) : "";
+    // The kernel's note on an exact price (uploads included, network) beats the catalog range.
+    const note = q.status === "ok" && q.message ? q.message : r ? `catalog ${formatUsdRange(r.price_usd)}` : "";
+    costHint.textContent = [note, typical].filter(Boolean).join(" · ");
+  }
+
+  /** Why Generate is disabled, or "" when it is enabled. */
+  function blockReason() {
+    const r = route();
+    if (!r) return catalog().routes?.length ? "Pick a model" : "Loading the model list…";
+    if (!form.prompt.value.trim() && r.params?.prompt) return "Write a prompt";
+    const missing = missingInputs(r, get("mode"), get("inputs") ?? []);
+    if (missing) return missing;
+    if (get("pending_confirmation")) return "Confirm or cancel the payment first";
+    const q = quoteState();
+    if (q.status === "error") return q.message || "No price for these settings";
+    if (q.status !== "ok") return "Waiting for the price…";
+    const b = get("budget") ?? {};
+    if (b.remaining_usd != null && q.amount_usd > b.remaining_usd) return `Over budget: ${formatUsd(b.remaining_usd)} left`;
+    if (b.max_per_request_usd != null && q.amount_usd > b.max_per_request_usd) return `Above the ${formatUsd(b.max_per_request_usd)} per-request limit`;
+    if (busy) return "Submitting…";
+    return "";
+  }
+
+  function syncGenerate() {
+    const why = blockReason();
+    generate.disabled = !!why;
+    reason.textContent = why;
+  }
+
+  function syncHeader() {
+    banner.set(get("banner") || "Sandbox: payments are simulated on a local server, no real money.", !!get("sandbox"));
+    const address = get("wallet_address");
+    wallet.textContent = [address ? shortHash(address) : "no wallet", get("network_name")].filter(Boolean).join(" · ");
+    wallet.title = address || "";
+    const b = get("budget") ?? {};
+    const parts = [`spent ${formatUsd(b.spent_usd ?? 0)}`];
+    if (b.budget_usd != null) parts.push(`${formatUsd(b.remaining_usd ?? b.budget_usd - (b.spent_usd ?? 0))} of ${formatUsd(b.budget_usd)} left`);
+    if (b.max_per_request_usd != null) parts.push(`max ${formatUsd(b.max_per_request_usd)}/request`);
+    if (b.confirm_above_usd != null) parts.push(`asks above ${formatUsd(b.confirm_above_usd)}`);
+    budgetText.textContent = `Budget: ${parts.join(" · ")}`;
+    totalText.textContent = `This session: ${formatUsd(get("total_spent_usd") ?? 0)}`;
+    const err = get("error") || "";
+    errorText.textContent = err;
+    errorBox.hidden = !err;
+  }
+
+  function syncConfirm() {
+    const pc = get("pending_confirmation");
+    confirmPanel.hidden = !pc;
+    if (!pc) {
+      confirmId = null;
+      return;
+    }
+    confirmText.textContent = pc.message || `Pay ${formatUsd(pc.price_usd)} for ${pc.route_id}?`;
+    confirmPay.textContent = `Pay ${formatUsd(pc.price_usd)}`;
+    if (pc.request_id !== confirmId) {
+      confirmId = pc.request_id;
+      confirmPay.disabled = cancelPay.disabled = answeredId === pc.request_id;
+      // Move focus only when it is already in this widget; the safe default is Cancel.
+      if (root.contains(document.activeElement)) cancelPay.focus();
+    }
+  }
+
+  function refresh() {
+    syncPicker();
+    syncForm();
+    syncCost();
+    syncHeader();
+    syncConfirm();
+    syncGenerate();
+  }
+
+  // --- actions ---
+  function onGenerate() {
+    if (blockReason()) return;
+    savePrompt(); // the prompt reaches the kernel before the generate message (same comm, in order)
+    busy = true;
+    syncGenerate();
+    send({ type: "generate", request_id: randomId() });
+    later(signal, CLICK_GUARD_MS, () => {
+      busy = false;
+      syncGenerate();
+    });
+  }
+
+  function answer(accept) {
+    const pc = get("pending_confirmation");
+    if (!pc || answeredId === pc.request_id) return; // one answer per request
+    answeredId = pc.request_id;
+    confirmPay.disabled = cancelPay.disabled = true;
+    send({ type: "confirm", request_id: pc.request_id, accept });
+  }
+
+  async function onFiles(param, files) {
+    const cat = catalog();
+    const allowed = cat.upload?.params?.contentType?.values;
+    const spec = route()?.params?.[param] ?? {};
+    const have = (assignInputs(route(), get("mode"), get("inputs") ?? [])[param] ?? []).length + pending.filter((p) => p.param === param).length;
+    const room = spec.type === "url_list" ? (spec.max_items ?? Infinity) - have : 1 - have;
+    if (room <= 0) return toasts.show("warning", "Remove an attached image first.");
+    if (files.length > room) toasts.show("warning", `Only ${room} more image${room === 1 ? "" : "s"} allowed: extra files skipped.`);
+    for (const file of files.slice(0, room)) {
+      if (allowed && !allowed.includes(file.type)) {
+        toasts.show("error", `${file.name}: ${file.type || "unknown type"} is not supported (${allowed.join(", ")}).`);
+        continue;
+      }
+      const buffer = await file.arrayBuffer();
+      if (signal.aborted) return;
+      if (globalThis.URL?.createObjectURL && !previews.has(file.name)) previews.set(file.name, URL.createObjectURL(file));
+      pending.push({ name: file.name, param, thumb: previews.get(file.name) ?? null });
+      send({ type: "upload", name: file.name, mime: file.type, size: file.size, param }, [buffer]);
+      later(signal, 30000, () => {
+        pending = pending.filter((p) => p.name !== file.name);
+        syncInputs();
+      });
+    }
+    syncInputs();
+    syncGenerate();
+  }
+
+  // --- wiring ---
+  const onChange = () => {
+    if (!writing) refresh();
+  };
+  for (const name of ["model", "mode", "params", "prompt", "inputs", "quote", "budget", "sandbox", "banner",
+    "wallet_address", "network_name", "pending_confirmation", "total_spent_usd", "error"]) {
+    listen(model, signal, `change:${name}`, onChange);
+  }
+  listen(model, signal, "change:catalog", () => {
+    if (writing) return;
+    pickerKey = formKey = "";
+    choose(get("model"), get("mode"));
+    refresh();
+  });
+  listen(model, signal, "change:route_id", () => {
+    if (!writing) adoptRouteId();
+  });
+  listen(model, signal, "change:jobs", () => gallery.setJobs(get("jobs") ?? []));
+  listen(model, signal, "msg:custom", (msg) => {
+    if (msg?.type === "toast") toasts.show(msg.level, msg.text);
+  });
+  signal.addEventListener("abort", () => {
+    clearTimeout(promptTimer);
+    for (const url of previews.values()) URL.revokeObjectURL?.(url);
+    previews.clear();
+  }, { once: true });
+
+  // First paint: make model/mode/route_id/params consistent (writes back only what differs).
+  if (!get("model") && get("route_id")) adoptRouteId();
+  choose(get("model"), get("mode"));
+  gallery.setJobs(get("jobs") ?? []);
+  refresh();
+  return dispose;
+}
+
+export default { render };

@@ -1,0 +1,382 @@
+"""Prompt × model A/B grids with blind voting.
+
+The total exact cost is shown before anything runs (free quotes); nothing is paid until the user
+confirms. In blind mode the front end sees opaque keys, "Model A/B/…" labels in a shuffled order
+and job records without model, route, price or parameters until the user reveals them. Votes and
+the grid itself are kept in the ledger, so ``Compare.load(id)`` restores both after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
+from ..jobs import AsyncJob
+from ._runtime import Bridge, css, esm
+from .feed import JobFeed
+
+VOTE_CHOICES = ("a", "b", "tie", "both_bad")
+
+
+@dataclass
+class Cell:
+    key: str
+    prompt_index: int
+    model: str
+    repeat: int
+    route_id: str
+    params: dict[str, Any]
+    job: AsyncJob | None = None
+    job_id: str | None = None
+    record: dict[str, Any] | None = field(default=None, repr=False)  # from the ledger, after a restart
+
+
+class Compare(anywidget.AnyWidget):
+    """``Compare(prompts=[...], models=[...], params={...})``: a grid, a total, a Run button, votes."""
+
+    _esm = esm("compare")
+    _css = css("compare")
+    comparison_id = traitlets.Unicode("").tag(sync=True)
+    prompts = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    models = traitlets.List(traitlets.Unicode()).tag(sync=True)  # masked while blind
+    transpose = traitlets.Bool(False).tag(sync=True)
+    blind = traitlets.Bool(True).tag(sync=True)
+    revealed = traitlets.Bool(False).tag(sync=True)
+    vote_mode = traitlets.Unicode("pairwise").tag(sync=True)
+    repeats = traitlets.Int(1).tag(sync=True)
+    columns = traitlets.List(traitlets.Dict()).tag(sync=True)
+    cells = traitlets.List(traitlets.Dict()).tag(sync=True)
+    state = traitlets.Unicode("quoting").tag(sync=True)
+    quote = traitlets.Dict({"status": "loading", "total_usd": None, "per_cell_usd": {}, "message": ""}).tag(sync=True)
+    votes = traitlets.List(traitlets.Dict()).tag(sync=True)
+    ratings = traitlets.Dict().tag(sync=True)
+    summary = traitlets.List(traitlets.Dict()).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, prompts: list[str], models: list[str], params: dict[str, Any] | None = None, *,
+                 overrides: dict[str, dict[str, Any]] | None = None, repeats: int = 1, blind: bool = True,
+                 transpose: bool = False, vote_mode: str = "pairwise", client: Any = None,
+                 comparison_id: str | None = None, seed: int | None = None, _restore: dict | None = None):
+        if not prompts or not models:
+            raise InvalidParams("Compare needs at least one prompt and one model.", field="prompts")
+        if vote_mode not in ("pairwise", "rating"):
+            raise InvalidParams("vote_mode must be 'pairwise' or 'rating'.", field="vote_mode",
+                                allowed=["pairwise", "rating"])
+        self._bridge = Bridge.for_client(client)
+        aio = self._bridge.aio
+        self._spec = {"prompts": list(prompts), "models": list(models), "params": dict(params or {}),
+                      "overrides": dict(overrides or {}), "repeats": int(repeats), "blind": blind,
+                      "transpose": transpose, "vote_mode": vote_mode}
+        self._cells = self._plan(aio)  # validates everything before any request
+        order = list(models)
+        if blind:
+            random.Random(seed).shuffle(order)
+        self._order = _restore["order"] if _restore else order
+        self._jobs_by_key: dict[str, Cell] = {}
+        super().__init__(comparison_id=comparison_id or uuid.uuid4().hex[:12], prompts=list(prompts),
+                         transpose=transpose, blind=blind, vote_mode=vote_mode, repeats=int(repeats))
+        self._feed = JobFeed(self, self._bridge, "_records", mask=lambda _job: self.blind and not self.revealed)
+        self._feed.on_flush.append(self._publish)
+        if _restore:
+            self._restore(_restore)
+        else:
+            self._save()
+        self._publish()
+        self.on_msg(self._on_msg)
+        if self.state == "quoting":
+            self._bridge.spawn(self._quote_all(), self._fail)
+
+    _records = traitlets.List()  # the feed's output; cells are built from the jobs themselves
+
+    # --- plan and quote -------------------------------------------------------------------------
+    def _plan(self, aio: Any) -> list[Cell]:
+        spec, cells = self._spec, []
+        for m in spec["models"]:
+            route = aio.catalog.generate_route(m)
+            shared = {k: v for k, v in spec["params"].items() if k in route.params}
+            for i, prompt in enumerate(spec["prompts"]):
+                params = route.validate({**shared, **spec["overrides"].get(m, {}), "prompt": prompt}, uploadable=True)
+                for r in range(spec["repeats"]):
+                    cells.append(Cell(_opaque_key(), i, m, r, route.id, params))
+        return cells
+
+    async def _quote_all(self) -> None:
+        aio = self._bridge.aio
+        quotes = await aio.quote_many([(c.route_id, c.params) for c in self._cells])
+        per_cell = {c.key: q.total_usd for c, q in zip(self._cells, quotes, strict=True)}
+        total = round(sum(per_cell.values()), 6)
+        remaining = aio.spending.remaining_usd
+        message = f"{len(self._cells)} generations for {fmt_usd(total)} (exact prices from the service)"
+        if remaining is not None and total > remaining + 1e-9:
+            message += f" — more than the {fmt_usd(remaining)} left in your budget"
+        self.quote = {"status": "ok", "total_usd": total,
+                      "per_cell_usd": per_cell if not self.blind else {}, "message": message}
+        self._per_cell = per_cell
+        self.state = "ready"
+
+    @property
+    def total_usd(self) -> float | None:
+        return self.quote.get("total_usd")
+
+    # --- run ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Pay for and run every cell concurrently (what the Run button does)."""
+        self._bridge.spawn(self._run(), self._fail)
+
+    async def _run(self) -> None:
+        if self.state != "ready":
+            return
+        aio = self._bridge.aio
+        remaining = aio.spending.remaining_usd
+        if remaining is not None and (self.total_usd or 0) > remaining + 1e-9:
+            raise BudgetExceeded(f"This comparison costs {fmt_usd(self.total_usd or 0)} but only {fmt_usd(remaining)} "
+                                 "of the session budget is left. Nothing was signed.",
+                                 price_usd=self.total_usd or 0, limit_usd=aio.policy.budget_usd or 0,
+                                 limit="budget_usd")
+        self.state = "running"
+        await asyncio.gather(*(self._run_cell(c) for c in self._cells))
+        self.state = "done"
+        self._save()
+
+    async def _run_cell(self, cell: Cell) -> None:
+        aio = self._bridge.aio
+        job = AsyncJob(route=aio.catalog.route(cell.route_id), params=dict(cell.params), _client=aio)
+        cell.job, cell.record = job, None
+        self._jobs_by_key[job.key] = cell
+        self._feed.track(job)
+        try:
+            await aio.submit(cell.route_id, dict(cell.params), confirm=True, job=job)  # the user confirmed the total
+            cell.job_id = job.id
+            self._save()
+            await job.wait()
+        except StableStudioError:
+            pass  # the cell's card shows the error and offers a retry
+
+    def retry(self, key: str) -> None:
+        """Run one failed cell again (a new payment)."""
+        cell = next((c for c in self._cells if c.key == key), None) or self._jobs_by_key.get(key)
+        if cell is not None:
+            self._bridge.spawn(self._run_cell(cell), self._fail)
+
+    # --- votes --------------------------------------------------------------------------------
+    def vote(self, prompt_index: int, a: str, b: str, choice: str) -> None:
+        """Record a pairwise vote between two cells of the same prompt."""
+        if choice not in VOTE_CHOICES:
+            raise InvalidParams(f"choice must be one of {', '.join(VOTE_CHOICES)}.", field="choice",
+                                allowed=list(VOTE_CHOICES))
+        ca, cb = self._cell(a), self._cell(b)
+        if ca.prompt_index != prompt_index or cb.prompt_index != prompt_index or a == b:
+            raise InvalidParams("A pairwise vote compares two different cells of the same prompt.", field="a")
+        self._bridge.aio.ledger.record_vote(self.comparison_id, prompt_index=prompt_index, a=a, b=b, choice=choice)
+        self.votes = [*self.votes, {"prompt_index": prompt_index, "a": a, "b": b, "choice": choice}]
+        self._refresh_summary()
+
+    def rate(self, key: str, rating: int) -> None:
+        """Record a 1–5 rating of one cell."""
+        if not isinstance(rating, int) or not 1 <= rating <= 5:
+            raise InvalidParams("A rating is a whole number from 1 to 5.", field="rating", allowed=[1, 2, 3, 4, 5])
+        cell = self._cell(key)
+        self._bridge.aio.ledger.record_vote(self.comparison_id, job_id=cell.key, rating=rating)
+        self.ratings = {**self.ratings, key: rating}
+        self._refresh_summary()
+
+    def reveal(self) -> None:
+        """Show the model names (after voting, in blind mode)."""
+        self.revealed = True
+        self._save()
+        self._feed._changed()
+        self._publish()
+
+    def _cell(self, key: str) -> Cell:
+        for c in self._cells:
+            if c.key == key:
+                return c
+        raise InvalidParams(f"No cell {key!r} in this comparison.", field="key")
+
+    # --- results ---------------------------------------------------------------------------------
+    def results(self):
+        """One row per cell: model, prompt, cost, time to result, status, vote outcome, rating (a DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.result_rows())
+
+    def result_rows(self) -> list[dict[str, Any]]:
+        wins = self._vote_counts_by_cell()
+        rows = []
+        for c in self._cells:
+            rec = self._record(c)
+            done = rec.get("finished_at") and rec.get("created_at")
+            rows.append({
+                "cell": c.key, "model": c.model, "route": c.route_id, "prompt_index": c.prompt_index,
+                "prompt": self._spec["prompts"][c.prompt_index], "repeat": c.repeat,
+                "cost_usd": rec.get("cost_usd"), "status": rec.get("status", "not run"),
+                "time_to_result_s": round((rec["finished_at"] - rec["created_at"]) / 1000, 3) if done else None,
+                "job_id": rec.get("id") or c.job_id, "url": (rec.get("result") or {}).get("url"),
+                "wins": wins[c.key]["wins"], "losses": wins[c.key]["losses"], "ties": wins[c.key]["ties"],
+                "rating": self.ratings.get(c.key),
+            })
+        return rows
+
+    def to_csv(self, path: str) -> str:
+        self.results().to_csv(path, index=False)
+        return path
+
+    def summary_table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.summary_rows())
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Win rate (ties count half) or mean rating per model, with cost per win."""
+        rows = []
+        by_cell = self._vote_counts_by_cell()
+        results = self.result_rows()
+        for m in self._spec["models"]:
+            mine = [r for r in results if r["model"] == m]
+            w = sum(by_cell[r["cell"]]["wins"] for r in mine)
+            lo = sum(by_cell[r["cell"]]["losses"] for r in mine)
+            t = sum(by_cell[r["cell"]]["ties"] for r in mine)
+            bb = sum(by_cell[r["cell"]]["both_bad"] for r in mine)
+            votes = w + lo + t + bb
+            ratings = [r["rating"] for r in mine if r["rating"] is not None]
+            cost = round(sum(r["cost_usd"] or 0 for r in mine), 6)
+            rows.append({"model": m, "label": self._label(m), "wins": w, "losses": lo, "ties": t, "both_bad": bb,
+                         "votes": votes, "win_rate": round((w + 0.5 * t) / votes, 4) if votes else None,
+                         "mean_rating": round(sum(ratings) / len(ratings), 3) if ratings else None,
+                         "cost_usd": cost, "cost_per_win": round(cost / w, 6) if w else None})
+        return sorted(rows, key=lambda r: (-(r["win_rate"] or 0), -(r["mean_rating"] or 0)))
+
+    def _vote_counts_by_cell(self) -> dict[str, dict[str, int]]:
+        counts = {c.key: {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0} for c in self._cells}
+        for v in self.votes:
+            a, b = counts[v["a"]], counts[v["b"]]
+            if v["choice"] == "a":
+                a["wins"], b["losses"] = a["wins"] + 1, b["losses"] + 1
+            elif v["choice"] == "b":
+                b["wins"], a["losses"] = b["wins"] + 1, a["losses"] + 1
+            elif v["choice"] == "tie":
+                a["ties"], b["ties"] = a["ties"] + 1, b["ties"] + 1
+            else:
+                a["both_bad"], b["both_bad"] = a["both_bad"] + 1, b["both_bad"] + 1
+        return counts
+
+    def _refresh_summary(self) -> None:
+        self.summary = self.summary_rows() if (self.revealed or not self.blind) else []
+
+    # --- front end ----------------------------------------------------------------------------
+    def _label(self, model: str) -> str:
+        if self.blind and not self.revealed:
+            return f"Model {string.ascii_uppercase[self._order.index(model)]}"
+        return self._bridge.aio.catalog.generate_route(model).label
+
+    def _record(self, cell: Cell) -> dict[str, Any]:
+        if cell.job is not None:
+            return cell.job.to_record()
+        return cell.record or {}
+
+    def _publish(self) -> None:
+        masked = self.blind and not self.revealed
+        by_job = {r["key"]: r for r in self._records}
+        cols = self._order if self.blind else self._spec["models"]
+        cells = []
+        for c in self._cells:
+            rec = by_job.get(c.job.key) if c.job else (self._masked(c.record) if masked and c.record else c.record)
+            col, row = cols.index(c.model), c.prompt_index
+            if self.transpose:
+                col, row = row, col
+            cells.append({"key": c.key, "row": row, "col": col, "prompt_index": c.prompt_index, "repeat": c.repeat,
+                          "label": self._label(c.model), "job": rec})
+        with self.hold_sync():
+            self.models = [self._label(m) for m in cols]
+            self.columns = ([{"col": i, "label": p} for i, p in enumerate(self._spec["prompts"])] if self.transpose
+                            else [{"col": i, "label": self._label(m)} for i, m in enumerate(cols)])
+            self.cells = cells
+            if not masked and getattr(self, "_per_cell", None) and self.quote.get("status") == "ok":
+                self.quote = {**self.quote, "per_cell_usd": self._per_cell}
+            self._refresh_summary()
+
+    @staticmethod
+    def _masked(rec: dict[str, Any]) -> dict[str, Any]:
+        return {**rec, "route": "", "model": "", "label": "", "params": {"prompt": rec.get("prompt", "")},
+                "cost_usd": None, "receipt": None, "inspector": []}
+
+    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
+        kind = content.get("type")
+        try:
+            if kind == "run":
+                self.run()
+            elif kind == "retry":
+                self.retry(str(content.get("key")))
+            elif kind == "vote":
+                self.vote(int(content["prompt_index"]), str(content["a"]), str(content["b"]), str(content["choice"]))
+            elif kind == "rate":
+                self.rate(str(content["key"]), int(content["rating"]))
+            elif kind == "reveal":
+                self.reveal()
+        except (StableStudioError, KeyError, ValueError) as e:
+            self._fail(e)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+
+    # --- persistence -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        cells = [{"key": c.key, "prompt_index": c.prompt_index, "model": c.model, "repeat": c.repeat,
+                  "route_id": c.route_id, "job_id": (c.job.id if c.job else c.job_id)} for c in self._cells]
+        spec = {**self._spec, "params": _jsonable(self._spec["params"]), "order": self._order,
+                "revealed": self.revealed, "state": self.state, "saved_at": time.time()}
+        self._bridge.aio.ledger.save_comparison(self.comparison_id, spec, cells)
+
+    @classmethod
+    def load(cls, comparison_id: str, client: Any = None) -> Compare:
+        """Restore a comparison (grid, results and votes) from the ledger, e.g. after a kernel restart."""
+        bridge = Bridge.for_client(client)
+        saved = bridge.aio.ledger.comparison(comparison_id)
+        if saved is None:
+            raise InvalidParams(f"No comparison {comparison_id!r} in the ledger {bridge.aio.ledger.path}.",
+                                field="comparison_id")
+        spec = saved["spec"]
+        return cls(spec["prompts"], spec["models"], spec["params"], overrides=spec["overrides"],
+                   repeats=spec["repeats"], blind=spec["blind"], transpose=spec["transpose"],
+                   vote_mode=spec["vote_mode"], client=client, comparison_id=comparison_id,
+                   _restore={**saved, "order": spec["order"]})
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        from .gallery import ledger_records
+
+        ledger = self._bridge.aio.ledger
+        records = ledger_records(self._bridge.aio, limit=10_000)
+        for cell, stored in zip(self._cells, saved["cells"], strict=True):
+            cell.key, cell.job_id = stored["key"], stored["job_id"]
+            cell.record = records.get(stored["job_id"]) if stored["job_id"] else None
+        votes, ratings = [], {}
+        for v in ledger.votes(self.comparison_id):
+            if v["rating"] is not None:
+                ratings[v["job_id"]] = v["rating"]
+            else:
+                votes.append({"prompt_index": v["prompt_index"], "a": v["a"], "b": v["b"], "choice": v["choice"]})
+        self.votes, self.ratings = votes, ratings
+        self.revealed = saved["spec"].get("revealed", False)
+        self.state = "done" if any(c.job_id for c in self._cells) else "quoting"
+
+    def close(self) -> None:
+        self._feed.close()
+        self._bridge.cancel_all()
+        super().close()
+
+
+def _opaque_key() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (str, int, float, bool, list)) else str(v)) for k, v in params.items()}
