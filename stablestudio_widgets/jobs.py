@@ -305,7 +305,7 @@ class AsyncJob:
                 raise err
             await asyncio.sleep(delay)
 
-    def to_record(self, *, masked: bool = False) -> dict[str, Any]:
+    def to_record(self, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
         """The JSON job record the widgets render (URLs only, no bytes, nothing secret)."""
         err = self.error
         return {
@@ -321,7 +321,7 @@ class AsyncJob:
             "error": ({**err.to_dict(), "retryable": isinstance(err, (JobFailed, JobNotFound)) or self.id is None,
                        "resumable": isinstance(err, JobTimeout) or (self.id is not None and not self.done)}
                       if err else None),
-            "inspector": [s.to_dict() for s in self.inspector],
+            "inspector": [s.to_dict() for s in self.inspector] if inspector else [],
         }
 
     def __repr__(self) -> str:

@@ -73,7 +73,7 @@ def render_image(*, prompt: str, model: str, route_id: str, params: dict, inputs
     rng = _rng(prompt, model, route_id, params, inputs)
     images = _decode(inputs)
     img = _edited(images[0], size, rng) if images else _Scene(rng, size).frame(0.0)
-    _draw_overlay(img, prompt=prompt, model=model, caption=f"{route_id} · {size[0]}x{size[1]}",
+    _draw_overlay(img, prompt=prompt, title="Generated image", caption=f"{size[0]}x{size[1]}",
                   accent=_accent(rng))
     _draw_thumbnails(img, images[1:])
     return _png(img)
@@ -96,8 +96,8 @@ def render_video(
 
     accent = _accent(rng)
     overlay = Image.new("RGBA", size, (0, 0, 0, 0))  # drawn once, pasted on every frame
-    _draw_overlay(overlay, prompt=prompt, model=model,
-                  caption=f"{route_id} · {seconds:g}s · {size[0]}x{size[1]}", accent=accent)
+    _draw_overlay(overlay, prompt=prompt, title="Generated video",
+                  caption=f"{seconds:g}s · {size[0]}x{size[1]}", accent=accent)
     picture = _zoom_fade(images, size) if images else _Scene(rng, size, pan=0.45).frame
 
     def frames() -> Iterator[Image.Image]:
@@ -406,8 +406,10 @@ def _fitting_prefix(word: str, font: Any, width: float) -> int:
     return lo
 
 
-def _draw_overlay(img: Image.Image, *, prompt: str, model: str, caption: str, accent: RGB) -> None:
-    """Model name and caption top left, a SANDBOX mark top right, the wrapped prompt at the bottom.
+def _draw_overlay(img: Image.Image, *, prompt: str, title: str, caption: str, accent: RGB) -> None:
+    """Title and caption top left, a SANDBOX mark top right, the wrapped prompt at the bottom.
+
+    No model or route name is drawn: blind comparisons on the sandbox must stay blind.
 
     Works on an RGB picture (blended in place) and on a transparent RGBA layer (videos draw it
     once and paste it on every frame).
@@ -420,7 +422,7 @@ def _draw_overlay(img: Image.Image, *, prompt: str, model: str, caption: str, ac
 
     big, small = _font(round(unit * 1.15)), _font(max(10, round(unit * 0.7)))
     text_w = w - 2 * margin - 2 * pad
-    model_text, caption_text = _wrap(model, big, text_w, 1)[0], _wrap(caption, small, text_w, 1)[0]
+    model_text, caption_text = _wrap(title, big, text_w, 1)[0], _wrap(caption, small, text_w, 1)[0]
     line_big, line_small = round(unit * 1.15 * 1.2), round(unit * 0.7 * 1.25)
     box_w = max(big.getlength(model_text), small.getlength(caption_text)) + 2 * pad
     box_h = line_big + line_small + 2 * pad

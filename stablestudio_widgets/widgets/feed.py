@@ -19,7 +19,8 @@ class JobFeed:
     ``hold_sync`` so the front end sees one consistent message per flush.
     """
 
-    def __init__(self, widget: Any, bridge: Bridge, trait: str = "jobs", *, mask: Any = None):
+    def __init__(self, widget: Any, bridge: Bridge, trait: str = "jobs", *, mask: Any = None,
+                 inspector: bool = True):
         self.widget, self.bridge, self.trait = widget, bridge, trait
         self.jobs: dict[str, AsyncJob] = {}
         self.extra: dict[str, dict[str, Any]] = {}  # records not backed by a live job (ledger history)
@@ -27,6 +28,7 @@ class JobFeed:
         self._dirty = False
         self._lock = threading.Lock()
         self.mask = mask  # callable(job) -> bool: hide model identity (blind comparisons)
+        self.inspector = inspector  # payment-inspector steps in records (cards yes; big galleries no)
         self.on_flush: list[Any] = []
 
     def track(self, job: AsyncJob) -> None:
@@ -53,7 +55,8 @@ class JobFeed:
         self.bridge.loop.call_soon_threadsafe(self.bridge.loop.call_later, FLUSH_S, self.flush)
 
     def records(self) -> list[dict[str, Any]]:
-        live = [j.to_record(masked=bool(self.mask and self.mask(j))) for j in self.jobs.values()]
+        live = [j.to_record(masked=bool(self.mask and self.mask(j)), inspector=self.inspector)
+                for j in self.jobs.values()]
         rows = live + [r for k, r in self.extra.items() if k not in self.jobs]
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
 

@@ -30,7 +30,7 @@ class Gallery(anywidget.AnyWidget):
                  **kwargs: Any):
         super().__init__(**kwargs)
         self._bridge = Bridge.for_client(client)
-        self._feed = JobFeed(self, self._bridge)
+        self._feed = JobFeed(self, self._bridge, inspector=False)  # one card's inspector is JobCard's job
         self._feed.on_flush.append(self._update_total)
         aio = self._bridge.aio
         for job in jobs or []:

@@ -20,6 +20,7 @@ from .feed import JobFeed
 
 QUOTE_DEBOUNCE_S = 0.3
 THUMB_PX = 96
+PLACEHOLDER = "https://upload.invalid/placeholder.png"  # stands in for an image when only quoting
 SANDBOX_BANNER = ("Sandbox: no wallet configured — payments are really signed and verified, but on a local server "
                   "with Base Sepolia test terms: no real money moves. Set STABLESTUDIO_PRIVATE_KEY (or "
                   "STABLESTUDIO_KEYSTORE) and restart to use the real service.")
@@ -109,15 +110,22 @@ class Studio(anywidget.AnyWidget):
         params = {k: v for k, v in self.params.items()
                   if k in route.params and not route.params[k].is_media and v not in ("", None)}
         params["prompt"] = self.prompt if self.prompt.strip() or not for_quote else "price check"
-        images = [self._uploads[i["name"]] for i in self.inputs if i.get("name") in self._uploads]
-        if for_quote and not images:
-            images = ["https://upload.invalid/placeholder.png"] if _needs_image(route) else []
-        if "images" in route.params and images:
-            params["images"] = images
-        elif "image" in route.params and images:
-            params["image"] = images[0]
-            if "lastFrame" in route.params and len(images) > 1:
-                params["lastFrame"] = images[1]
+        # Attached images are kept across mode switches (they may be paid uploads) but only sent
+        # when the mode uses them: Veo and Grok Video share one route for text and image to video.
+        inputs = [i for i in self.inputs if i.get("name") in self._uploads] if self.mode != "generate" else []
+        if "images" in route.params:
+            images = [self._uploads[i["name"]] for i in inputs]
+            if images or for_quote and _needs_image(route):
+                params["images"] = images or [PLACEHOLDER]
+        else:
+            for slot in ("image", "lastFrame"):
+                if slot not in route.params:
+                    continue
+                chosen = [i for i in inputs if i.get("param", "image") == slot]
+                if chosen:
+                    params[slot] = self._uploads[chosen[0]["name"]]
+                elif for_quote and route.params[slot].required:
+                    params[slot] = PLACEHOLDER
         return params
 
     # --- front-end events (may arrive on a subshell thread: hand them to the client's loop) ------
@@ -142,8 +150,9 @@ class Studio(anywidget.AnyWidget):
         while name in self._uploads:
             name = "copy-" + name
         self._uploads[name] = data
+        slot = content.get("param") if content.get("param") in ("image", "images", "lastFrame") else "image"
         self.inputs = [*self.inputs, {"name": name, "size": len(data), "status": "local", "url": None,
-                                      "thumb": _thumbnail(data)}]
+                                      "param": slot, "thumb": _thumbnail(data)}]
 
     def _detach(self, index: Any) -> None:
         if isinstance(index, int) and 0 <= index < len(self.inputs):
