@@ -128,6 +128,7 @@ class AsyncStableStudio:
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
         self._terms: dict[tuple, _Terms] = {}
+        self._learning: dict[tuple, asyncio.Lock] = {}
         self._siwx_cache: dict[str, tuple[str, float]] = {}
         self.siwx_signed: dict[str, dict[str, Any]] = {}  # last signed SIWX payload per URI (no secrets)
         self._jobs: dict[str, AsyncJob] = {}
@@ -450,15 +451,19 @@ class AsyncStableStudio:
         """Terms for ``key``: reused when known (one round trip to pay), else read from an unpaid 402."""
         if not fresh and key in self._terms:
             return self._terms[key]
-        t0 = time.time()
-        r = await self._retrying(lambda: self._http.post(path, json=body))
-        if r.status_code != 402:
-            _raise_unpaid(r, path)
-        required = decode_payment_required(r.headers.get("payment-required"), _json_or_none(r))
-        terms = _Terms(required, self._choose(required, path), learned_at=t0,
-                       learned_ms=(time.time() - t0) * 1000)
-        self._terms[key] = terms
-        return terms
+        # Concurrent first requests to one route learn its terms once, not once each.
+        async with self._learning.setdefault(key, asyncio.Lock()):
+            if not fresh and key in self._terms:
+                return self._terms[key]
+            t0 = time.time()
+            r = await self._retrying(lambda: self._http.post(path, json=body))
+            if r.status_code != 402:
+                _raise_unpaid(r, path)
+            required = decode_payment_required(r.headers.get("payment-required"), _json_or_none(r))
+            terms = _Terms(required, self._choose(required, path), learned_at=t0,
+                           learned_ms=(time.time() - t0) * 1000)
+            self._terms[key] = terms
+            return terms
 
     async def _paid_post(self, path: str, body: dict[str, Any], key: tuple, *, kind: str, route: Route | None,
                          confirm: bool, job: AsyncJob | None = None,

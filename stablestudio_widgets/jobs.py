@@ -236,6 +236,10 @@ class AsyncJob:
         grace = NOT_FOUND_GRACE_S * scale
         age_at_start = max(time.time() - self.created_at, 0.0)
         polls = auth_refusals = 0
+        first = next_delay(self.route, age_at_start, scale)
+        if age_at_start < 0.9 * self.route.typical_s * scale and first < limit:
+            self._update(detail="")
+            await asyncio.sleep(first)  # nothing to see before the route's typical time is near
         while True:
             elapsed = time.monotonic() - started
             age = age_at_start + elapsed

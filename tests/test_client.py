@@ -146,6 +146,13 @@ async def test_learned_terms_pay_in_one_round_trip(make_client, transport):
     assert transport.total - n == 2
 
 
+async def test_concurrent_first_requests_learn_terms_once(make_client, transport):
+    ss = make_client()
+    await asyncio.gather(*(ss.generate("grok", f"crowd {i}") for i in range(10)))
+    unpaid = [p for m, p, paid in transport.log if m == "POST" and not paid]
+    assert unpaid == ["/api/generate/grok/generate"] and len(transport.paid_posts()) == 10
+
+
 async def test_fresh_402_means_sign_again_once(make_client, sandbox, transport):
     ss = make_client()
     await ss.generate("grok", "first")

@@ -92,8 +92,9 @@ class Compare(anywidget.AnyWidget):
             self._save()
         self._publish()
         self.on_msg(self._on_msg)
+        self._quoted: Any = None
         if self.state == "quoting":
-            self._bridge.spawn(self._quote_all(), self._fail)
+            self._quoted = self._bridge.spawn(self._quote_all(), self._fail)
 
     _records = traitlets.List()  # the feed's output; cells are built from the jobs themselves
 
@@ -128,11 +129,24 @@ class Compare(anywidget.AnyWidget):
         return self.quote.get("total_usd")
 
     # --- run ----------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self) -> Compare:
         """Pay for and run every cell concurrently (what the Run button does)."""
-        self._bridge.spawn(self._run(), self._fail)
+        self._ran = self._bridge.spawn(self._run(), self._fail)
+        return self
+
+    _ran: Any = None
+
+    def wait(self, timeout: float = 600) -> Compare:
+        """Block until every cell has finished (call from notebook code, not from the client's loop)."""
+        future = self._ran
+        if future is None:
+            raise RuntimeError("Nothing is running: call run() or press Run first.")
+        future.result(timeout)
+        return self
 
     async def _run(self) -> None:
+        if self._quoted is not None:
+            await asyncio.wrap_future(self._quoted)
         if self.state != "ready":
             return
         aio = self._bridge.aio
