@@ -797,7 +797,14 @@ class _LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="stablestudio-loop", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and self.loop.is_running()
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if not self.running:
+            coro.close()
+            raise RuntimeError("This StableStudio client is closed; make a new one.")
         if threading.current_thread() is self._thread:
             raise RuntimeError("StableStudio (sync) was called from its own event loop; use AsyncStableStudio.")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -914,6 +921,9 @@ class StableStudio:
         return [self._wrap(j) for j in self._run(self.aio.resume())]
 
     def close(self) -> None:
+        """Close connections, stop an in-process sandbox and the private loop (safe to call twice)."""
+        if not self._runner.running:
+            return
         try:
             self._run(self.aio.aclose())
         finally:

@@ -310,11 +310,12 @@ class AsyncJob:
             await asyncio.sleep(delay)
 
     def to_record(self, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
-        """The JSON job record the widgets render (URLs only, no bytes, nothing secret)."""
+        """The JSON job record the widgets render (URLs only, no bytes, nothing secret);
+        ``masked`` hides everything that names or prices the model (blind comparisons)."""
         err = self.error
-        return {
-            "key": self.key, "id": self.id, "route": "" if masked else self.route.id,
-            "model": "" if masked else self.route.model, "label": "" if masked else self.route.label,
+        record = {
+            "key": self.key, "id": self.id, "route": self.route.id, "model": self.route.model,
+            "label": self.route.label,
             "media": self.route.media, "prompt": self.prompt or "", "params": _jsonable(self.params),
             "status": self.status, "detail": self.detail, "created_at": int(self.created_at * 1000),
             "finished_at": int(self.finished_at * 1000) if self.finished_at else None,
@@ -327,10 +328,20 @@ class AsyncJob:
                       if err else None),
             "inspector": [s.to_dict() for s in self.inspector] if inspector else [],
         }
+        return mask_record(record) if masked else record
 
     def __repr__(self) -> str:
         cost = f" {fmt_usd(self.cost_usd)}" if self.cost_usd is not None else ""
         return f"<Job {self.id or '(unpaid)'} {self.route.id} {self.status}{cost}>"
+
+
+def mask_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A job record with nothing that names or prices its model: route, label, parameters (their
+    names differ per model), cost, receipt, inspector and error text (it may quote the route)."""
+    err = record.get("error")
+    return {**record, "route": "", "model": "", "label": "", "params": {"prompt": record.get("prompt", "")},
+            "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None,
+            "error": {**err, "message": "This cell failed; details are shown after the reveal."} if err else None}
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

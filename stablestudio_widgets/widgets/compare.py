@@ -20,7 +20,7 @@ import anywidget
 import traitlets
 
 from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
-from ..jobs import AsyncJob
+from ..jobs import AsyncJob, mask_record
 from ._runtime import Bridge, css, esm
 from .feed import JobFeed
 
@@ -303,7 +303,7 @@ class Compare(anywidget.AnyWidget):
         cols = self._order if self.blind else self._spec["models"]
         cells = []
         for c in self._cells:
-            rec = by_job.get(c.job.key) if c.job else (self._masked(c.record) if masked and c.record else c.record)
+            rec = by_job.get(c.job.key) if c.job else (mask_record(c.record) if masked and c.record else c.record)
             col, row = cols.index(c.model), c.prompt_index
             if self.transpose:
                 col, row = row, col
@@ -317,11 +317,6 @@ class Compare(anywidget.AnyWidget):
             if not masked and getattr(self, "_per_cell", None) and self.quote.get("status") == "ok":
                 self.quote = {**self.quote, "per_cell_usd": self._per_cell}
             self._refresh_summary()
-
-    @staticmethod
-    def _masked(rec: dict[str, Any]) -> dict[str, Any]:
-        return {**rec, "route": "", "model": "", "label": "", "params": {"prompt": rec.get("prompt", "")},
-                "cost_usd": None, "receipt": None, "inspector": []}
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
         kind = content.get("type")

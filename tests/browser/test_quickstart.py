@@ -1,0 +1,242 @@
+"""quickstart.ipynb in JupyterLab: run it top to bottom, then use the Studio as a person would.
+
+The notebook is run once for the module (Run All Cells, ~10 s); each test then works on its own
+new cards, found by key, so the tests do not depend on each other's jobs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import new_page, save_failure
+from .lab import Notebook
+
+pytestmark = pytest.mark.browser
+
+RUNNING = {"validating", "quoting", "paying", "uploading", "pending", "processing"}
+
+# Records every data-status each job card of `root` takes, by data-key, from now on: a fast
+# job can pass through "processing" between two polls of an expect(), a MutationObserver cannot
+# miss it.
+WATCH_STATUSES = """(root) => {
+  const seen = (window.__sswStatuses ??= {});
+  const record = (card) => {
+    const key = card.dataset.key, status = card.dataset.status;
+    if (!key || !status) return;
+    const list = (seen[key] ??= []);
+    if (list[list.length - 1] !== status) list.push(status);
+  };
+  const scan = (node) => {
+    if (node.nodeType !== 1) return;
+    if (node.matches('[data-testid=job-card]')) record(node);
+    node.querySelectorAll('[data-testid=job-card]').forEach(record);
+  };
+  scan(root);
+  new MutationObserver((mutations) => {
+    for (const m of mutations) {
+      if (m.type === 'attributes') scan(m.target);
+      else m.addedNodes.forEach(scan);
+    }
+  }).observe(root, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-status', 'data-key'] });
+}"""
+
+NEW_CARD = """([root, known]) => {
+  const cards = [...root.querySelectorAll('[data-testid=job-card]')];
+  const card = cards.find((c) => c.dataset.key && !known.includes(c.dataset.key));
+  return card ? card.dataset.key : null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def quickstart(browser, lab):
+    page = new_page(browser)
+    try:
+        nb = Notebook(page, lab, "quickstart.ipynb").open()
+        nb.run_all()
+    except Exception:
+        save_failure(page, "quickstart-run-all")
+        raise
+    yield nb
+    page.context.close()
+    lab.shutdown_kernels()
+
+
+@pytest.fixture
+def studio(quickstart):
+    root = quickstart.output(1).locator(".ssw-studio")
+    root.scroll_into_view_if_needed()
+    expect(root).to_be_visible()
+    root.evaluate(WATCH_STATUSES)
+    return root
+
+
+def card_keys(root) -> list[str]:
+    return root.locator("[data-testid=job-card]").evaluate_all("(cards) => cards.map((c) => c.dataset.key)")
+
+
+def generate(studio, *, model: str, prompt: str, price: str, params: dict[str, str] | None = None) -> str:
+    """Pick the model, fill the form, wait for the exact price, press Generate; the new card's key."""
+    page = studio.page
+    studio.get_by_test_id("model-select").select_option(model)
+    for name, value in (params or {}).items():
+        studio.locator(f"[data-testid=param-form] select[data-param={name}]").select_option(value)
+    studio.get_by_test_id("prompt").fill(prompt)
+    expect(studio.get_by_test_id("cost")).to_have_text(price)
+    known = card_keys(studio)
+    button = studio.get_by_test_id("generate")
+    expect(button).to_be_enabled()
+    button.click()
+    return page.wait_for_function(NEW_CARD, arg=[studio.element_handle(), known]).json_value()
+
+
+def session_total(studio):
+    # The Studio's header total; its embedded gallery has its own (hidden) `total-spent` too.
+    return studio.locator(".ssw-studio__header [data-testid=total-spent]")
+
+
+def statuses(studio, key: str) -> list[str]:
+    return studio.page.evaluate("(key) => window.__sswStatuses[key] ?? []", key)
+
+
+def expect_image_loaded(img) -> None:
+    img.scroll_into_view_if_needed()  # the card's images are loading="lazy"
+    expect(img).to_be_visible()
+    img.page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+
+
+def expect_video_loaded(video, seconds: float) -> None:
+    video.scroll_into_view_if_needed()
+    expect(video).to_be_visible()
+    video.page.wait_for_function("(v) => v.readyState >= 1 && v.duration > 0", arg=video.element_handle())
+    duration = video.evaluate("(v) => v.duration")
+    assert duration == pytest.approx(seconds, abs=0.25), f"video lasts {duration} s, asked for {seconds} s"
+
+
+def usd(text: str) -> float:
+    return float(re.search(r"\$([\d.]+)", text).group(1))
+
+
+def format_usd(v: float) -> str:
+    """js/components/format.js formatUsd: the fewest decimals (2 to 6) that show the amount exactly."""
+    for d in range(2, 7):
+        if abs(v * 10**d - round(v * 10**d)) < 1e-6:
+            return f"${v:.{d}f}"
+    return f"${v:.6f}"
+
+
+def test_notebook_outputs_render(quickstart, screenshot):
+    nb = quickstart
+    studio = nb.output(1).locator(".ssw-studio")
+    expect(studio.get_by_test_id("sandbox-banner")).to_be_visible()
+    expect(studio.get_by_test_id("sandbox-banner")).to_contain_text("Sandbox")
+
+    # `image` (a bare job) is a live JobCard; `image.wait()` is the result inline.
+    card = nb.output(2).get_by_test_id("job-card")
+    expect(card).to_have_attribute("data-status", "complete")
+    expect_image_loaded(card.get_by_test_id("result-image"))
+    expect_image_loaded(nb.output(3).locator("img"))
+
+    card = nb.output(4).get_by_test_id("job-card")
+    expect(card).to_have_attribute("data-status", "complete")
+    expect_video_loaded(card.get_by_test_id("result-video"), 4)
+    expect_video_loaded(nb.output(5).locator("video"), 4)
+
+    gallery = nb.output(6).locator(".ssw-gallery")
+    gallery.scroll_into_view_if_needed()
+    expect(gallery.get_by_test_id("job-card")).to_have_count(2)
+    expect(gallery.locator("[data-testid=job-card][data-status=complete]")).to_have_count(2)
+    expect(gallery.get_by_test_id("total-spent")).to_contain_text("$0.439")  # $0.039 image + $0.40 video
+    expect(nb.output(7).locator("table tbody tr")).to_have_count(2)  # the ledger DataFrame
+    screenshot(gallery, "gallery")
+
+
+@pytest.mark.xfail(strict=True, reason="js/css/card.css: .ssw-card__media is always 1:1 and a lone JobCard spans "
+                   "the whole output width, so a 16:9 result sits in a ~950x950 px grey box")
+def test_lone_jobcard_fits_its_image(quickstart):
+    """`image` alone in a cell: the card's media area should hug the 16:9 picture, not letterbox it."""
+    card = quickstart.output(2).get_by_test_id("job-card")
+    card.scroll_into_view_if_needed()
+    box = card.locator(".ssw-card__media").bounding_box()
+    img = card.get_by_test_id("result-image")
+    w, h = img.evaluate("(i) => [i.naturalWidth, i.naturalHeight]")
+    shown = min(box["width"], box["height"] * w / h) * h / w  # height of the picture, object-fit: contain
+    assert box["height"] <= 1.1 * shown, f"media box {box['width']:.0f}x{box['height']:.0f} for a {w}x{h} image"
+
+
+def test_studio_generates_an_image(studio, quickstart, screenshot):
+    spent = usd(session_total(studio).inner_text())
+    key = generate(studio, model="nano-banana-pro", prompt="a lighthouse on a cliff at dawn, watercolour",
+                   price="$0.13")
+    card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    expect(card).to_have_attribute("data-status", "complete", timeout=30_000)
+    seen = statuses(studio, key)
+    assert RUNNING & set(seen), f"never seen running: {seen}"
+    assert seen[-1] == "complete"
+    expect(card.get_by_test_id("prompt-text")).to_have_text("a lighthouse on a cliff at dawn, watercolour")
+    expect(card.get_by_test_id("cost-amount")).to_have_text("$0.13")
+    expect_image_loaded(card.get_by_test_id("result-image"))
+    expect(session_total(studio)).to_have_text(f"This session: {format_usd(spent + 0.13)}")
+    studio.scroll_into_view_if_needed()
+    screenshot(studio, "studio", docs="studio.png")
+
+
+def test_studio_generates_a_video(studio, screenshot):
+    key = generate(studio, model="veo-3.1-fast", prompt="a paper boat sailing across a puddle, slow motion",
+                   params={"durationSeconds": "4"}, price="$0.40")
+    card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    expect(card).to_have_attribute("data-status", "complete", timeout=60_000)
+    seen = statuses(studio, key)
+    assert RUNNING & set(seen), f"never seen running: {seen}"
+    expect_video_loaded(card.get_by_test_id("result-video"), 4)
+    screenshot(card, "video-card")
+
+
+def test_studio_asks_before_paying_above_threshold(studio, screenshot):
+    """Veo 3.1 for 4 s costs $1.60, above the $1.00 threshold: Cancel signs nothing, Pay runs the job."""
+    spent = session_total(studio).inner_text()
+    key = generate(studio, model="veo-3.1", prompt="waves at night", params={"durationSeconds": "4"}, price="$1.60")
+    panel = studio.get_by_test_id("confirm-panel")
+    expect(panel).to_be_visible()
+    expect(panel).to_contain_text("$1.60")
+    card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    expect(card).to_have_attribute("data-status", "awaiting_confirmation")
+    screenshot(studio, "confirm")
+    studio.get_by_test_id("cancel-pay").click()
+    expect(card).to_have_attribute("data-status", "cancelled")
+    expect(card.get_by_test_id("detail")).to_contain_text("nothing was signed")
+    expect(panel).to_be_hidden()
+    expect(session_total(studio)).to_have_text(spent)
+
+    key = generate(studio, model="veo-3.1", prompt="waves at night", params={"durationSeconds": "4"}, price="$1.60")
+    expect(panel).to_be_visible()
+    studio.get_by_test_id("confirm-pay").click()
+    card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    expect(card).to_have_attribute("data-status", "complete", timeout=60_000)
+    assert "awaiting_confirmation" in statuses(studio, key)
+    expect(card.get_by_test_id("cost-amount")).to_have_text("$1.60")
+    expect_video_loaded(card.get_by_test_id("result-video"), 4)
+
+
+def test_keystrokes_stay_in_the_widget(studio, quickstart):
+    """In command mode JupyterLab maps plain keys to notebook actions (A inserts a cell, D D deletes
+    one, X cuts, arrows move the selection): typed into the widget they must only edit the widget."""
+    cells = quickstart.panel.locator(".jp-Cell")
+    count = cells.count()
+    active = "(cells) => cells.findIndex((c) => c.classList.contains('jp-mod-active'))"
+    prompt = studio.get_by_test_id("prompt")
+    prompt.fill("")
+    selected = cells.evaluate_all(active)
+    prompt.press_sequentially("a dd x z, ok")
+    expect(prompt).to_have_value("a dd x z, ok")
+    select = studio.get_by_test_id("model-select")
+    select.focus()
+    before = select.input_value()
+    select.press("ArrowDown")
+    expect(select).not_to_have_value(before)
+    select.press("ArrowUp")
+    expect(select).to_have_value(before)
+    assert cells.count() == count
+    assert cells.evaluate_all(active) == selected

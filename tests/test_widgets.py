@@ -1,0 +1,249 @@
+"""Widgets, kernel side, against the sandbox: what the front end sees and what its messages do.
+(The browser tier in tests/browser drives the same widgets in real Chromium.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from PIL import Image
+
+from stablestudio_widgets import Compare, Gallery, InvalidParams, JobCard, StableStudio, Studio, Wallet
+from stablestudio_widgets.ledger import Ledger
+
+from .conftest import TIME_SCALE
+
+MODEL_NAMES = ("nano-banana", "grok", "flux-2-pro", "Nano Banana", "Grok Imagine", "FLUX.2")
+
+
+def until(cond, seconds: float = 30.0):
+    """Wait for a condition the kernel side reaches asynchronously (a deadline, not a sleep)."""
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def ss(sandbox, tmp_path):
+    client = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "w.db", time_scale=TIME_SCALE)
+    yield client
+    client.close()
+
+
+def png_bytes(colour=(255, 0, 0)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 80), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_studio_quote_generate_and_state(ss):
+    st = Studio(ss, model="grok")
+    assert st.route_id == "grok/generate" and len(st.catalog["routes"]) == 23
+    until(lambda: st.quote["status"] == "ok")
+    assert st.quote["amount_usd"] == 0.07 and st.sandbox  # loopback + a generated key: sandbox terms
+    st.prompt = "a fox from the studio"
+    st._on_msg(st, {"type": "generate", "request_id": "r1"}, [])
+    until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
+    card = st.jobs[0]
+    assert card["result"]["url"].endswith(".png") and card["cost_usd"] == 0.07
+    assert card["receipt"]["network_name"] == "Base Sepolia" and card["receipt"]["transaction"].startswith("0x")
+    assert [s["step"] for s in card["inspector"]][:3] == ["402 Payment Required", "Signed authorization", "Settlement"]
+    assert st.total_spent_usd == 0.07 and st.budget["spent_usd"] == 0.07
+
+
+def test_studio_confirmation_above_threshold(ss):
+    st = Studio(ss, model="veo-3.1")
+    st.prompt, st.params = "an expensive wave", {"durationSeconds": "8"}
+    until(lambda: st.quote.get("amount_usd") == 3.2)
+    st._on_msg(st, {"type": "generate", "request_id": "pay-me"}, [])
+    until(lambda: st.pending_confirmation is not None)
+    assert st.pending_confirmation["price_usd"] == 3.2 and "confirm" in st.pending_confirmation["message"]
+    until(lambda: st.jobs and st.jobs[0]["status"] == "awaiting_confirmation")
+    assert ss.stats["signatures"] == 0
+    st._on_msg(st, {"type": "confirm", "request_id": "pay-me", "accept": True}, [])
+    until(lambda: st.jobs[0]["status"] == "complete")
+    assert st.jobs[0]["result"]["thumbnail_url"] and st.pending_confirmation is None
+
+
+def test_studio_declined_confirmation_signs_nothing(ss):
+    st = Studio(ss, model="sora-2-pro")
+    st.prompt = "too much"
+    st._on_msg(st, {"type": "generate", "request_id": "no"}, [])
+    until(lambda: st.pending_confirmation is not None)
+    st._on_msg(st, {"type": "confirm", "request_id": "no", "accept": False}, [])
+    until(lambda: st.jobs and st.jobs[0]["status"] == "cancelled")
+    assert ss.stats["signatures"] == 0 and ss.ledger.payments() == []
+
+
+def test_studio_uploads_stay_in_the_kernel(ss, sandbox):
+    st = Studio(ss, model="seedance-fast")
+    st.mode, st.route_id, st.prompt = "i2v", "seedance-fast/i2v", "animate the red square"
+    data = png_bytes()
+    st._on_msg(st, {"type": "upload", "name": "red.png", "mime": "image/png", "param": "image"}, [memoryview(data)])
+    until(lambda: st.inputs)
+    state = json.dumps(st.get_state(), default=str)
+    assert st.inputs[0]["thumb"].startswith("data:image/jpeg;base64,") and len(st.inputs[0]["thumb"]) < 6000
+    assert len(state) < 200_000 and data.hex()[:64] not in state
+    until(lambda: st.quote["status"] == "ok" and st.quote["route_id"] == "seedance-fast/i2v")
+    assert "1 upload" in st.quote["message"]
+    st._on_msg(st, {"type": "generate", "request_id": "i2v"}, [])
+    until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
+    assert st.jobs[0]["params"]["image"].startswith(sandbox.url + "/blob/")
+    assert sorted(p["kind"] for p in ss.ledger.payments()) == ["generate", "upload"]
+
+
+def test_studio_generate_mode_ignores_attached_images(ss):
+    """Veo's one route does text and image to video: images only count in i2v mode."""
+    st = Studio(ss, model="veo-3.1-fast")
+    st._on_msg(st, {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"}, [memoryview(png_bytes())])
+    st._on_msg(st, {"type": "upload", "name": "b.png", "mime": "image/png", "param": "lastFrame"},
+               [memoryview(png_bytes((0, 0, 255)))])
+    until(lambda: len(st.inputs) == 2)
+    st.prompt = "x"
+    assert "image" not in st._call_params()
+    st.mode = "i2v"
+    params = st._call_params()
+    assert params["image"] == png_bytes() and params["lastFrame"] == png_bytes((0, 0, 255))
+    st._on_msg(st, {"type": "remove_input", "index": 0}, [])
+    until(lambda: len(st.inputs) == 1)
+    assert "image" not in st._call_params() and "lastFrame" in st._call_params()
+
+
+def test_studio_bad_input_is_reported_not_paid(ss):
+    st = Studio(ss, model="grok")
+    st.prompt = "   "
+    st._on_msg(st, {"type": "generate", "request_id": "empty"}, [])
+    until(lambda: st.error)
+    assert "prompt" in st.error and ss.stats["signatures"] == 0
+
+
+def test_sandbox_studio_says_so(tmp_path):
+    with StableStudio.sandbox(time_scale=TIME_SCALE) as ss:
+        st = Studio(ss)
+        assert st.sandbox and "no real money" in st.banner and st.network_name == "Base Sepolia (sandbox)"
+
+
+def test_jobcard_is_live_and_retries_a_failed_job(ss, sandbox):
+    sandbox.set_faults(fail_rate=1.0)
+    job = ss.generate("grok", "doomed at first")
+    card = JobCard(job)  # polls the job itself
+    until(lambda: card.job.get("status") == "failed")
+    assert card.job["error"]["retryable"] and "Generation failed" in card.job["error"]["message"]
+    sandbox.set_faults(fail_rate=0.0)
+    card._on_msg(card, {"type": "retry", "key": card.job["key"]}, [])
+    until(lambda: card.job.get("status") == "complete" and card.job["id"] != job.id)
+    assert len(sandbox.settlements) == 2  # the retry was a new payment, at the user's request
+
+
+def test_gallery_session_jobs_ledger_and_total(ss):
+    first = ss.generate("grok", "one")
+    first.wait()
+    g = Gallery(ss)
+    second = ss.generate("nano-banana", "two")
+    second.wait()
+    until(lambda: len(g.jobs) == 2 and all(j["status"] == "complete" for j in g.jobs))
+    assert [j["id"] for j in g.jobs] == [second.id, first.id]  # newest first
+    assert g.total_spent_usd == pytest.approx(0.109) and all(j["inspector"] == [] for j in g.jobs)
+    past = StableStudio(ss.base_url, Wallet.generate(), ledger=ss.ledger, time_scale=TIME_SCALE)
+    g2 = Gallery(past)
+    assert g2.jobs == []
+    g2.show_ledger = True
+    until(lambda: len(g2.jobs) == 2)
+    assert {j["detail"] for j in g2.jobs} == {"from the ledger"} and g2.jobs[0]["result"]["url"]
+    past.close()
+
+
+def make_compare(ss, **kw) -> Compare:
+    kw.setdefault("params", {"aspectRatio": "1:1", "aspect_ratio": "1:1"})
+    return Compare(["a red fox", "a blue whale"], ["nano-banana", "grok", "flux-2-pro"], client=ss, seed=5, **kw)
+
+
+def test_compare_blind_grid_hides_models_until_reveal(ss, sandbox):
+    c = make_compare(ss)
+    until(lambda: c.state == "ready")
+    assert c.quote["total_usd"] == pytest.approx(2 * (0.039 + 0.07 + 0.05)) and sandbox.settlements == []
+    c._on_msg(c, {"type": "run"}, [])
+    until(lambda: c.state == "done" and all(x["job"] and x["job"]["status"] == "complete" for x in c.cells))
+    shown = json.dumps({k: v for k, v in c.get_state().items() if k not in ("_esm", "_css")}, default=str)
+    for name in MODEL_NAMES:
+        assert name not in shown
+    assert {x["label"] for x in c.cells} == {"Model A", "Model B", "Model C"} and c.summary == []
+    assert all(x["job"]["cost_usd"] is None and x["job"]["receipt"] is None for x in c.cells)
+    row = sorted((x for x in c.cells if x["prompt_index"] == 0), key=lambda x: x["col"])
+    c._on_msg(c, {"type": "vote", "prompt_index": 0, "a": row[0]["key"], "b": row[1]["key"], "choice": "a"}, [])
+    c._on_msg(c, {"type": "reveal"}, [])
+    until(lambda: c.revealed and c.cells[0]["job"]["model"])
+    assert {x["label"] for x in c.cells} == {"Nano Banana", "Grok Imagine", "FLUX.2 [pro]"}
+    assert len(c.summary) == 3 and sum(r["wins"] for r in c.summary) == 1
+    assert len(sandbox.settlements) == 6
+
+
+def test_compare_results_votes_and_persistence_across_a_restart(ss, tmp_path):
+    c = make_compare(ss, blind=False, vote_mode="pairwise")
+    c.run().wait()
+    cells = {(x["prompt_index"], x["col"]): x["key"] for x in c.cells}
+    c.vote(0, cells[0, 0], cells[0, 1], "a")
+    c.vote(1, cells[1, 0], cells[1, 2], "tie")
+    c.vote(1, cells[1, 1], cells[1, 2], "b")
+    with pytest.raises(InvalidParams, match="same prompt"):
+        c.vote(0, cells[0, 0], cells[1, 1], "a")
+    with pytest.raises(InvalidParams, match="choice"):
+        c.vote(0, cells[0, 0], cells[0, 1], "maybe")
+    df = c.results()
+    assert list(df.columns[:8]) == ["cell", "model", "route", "prompt_index", "prompt", "repeat", "cost_usd", "status"]
+    assert set(df["status"]) == {"complete"} and df["time_to_result_s"].notna().all()
+    summary = {r["model"]: r for r in c.summary_rows()}
+    assert summary["nano-banana"]["wins"] == 1 and summary["nano-banana"]["ties"] == 1
+    assert summary["nano-banana"]["win_rate"] == pytest.approx(0.75)
+    assert summary["nano-banana"]["cost_per_win"] == pytest.approx(0.078)
+    assert summary["flux-2-pro"]["wins"] == 1 and summary["grok"]["losses"] == 2
+    csv = (tmp_path / "r.csv")
+    c.to_csv(str(csv))
+    assert "nano-banana" in csv.read_text()
+    ss.close()
+    # A new kernel: a fresh process with the same ledger file restores the grid and the votes.
+    script = textwrap.dedent(f"""
+        from stablestudio_widgets import Compare, StableStudio, Wallet
+        ss = StableStudio({ss.base_url!r}, Wallet.generate(), ledger={str(ss.ledger.path)!r})
+        c = Compare.load({c.comparison_id!r}, client=ss)
+        print(c.state, len(c.votes), sorted((r["model"], r["wins"], r["ties"]) for r in c.summary_rows()))
+        print(sorted(set(c.results()["status"])))
+        ss.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "done 3 [('flux-2-pro', 1, 1), ('grok', 0, 0), ('nano-banana', 1, 1)]", "['complete']"]
+
+
+def test_compare_ratings_transpose_and_validation(ss):
+    with pytest.raises(InvalidParams, match="imageSize"):
+        Compare(["x"], ["nano-banana-pro"], {"imageSize": "9K"}, client=ss)
+    c = make_compare(ss, blind=False, transpose=True, vote_mode="rating", repeats=2)
+    assert len(c.cells) == 12 and [col["label"] for col in c.columns] == ["a red fox", "a blue whale"]
+    assert {x["col"] for x in c.cells} == {0, 1} and {x["row"] for x in c.cells} == {0, 1, 2}
+    c.run().wait()
+    key = c.cells[0]["key"]
+    c.rate(key, 5)
+    with pytest.raises(InvalidParams, match="1 to 5"):
+        c.rate(key, 6)
+    rated = {r["model"]: r["mean_rating"] for r in c.summary_rows()}
+    assert rated[c._cells[0].model] == 5
+    assert Ledger(ss.ledger.path).votes(c.comparison_id)[0]["rating"] == 5
+
+
+def test_compare_refuses_a_total_over_budget(sandbox, tmp_path):
+    ss = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "b.db", time_scale=TIME_SCALE, budget_usd=0.1)
+    c = make_compare(ss)
+    until(lambda: c.state == "ready")
+    assert "more than the $0.10 left" in c.quote["message"]
+    c._on_msg(c, {"type": "run"}, [])
+    until(lambda: c.error)
+    assert "BudgetExceeded" in c.error and ss.stats["signatures"] == 0
+    ss.close()
