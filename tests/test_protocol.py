@@ -263,3 +263,26 @@ def test_wallet_never_shows_its_key():
     with pytest.raises(WalletError) as e:
         Wallet.from_key("0x" + key[:-2] + "zz")
     assert key[:-2] not in str(e.value) and e.value.__cause__ is None
+
+
+def test_wallet_sources_env_and_keystore(tmp_path, monkeypatch):
+    from stablestudio_widgets.errors import WalletError
+
+    w = Wallet.generate()
+    store = tmp_path / "k.json"
+    store.write_text(json.dumps(w.export_keystore("correct horse")))
+    assert "correct horse" not in store.read_text()
+    monkeypatch.setenv("STABLESTUDIO_KEYSTORE", str(store))
+    monkeypatch.setenv("STABLESTUDIO_KEYSTORE_PASSWORD", "correct horse")
+    assert Wallet.from_env().address == w.address and not Wallet.from_env().sandbox
+    monkeypatch.setenv("STABLESTUDIO_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(WalletError, match="wrong password"):
+        Wallet.from_env()
+    from eth_account import Account
+    acct = Account.create()
+    monkeypatch.setenv("STABLESTUDIO_PRIVATE_KEY", acct.key.hex())  # the key wins over the keystore
+    assert Wallet.from_env().address == acct.address
+    monkeypatch.delenv("STABLESTUDIO_PRIVATE_KEY")
+    monkeypatch.delenv("STABLESTUDIO_KEYSTORE")
+    with pytest.raises(WalletError, match="No wallet configured"):
+        Wallet.from_env()

@@ -159,6 +159,22 @@ def test_gallery_session_jobs_ledger_and_total(ss):
     past.close()
 
 
+def test_gallery_resumes_unfinished_paid_jobs_from_the_ledger(ss, sandbox):
+    """A job paid in an earlier session that never finished: the gallery offers Resume and finishes it."""
+    sandbox.set_faults(poll_404_s=5)
+    job = ss.generate("grok", "left behind")  # paid; nobody polls it (the kernel 'restarted')
+    sandbox.set_faults(poll_404_s=0)
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later)
+    g.show_ledger = True
+    until(lambda: g.jobs and g.jobs[0]["error"])
+    assert g.jobs[0]["id"] == job.id and g.jobs[0]["error"]["resumable"]
+    g._on_msg(g, {"type": "resume", "key": job.id}, [])
+    until(lambda: g.jobs[0]["status"] == "complete")
+    assert ss.ledger.job(job.id)["status"] == "complete" and len(sandbox.settlements) == 1
+    later.close()
+
+
 def make_compare(ss, **kw) -> Compare:
     kw.setdefault("params", {"aspectRatio": "1:1", "aspect_ratio": "1:1"})
     return Compare(["a red fox", "a blue whale"], ["nano-banana", "grok", "flux-2-pro"], client=ss, seed=5, **kw)

@@ -80,6 +80,9 @@ class JobFeed:
         """Retry (a new payment, at the user's request) or resume (poll again) a card's job."""
         kind, key = content.get("type"), content.get("key")
         job = self.jobs.get(key)
+        if job is None and kind == "resume" and key in self.extra:
+            self.bridge.spawn(self._resume_ledger())  # a past job from the ledger: finish every unfinished one
+            return True
         if job is None or kind not in ("retry", "resume"):
             return False
         if kind == "resume" or (job.id and not job.done):
@@ -95,6 +98,11 @@ class JobFeed:
         await self._quiet(client.submit(job.route.id, dict(job.params), confirm=True, job=fresh))
         if fresh.id:
             await self._quiet(fresh.wait())
+
+    async def _resume_ledger(self) -> None:
+        for job in await self._quiet(self.bridge.aio.resume()) or []:
+            self.extra.pop(job.id, None)
+            self.track(job)
 
     @staticmethod
     async def _quiet(coro: Any) -> Any:

@@ -10,6 +10,7 @@ import traitlets
 
 from ..catalog import load
 from ..jobs import AsyncJob
+from ..ledger import TERMINAL_JOBS
 from ._runtime import Bridge, css, esm
 from .feed import JobFeed
 
@@ -72,8 +73,11 @@ def ledger_records(aio: Any, limit: int = 500) -> dict[str, dict[str, Any]]:
         if row["result_url"]:
             rec["result"] = {"url": row["result_url"], "thumbnail_url": row["thumbnail_url"],
                              "local_path": row["local_path"]}
-        if row["error"]:
-            rec["error"] = {"type": "Error", "message": row["error"], "retryable": False, "resumable": False}
+        unfinished = row["status"] not in TERMINAL_JOBS and row["base_url"] == aio.base_url
+        if row["error"] or unfinished:
+            rec["error"] = {"type": "Unfinished" if unfinished else "Error", "retryable": False,
+                            "resumable": unfinished,
+                            "message": row["error"] or "Paid but never finished here: Resume polls it to the end."}
         rec["detail"] = "from the ledger"
         out[row["id"]] = rec
     return out
