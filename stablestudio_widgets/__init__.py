@@ -29,7 +29,8 @@ from .wallet import Wallet
 from .widgets import Compare, Gallery, JobCard, Studio
 
 __all__ = [
-    "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded", "ConfirmationRequired", "InvalidParams",
+    "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded",
+    "ConfirmationRequired", "InvalidParams",
     "Job", "JobFailed", "JobNotFound", "JobTimeout", "Ledger", "PaymentRejected", "PaymentRequiredError",
     "PolicyViolation", "Quote", "Result", "Route", "ServiceError", "SpendingPolicy", "StableStudio",
     "StableStudioError", "Wallet", "WalletError",

@@ -104,7 +104,8 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             print(f"\n{model}: {prompt!r} costs {fmt_usd(quote.amount_usd)} (read from the unpaid 402)")
             job = ss.generate(model, prompt, **params)
             r = job.receipt
-            print(f"  paid: job {job.id}, tx {r.transaction[:18]}… on {r.network_name}" if r else f"  paid: job {job.id}")
+            tx = f", tx {r.transaction[:18]}… on {r.network_name}" if r and r.transaction else ""
+            print(f"  paid: job {job.id}{tx}")
             result = job.wait()
             path = result.save(out)
             print(f"  {job.status}: {result.url}\n  saved to {path}")

@@ -343,7 +343,13 @@ class AsyncStableStudio:
         _ensure_ok(r, "Listing jobs")
         data = r.json()
         items = data.get("jobs", []) if isinstance(data, dict) else data
-        return [self._job_from(d) for d in items if isinstance(d, dict)]
+        jobs = []
+        for d in items if isinstance(items, list) else []:
+            try:
+                jobs.append(self._job_from(d))
+            except ServiceError:  # a job kind this client cannot show; the others still are
+                continue
+        return jobs
 
     async def delete_job(self, job_id: str) -> None:
         r = await self._siwx_request("DELETE", f"/api/jobs/{job_id}")
@@ -354,7 +360,10 @@ class AsyncStableStudio:
         job_id = job_id or data.get("id") or data.get("jobId")
         row = self.ledger.job(job_id) if job_id else None
         route_id = data.get("route") or (row or {}).get("route") or _route_from_type(self.catalog, data.get("type"))
-        route = self.catalog.route(route_id) if route_id in self.catalog.routes else next(iter(self.catalog.routes.values()))
+        if route_id not in self.catalog.routes:
+            raise ServiceError(f"Job {job_id} has a type this client does not know ({data.get('type')!r}).",
+                               status=200, body=str(data)[:500], job_id=job_id)
+        route = self.catalog.route(route_id)
         params = data.get("params") if isinstance(data.get("params"), dict) else {}
         if row and not params:
             params = json.loads(row["params"] or "{}")
@@ -382,7 +391,7 @@ class AsyncStableStudio:
             job = self._jobs.get(row["id"]) or self._job_from({"status": row["status"]}, row["id"])
             jobs.append(job)
         results = await asyncio.gather(*(j.wait() for j in jobs), return_exceptions=True)
-        for j, res in zip(jobs, results):
+        for res in results:
             if isinstance(res, BaseException) and not isinstance(res, StableStudioError):
                 raise res
         return jobs
@@ -774,6 +783,11 @@ def _route_from_type(cat: Catalog, job_type: Any) -> str | None:
     for rid, r in cat.routes.items():
         if job_type in (f"{r.model}-{r.operation}", rid):
             return rid
+    # The service also says e.g. "sora-2-video": the longest model name it starts with decides.
+    models = sorted((m for m in cat.models if job_type.startswith(m + "-")), key=len, reverse=True)
+    if models:
+        ops = [r for r in cat.routes.values() if r.model == models[0]]
+        return ops[0].id if len(ops) == 1 else None
     return None
 
 

@@ -175,7 +175,8 @@ class Ledger:
                     rating: int | None = None) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO votes (comparison, prompt_index, a, b, choice, job_id, rating, created_at)"
-                       " VALUES (?,?,?,?,?,?,?,?)", (comparison, prompt_index, a, b, choice, job_id, rating, time.time()))
+                       " VALUES (?,?,?,?,?,?,?,?)",
+                       (comparison, prompt_index, a, b, choice, job_id, rating, time.time()))
 
     def votes(self, comparison: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM votes WHERE comparison=? ORDER BY id", (comparison,))

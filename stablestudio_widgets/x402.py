@@ -30,8 +30,8 @@ _UINT = re.compile(r"[0-9]{1,78}")  # ASCII digits only: str.isdigit() accepts '
 
 #: EIP-712 domains of the stablecoins we know, used when a 402 omits ``extra``.
 KNOWN_ASSETS: dict[tuple[str, str], dict[str, str]] = {
-    ("eip155:8453", "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): {"name": "USD Coin", "version": "2", "symbol": "USDC"},
-    ("eip155:84532", "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): {"name": "USDC", "version": "2", "symbol": "USDC"},
+    ("eip155:8453", "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): {"name": "USD Coin", "version": "2"},
+    ("eip155:84532", "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): {"name": "USDC", "version": "2"},
 }
 NETWORK_NAMES = {"eip155:8453": "Base", "eip155:84532": "Base Sepolia"}
 EXPLORERS = {"eip155:8453": "https://basescan.org/tx/", "eip155:84532": "https://sepolia.basescan.org/tx/"}

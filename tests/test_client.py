@@ -120,6 +120,15 @@ def test_invalid_messages_name_allowed_values():
         CATALOG.generate_route("nano-bananna")
 
 
+def test_service_job_types_map_to_routes():
+    from stablestudio_widgets.client import _route_from_type
+    assert _route_from_type(CATALOG, "nano-banana-pro-generate") == "nano-banana-pro/generate"
+    assert _route_from_type(CATALOG, "sora-2-video") == "sora-2/generate"  # as the real service answered
+    assert _route_from_type(CATALOG, "sora-2-pro-video") == "sora-2-pro/generate"
+    assert _route_from_type(CATALOG, "seedance-video") is None  # two routes: ambiguous, so unknown
+    assert _route_from_type(CATALOG, None) is None
+
+
 def test_model_intent_picks_routes():
     assert CATALOG.generate_route("nano-banana").id == "nano-banana/generate"
     assert CATALOG.generate_route("wan-2.6").id == "wan-2.6/t2v"
@@ -327,7 +336,8 @@ async def test_testnet_terms_refused_from_non_loopback_host():
 
 
 async def test_policy_violation_names_what_was_offered(make_client):
-    ss = make_client(policy=__import__("stablestudio_widgets").SpendingPolicy(allowed_networks=frozenset({"eip155:8453"})))
+    from stablestudio_widgets import SpendingPolicy
+    ss = make_client(policy=SpendingPolicy(allowed_networks=frozenset({"eip155:8453"})))
     with pytest.raises(Exception) as e:
         await ss.generate("grok", "x")
     assert "Offered: exact $0.07 on Base Sepolia" in str(e.value) and "Nothing was signed" in str(e.value)

@@ -96,9 +96,9 @@ def test_reference_sdk_signature_matches_our_typed_data(wallet):
     from eth_account.messages import encode_typed_data
 
     acct = Account.create()
-    req = PaymentRequirements(scheme="exact", network="eip155:84532", asset="0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-                              amount="10000", pay_to=PAY_TO, max_timeout_seconds=300,
-                              extra={"name": "USDC", "version": "2"})
+    req = PaymentRequirements(scheme="exact", network="eip155:84532",
+                              asset="0x036CbD53842c5426634e7929541eC2318f3dCF7e", amount="10000", pay_to=PAY_TO,
+                              max_timeout_seconds=300, extra={"name": "USDC", "version": "2"})
     inner = ExactEvmScheme(acct).create_payment_payload(req)
     ours = x402.typed_data(x402.eip712_domain(x402.parse_requirement(req.model_dump(by_alias=True), 0)),
                            inner["authorization"])

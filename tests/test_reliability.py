@@ -184,7 +184,8 @@ async def test_ledger_answers_and_exports(make_client, tmp_path):
     led = ss.ledger
     assert led.spent_usd(session=ss.session) == pytest.approx(0.109)
     assert led.spent_today_usd() == pytest.approx(0.109)
-    assert led.spent_by_route_usd() == {"grok/generate": pytest.approx(0.07), "nano-banana/generate": pytest.approx(0.039)}
+    assert led.spent_by_route_usd() == {"grok/generate": pytest.approx(0.07),
+                                        "nano-banana/generate": pytest.approx(0.039)}
     df = led.to_dataframe()
     assert list(df["route"]) == ["grok/generate", "nano-banana/generate"]
     assert set(df["job_status"]) == {"complete"} and df["tx"].str.startswith("0x").all()

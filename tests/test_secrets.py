@@ -23,7 +23,6 @@ from stablestudio_widgets import (
     Studio,
     Wallet,
 )
-from stablestudio_widgets.ledger import Ledger
 
 
 @pytest.fixture

@@ -101,7 +101,8 @@ def test_studio_uploads_stay_in_the_kernel(ss, sandbox):
 def test_studio_generate_mode_ignores_attached_images(ss):
     """Veo's one route does text and image to video: images only count in i2v mode."""
     st = Studio(ss, model="veo-3.1-fast")
-    st._on_msg(st, {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"}, [memoryview(png_bytes())])
+    st._on_msg(st, {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"},
+               [memoryview(png_bytes())])
     st._on_msg(st, {"type": "upload", "name": "b.png", "mime": "image/png", "param": "lastFrame"},
                [memoryview(png_bytes((0, 0, 255)))])
     until(lambda: len(st.inputs) == 2)
