@@ -299,24 +299,27 @@ class Api:
         found = [j for j in self.state.jobs_of(who, now) if status is None or j.status(now) == status]
         return JSONResponse({"jobs": [j.view(now) for j in found[:limit]]})
 
-    async def get_job(self, request: Request) -> Response:
+    def _own_job(self, request: Request) -> tuple[Any, float] | Response:
+        """The signed-in caller's job, or the answer to give (402 challenge, 404 for anyone else's)."""
         who = self._signin(request)
         if isinstance(who, Response):
             return who
         now = time.time()
         job = self.state.visible_job(request.path_params["job_id"], who, now)
-        if job is None:
-            return _json_error(404, "Job not found.")
+        return _json_error(404, "Job not found.") if job is None else (job, now)
+
+    async def get_job(self, request: Request) -> Response:
+        found = self._own_job(request)
+        if isinstance(found, Response):
+            return found
+        job, now = found
         return JSONResponse(job.view(now))
 
     async def delete_job(self, request: Request) -> Response:
-        who = self._signin(request)
-        if isinstance(who, Response):
-            return who
-        now = time.time()
-        job = self.state.visible_job(request.path_params["job_id"], who, now)
-        if job is None:
-            return _json_error(404, "Job not found.")
+        found = self._own_job(request)
+        if isinstance(found, Response):
+            return found
+        job, now = found
         status = job.status(now)
         if status not in ("complete", "failed"):
             return _json_error(409, f"Job {job.id} is still {status}; only finished jobs can be deleted.")
