@@ -378,8 +378,9 @@ class Compare(anywidget.AnyWidget):
         self.state = "done" if any(c.job_id for c in self._cells) else "quoting"
 
     def close(self) -> None:
-        self._feed.close()
-        self._bridge.cancel_all()
+        if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input
+            self._feed.close()
+            self._bridge.cancel_all()
         super().close()
 
 

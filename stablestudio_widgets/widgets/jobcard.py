@@ -41,6 +41,7 @@ class JobCard(anywidget.AnyWidget):
         self._feed.handle(content)
 
     def close(self) -> None:
-        self._feed.close()
+        if hasattr(self, "_feed"):  # also when __init__ stopped early
+            self._feed.close()
         super().close()
 

@@ -201,8 +201,9 @@ class Studio(anywidget.AnyWidget):
         await self._pay_and_wait(request_id or "", params, job, confirm=True)
 
     def close(self) -> None:
-        self._feed.close()
-        self._bridge.cancel_all()
+        if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input
+            self._feed.close()
+            self._bridge.cancel_all()
         super().close()
 
 
