@@ -153,8 +153,6 @@ def test_notebook_outputs_render(quickstart, screenshot):
     screenshot(gallery, "gallery")
 
 
-@pytest.mark.xfail(strict=True, reason="js/css/card.css: .ssw-card__media is always 1:1 and a lone JobCard spans "
-                   "the whole output width, so a 16:9 result sits in a ~950x950 px grey box")
 def test_lone_jobcard_fits_its_image(quickstart):
     """`image` alone in a cell: the card's media area should hug the 16:9 picture, not letterbox it."""
     card = quickstart.output(2).get_by_test_id("job-card")
