@@ -187,7 +187,8 @@ function render({ model, el, signal: outer }) {
   }
 
   function syncVoting() {
-    const pairwise = get("vote_mode") !== "rating";
+    // After a blind reveal, further votes would not be blind: the panel goes away.
+    const pairwise = get("vote_mode") !== "rating" && !(get("blind") && get("revealed"));
     const prompts = get("prompts") ?? [];
     const indices = [...new Set(cells().map((c) => c.prompt_index))].sort((a, b) => a - b);
     const panels = pairwise ? indices.map((pi) => {

@@ -248,6 +248,7 @@ class Receipt:
     payer: str | None
     amount: int | None
     error_reason: str | None = None
+    on_chain: bool = True  # False for the sandbox: its settlements exist only on the local server
 
     @property
     def network_name(self) -> str | None:
@@ -255,7 +256,7 @@ class Receipt:
 
     @property
     def explorer_url(self) -> str | None:
-        base = EXPLORERS.get(self.network or "")
+        base = EXPLORERS.get(self.network or "") if self.on_chain else None
         return base + self.transaction if base and self.transaction else None
 
     def to_dict(self) -> dict[str, Any]:

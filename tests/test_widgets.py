@@ -53,6 +53,7 @@ def test_studio_quote_generate_and_state(ss):
     card = st.jobs[0]
     assert card["result"]["url"].endswith(".png") and card["cost_usd"] == 0.07
     assert card["receipt"]["network_name"] == "Base Sepolia" and card["receipt"]["transaction"].startswith("0x")
+    assert card["receipt"]["explorer_url"] is None  # a sandbox settlement is not on any chain explorer
     assert [s["step"] for s in card["inspector"]][:3] == ["402 Payment Required", "Signed authorization", "Settlement"]
     assert st.total_spent_usd == 0.07 and st.budget["spent_usd"] == 0.07
 
@@ -199,6 +200,9 @@ def test_compare_blind_grid_hides_models_until_reveal(ss, sandbox):
     assert {x["label"] for x in c.cells} == {"Nano Banana", "Grok Imagine", "FLUX.2 [pro]"}
     assert len(c.summary) == 3 and sum(r["wins"] for r in c.summary) == 1
     assert len(sandbox.settlements) == 6
+    with pytest.raises(InvalidParams, match="would not be blind"):
+        c.vote(0, row[0]["key"], row[2]["key"], "b")
+    assert len(c.votes) == 1
 
 
 def test_compare_results_votes_and_persistence_across_a_restart(ss, tmp_path):

@@ -28,7 +28,8 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
   const statusSel = h("select", { testid: "filter-status", ...suppress, onchange: changed },
     STATUS_FILTERS.map(([value, text]) => h("option", { value }, text)));
   const count = h("span", { class: "ssw-muted", testid: "gallery-count" });
-  const total = h("span", { class: "ssw-gallery__total", testid: "total-spent", hidden: !showTotal });
+  // Only a standalone gallery shows (and names) its total; the Studio has its own in the header.
+  const total = h("span", { class: "ssw-gallery__total", testid: showTotal ? "total-spent" : null, hidden: !showTotal });
   const toolbar = h("div", { class: "ssw-gallery__toolbar" },
     h("label", { class: "ssw-field ssw-field--inline" }, h("span", {}, "Model"), modelSel),
     h("label", { class: "ssw-field ssw-field--inline" }, h("span", {}, "Status"), statusSel),

@@ -184,6 +184,7 @@ class Compare(anywidget.AnyWidget):
     # --- votes --------------------------------------------------------------------------------
     def vote(self, prompt_index: int, a: str, b: str, choice: str) -> None:
         """Record a pairwise vote between two cells of the same prompt."""
+        self._still_blind()
         if choice not in VOTE_CHOICES:
             raise InvalidParams(f"choice must be one of {', '.join(VOTE_CHOICES)}.", field="choice",
                                 allowed=list(VOTE_CHOICES))
@@ -196,12 +197,18 @@ class Compare(anywidget.AnyWidget):
 
     def rate(self, key: str, rating: int) -> None:
         """Record a 1–5 rating of one cell."""
+        self._still_blind()
         if not isinstance(rating, int) or not 1 <= rating <= 5:
             raise InvalidParams("A rating is a whole number from 1 to 5.", field="rating", allowed=[1, 2, 3, 4, 5])
         cell = self._cell(key)
         self._bridge.aio.ledger.record_vote(self.comparison_id, job_id=cell.key, rating=rating)
         self.ratings = {**self.ratings, key: rating}
         self._refresh_summary()
+
+    def _still_blind(self) -> None:
+        if self.blind and self.revealed:
+            raise InvalidParams("The models of this blind comparison were revealed: further votes would not be "
+                                "blind, so they are not recorded. Start a new Compare to vote again.", field="vote")
 
     def reveal(self) -> None:
         """Show the model names (after voting, in blind mode)."""

@@ -20,7 +20,7 @@ class JobFeed:
     """
 
     def __init__(self, widget: Any, bridge: Bridge, trait: str = "jobs", *, mask: Any = None,
-                 inspector: bool = True):
+                 inspector: bool | int = True):
         self.widget, self.bridge, self.trait = widget, bridge, trait
         self.jobs: dict[str, AsyncJob] = {}
         self.extra: dict[str, dict[str, Any]] = {}  # records not backed by a live job (ledger history)
@@ -28,7 +28,9 @@ class JobFeed:
         self._dirty = False
         self._lock = threading.Lock()
         self.mask = mask  # callable(job) -> bool: hide model identity (blind comparisons)
-        self.inspector = inspector  # payment-inspector steps in records (cards yes; big galleries no)
+        # Payment-inspector steps in records: all (True), none (False) or the newest N (they are ~3.5 KB
+        # each and a saved notebook keeps them).
+        self.inspector = inspector
         self.on_flush: list[Any] = []
 
     def track(self, job: AsyncJob) -> None:
@@ -55,7 +57,9 @@ class JobFeed:
         self.bridge.loop.call_soon_threadsafe(self.bridge.loop.call_later, FLUSH_S, self.flush)
 
     def records(self) -> list[dict[str, Any]]:
-        live = [j.to_record(masked=bool(self.mask and self.mask(j)), inspector=self.inspector)
+        newest = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
+        keep = {j.key for j in newest[: self.inspector if self.inspector is not True else len(newest)]}
+        live = [j.to_record(masked=bool(self.mask and self.mask(j)), inspector=j.key in keep)
                 for j in self.jobs.values()]
         rows = live + [r for k, r in self.extra.items() if k not in self.jobs]
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)

@@ -20,6 +20,7 @@ from .feed import JobFeed
 
 QUOTE_DEBOUNCE_S = 0.3
 THUMB_PX = 96
+INSPECTED_JOBS = 3  # the newest cards keep their payment inspector; older ones drop it from state
 PLACEHOLDER = "https://upload.invalid/placeholder.png"  # stands in for an image when only quoting
 SANDBOX_BANNER = ("Sandbox: no wallet configured — payments are really signed and verified, but on a local server "
                   "with Base Sepolia test terms: no real money moves. Set STABLESTUDIO_PRIVATE_KEY (or "
@@ -57,7 +58,7 @@ class Studio(anywidget.AnyWidget):
         self._awaiting: dict[str, tuple[dict[str, Any], AsyncJob]] = {}
         self._quote_handle: Any = None
         super().__init__(catalog=aio.catalog.data, model=model, route_id=route.id, **kwargs)
-        self._feed = JobFeed(self, self._bridge)
+        self._feed = JobFeed(self, self._bridge, inspector=INSPECTED_JOBS)
         self._feed.on_flush.append(self._refresh_money)
         aio.on_job(self._feed.track)
         self.sandbox = aio.is_sandbox

@@ -119,7 +119,7 @@ def screenshot(request):
     """``screenshot(page_or_locator, "label")`` saves test-artifacts/<test>-<label>.png.
 
     With ``docs="studio.png"`` and SSW_DOCS_SCREENSHOTS=1 in the environment, the same picture is
-    also written (optimised) to docs/, for the README.
+    also copied to docs/, for the README.
     """
     ARTIFACTS.mkdir(exist_ok=True)
     name = re.sub(r"[^\w.-]+", "_", request.node.name)
@@ -128,10 +128,8 @@ def screenshot(request):
         path = ARTIFACTS / f"{name}-{label}.png"
         capture(target, path)
         if docs and os.environ.get("SSW_DOCS_SCREENSHOTS"):
-            from PIL import Image
-
             DOCS.mkdir(exist_ok=True)
-            Image.open(path).save(DOCS / docs, optimize=True)
+            shutil.copy(path, DOCS / docs)  # Chromium's PNG is smaller than PIL's optimize=True
         return path
 
     return take
