@@ -245,7 +245,6 @@ class AsyncStableStudio:
     async def _submit(self, route: Route, wire: dict[str, Any], job: AsyncJob, confirm: bool) -> AsyncJob:
         body, uploads = _placeholder_uploads(route, wire)
         key = self._price_key(route, wire)
-        t0 = time.time()
         terms = await self._learn_terms(route.path, body, key)
         extra = 0
         if uploads:
@@ -264,7 +263,7 @@ class AsyncStableStudio:
         job.params = {**job.params, **{k: v for k, v in wire.items() if k in ("image", "images", "lastFrame")}}
         job._update(status="paying", detail="Signing and sending the payment")
         data, receipt, signed = await self._paid_post(route.path, wire, key, kind="generate", route=route,
-                                                      confirm=confirm, job=job, learned_at=t0)
+                                                      confirm=confirm, job=job)
         job_id = data.get("jobId") or data.get("id")
         if not isinstance(job_id, str) or not job_id:
             raise ServiceError(f"The service took the payment ({fmt_usd(signed.requirement.amount_usd)}) but "
@@ -457,13 +456,13 @@ class AsyncStableStudio:
         raise PaymentRequiredError("None of the offered payment options can be used. Offered: "
                                    + "; ".join(reasons) + ". Nothing was signed.")
 
-    async def _learn_terms(self, path: str, body: dict[str, Any], key: tuple, *, fresh: bool = False) -> _Terms:
+    async def _learn_terms(self, path: str, body: dict[str, Any], key: tuple) -> _Terms:
         """Terms for ``key``: reused when known (one round trip to pay), else read from an unpaid 402."""
-        if not fresh and key in self._terms:
+        if key in self._terms:
             return self._terms[key]
         # Concurrent first requests to one route learn its terms once, not once each.
         async with self._learning.setdefault(key, asyncio.Lock()):
-            if not fresh and key in self._terms:
+            if key in self._terms:
                 return self._terms[key]
             t0 = time.time()
             r = await self._retrying(lambda: self._http.post(path, json=body))
@@ -476,8 +475,7 @@ class AsyncStableStudio:
             return terms
 
     async def _paid_post(self, path: str, body: dict[str, Any], key: tuple, *, kind: str, route: Route | None,
-                         confirm: bool, job: AsyncJob | None = None,
-                         learned_at: float | None = None) -> tuple[Any, Receipt | None, SignedPayment]:
+                         confirm: bool, job: AsyncJob | None = None) -> tuple[Any, Receipt | None, SignedPayment]:
         """POST with a payment. Signs at most twice, and the second time only after the server
         plainly refused the first (a fresh 402 with no earlier ambiguous attempt): so one request
         can never settle twice."""
@@ -552,7 +550,7 @@ class AsyncStableStudio:
                         f"The service refused a re-sent payment ({refusal.error or 'no reason'}) after an earlier "
                         f"send may have settled ({fmt_usd(req.amount_usd)}). It is recorded in the ledger; "
                         "ss.resume() will look for the job. Nothing was signed twice.",
-                        reason=refusal.error, nonce=signed.nonce)
+                        reason=refusal.error, nonce=signed.nonce, paid_usd=req.amount_usd)
                 self.spending.release(req.amount)
                 self.ledger.update_payment(signed.nonce, status="rejected", error=refusal.error)
                 if attempt == 0 and reused:

@@ -41,9 +41,10 @@ class PaymentRequiredError(StableStudioError):
 class PaymentRejected(StableStudioError):
     """The server refused a payment we signed (its ``error`` is quoted)."""
 
-    def __init__(self, message: str, *, reason: str | None = None, nonce: str | None = None):
+    def __init__(self, message: str, *, reason: str | None = None, nonce: str | None = None,
+                 paid_usd: float = 0.0):
         super().__init__(message)
-        self.reason, self.nonce = reason, nonce
+        self.reason, self.nonce, self.paid_usd = reason, nonce, paid_usd
 
 
 class BudgetExceeded(StableStudioError):

@@ -323,12 +323,17 @@ class AsyncJob:
             "cost_usd": self.cost_usd, "receipt": self.receipt.to_dict() if self.receipt else None,
             "result": ({"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,
                         "local_path": self.result.local_path} if self.result else None),
-            "error": ({**err.to_dict(), "retryable": isinstance(err, (JobFailed, JobNotFound)) or self.id is None,
-                       "resumable": isinstance(err, JobTimeout) or (self.id is not None and not self.done)}
-                      if err else None),
+            "error": ({**err.to_dict(), **self._recovery(err)} if err else None),
             "inspector": [s.to_dict() for s in self.inspector] if inspector else [],
         }
         return mask_record(record) if masked else record
+
+    def _recovery(self, err: StableStudioError) -> dict[str, bool]:
+        """What a card may offer. A request whose payment may have settled (no job id yet, money
+        possibly moved) is resumable, never retryable: a retry would sign a second payment."""
+        maybe_paid = self.id is None and err.paid_usd > 0
+        return {"retryable": isinstance(err, (JobFailed, JobNotFound)) or (self.id is None and not maybe_paid),
+                "resumable": isinstance(err, JobTimeout) or (self.id is not None and not self.done) or maybe_paid}
 
     def __repr__(self) -> str:
         cost = f" {fmt_usd(self.cost_usd)}" if self.cost_usd is not None else ""

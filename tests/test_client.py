@@ -20,6 +20,7 @@ from stablestudio_widgets import (
     JobTimeout,
     PolicyViolation,
     StableStudio,
+    StableStudioError,
     Wallet,
 )
 from stablestudio_widgets.catalog import load
@@ -189,6 +190,26 @@ async def test_dropped_answer_after_settlement_never_pays_twice(make_client, san
     (payment,) = ss.ledger.payments()
     assert payment["status"] == "settled" and payment["job_id"] == job.id
     assert ss.stats["signatures"] == 1
+
+
+async def test_unanswered_paid_request_is_resumable_never_retryable(make_client, sandbox):
+    """Every re-send of the signed payment gets no answer: the card must offer Resume, not Retry
+    (a retry would sign a second payment for what may already be paid)."""
+    from stablestudio_widgets.jobs import AsyncJob
+
+    ss = make_client(max_retries=1)
+    await ss.quote("grok", prompt="x")  # terms learned while the service still answers
+    sandbox.set_faults(error_rate=1.0, error_status=502)  # from now on nothing answers, nothing settles
+    job = AsyncJob(route=CATALOG.route("grok/generate"), params={"prompt": "lost answer"}, _client=ss)
+    with pytest.raises(StableStudioError) as e:
+        await ss.submit("grok/generate", {"prompt": "lost answer"}, job=job)
+    assert "may have settled" in str(e.value) and e.value.paid_usd == 0.07
+    rec = job.to_record()["error"]
+    assert rec["resumable"] and not rec["retryable"]
+    assert [p["status"] for p in ss.ledger.payments()] == ["uncertain"] and sandbox.settlements == []
+    sandbox.set_faults(error_rate=0.0)
+    await ss.resume()  # the authorization is still valid: re-sent with the same nonce, it settles once
+    assert len(sandbox.settlements) == 1 and ss.ledger.payments()[0]["status"] == "settled"
 
 
 async def test_idempotent_replay_returns_the_original_job(tmp_path):

@@ -89,6 +89,9 @@ class JobFeed:
             return True
         if job is None or kind not in ("retry", "resume"):
             return False
+        if job.id is None and job.error is not None and job.error.paid_usd > 0:
+            self.bridge.spawn(self._resume_ledger())  # paid, answer lost: find the job, never pay again
+            return True
         if kind == "resume" or (job.id and not job.done):
             self.bridge.spawn(self._quiet(job.wait()))
         else:
