@@ -686,11 +686,12 @@ class AsyncStableStudio:
 
     def _job_changed(self, job: AsyncJob) -> None:
         if job.id:
-            self.ledger.update_job(job.id, status=job.status,
-                                   result_url=job.result.url if job.result else None,
-                                   thumbnail_url=job.result.thumbnail_url if job.result else None,
-                                   error=str(job.error) if job.error else None,
-                                   finished_at=job.finished_at)
+            row = {"status": job.status, "result_url": job.result.url if job.result else None,
+                   "thumbnail_url": job.result.thumbnail_url if job.result else None,
+                   "error": str(job.error) if job.error else None, "finished_at": job.finished_at}
+            if row != job._ledger_row:  # most polls change nothing: no write for them
+                self.ledger.update_job(job.id, **row)
+                job._ledger_row = row
         for cb in list(self._listeners):
             cb(job)
 
@@ -842,9 +843,7 @@ class Job:
 
     def retry(self, *, confirm: bool = False) -> Job:
         """Pay again for the same route and parameters (a new payment, at your request)."""
-        client = self._inner._client
-        assert client is not None
-        return Job(self._runner.run(client.submit(self.route.id, dict(self.params), confirm=confirm)), self._runner)
+        return Job(self._runner.run(self._inner.retry(confirm=confirm)), self._runner)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

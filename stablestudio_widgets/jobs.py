@@ -161,6 +161,7 @@ class AsyncJob:
     _client: AsyncStableStudio | None = field(default=None, repr=False)
     _poller: asyncio.Task | None = field(default=None, repr=False)
     _listeners: list[Callable[[AsyncJob], None]] = field(default_factory=list, repr=False)
+    _ledger_row: dict[str, Any] | None = field(default=None, repr=False)  # what the ledger last got
 
     @property
     def prompt(self) -> str | None:
@@ -308,6 +309,11 @@ class AsyncJob:
                 client._job_changed(self)
                 raise err
             await asyncio.sleep(delay)
+
+    async def retry(self, *, confirm: bool = False) -> AsyncJob:
+        """Pay again for the same route and parameters (a new payment, at your request)."""
+        assert self._client is not None
+        return await self._client.submit(self.route.id, dict(self.params), confirm=confirm)
 
     def to_record(self, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
         """The JSON job record the widgets render (URLs only, no bytes, nothing secret);
