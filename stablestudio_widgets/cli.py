@@ -133,7 +133,105 @@ def add_quickstart(sub: Any) -> None:
     p.set_defaults(func=_run_quickstart)
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_sandbox, add_quickstart]
+def _client(args: argparse.Namespace) -> Any:
+    from .client import StableStudio
+
+    if args.sandbox:
+        return StableStudio.sandbox(time_scale=args.time_scale)
+    return StableStudio(max_usd_per_request=args.max_usd)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """``key=value``; true/false become booleans (everything else is sent as the string it is)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .errors import StableStudioError, fmt_usd
+
+    params = dict(args.param or [])
+    with _client(args) as ss:
+        try:
+            quote = ss.quote(args.model, prompt=args.prompt, **({"image": args.image} if args.image else {}),
+                             **params)
+            print(f"{quote.route}: {fmt_usd(quote.total_usd)} on {quote.network}")
+            job = ss.generate(args.model, args.prompt, image=args.image, confirm=args.confirm, **params)
+            r = job.receipt
+            print(f"paid: job {job.id}" + (f", tx {r.transaction}" if r and r.transaction else ""))
+            result = job.wait()
+        except StableStudioError as e:
+            print(f"{type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        print(result.url)
+        if args.out:
+            print(f"saved to {result.save(args.out)}")
+    return 0
+
+
+def _run_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as ss:
+        for job in ss.jobs(limit=args.limit, status=args.status):
+            url = job.result.url if job.result else ""
+            print(f"{job.id}  {job.route.id:<26} {job.status:<10} {url}")
+    return 0
+
+
+def _run_ledger(args: argparse.Namespace) -> int:
+    from .errors import fmt_usd
+    from .ledger import Ledger
+
+    led = Ledger(args.path) if args.path else Ledger()
+    print(f"ledger {led.path}")
+    print(f"spent today {fmt_usd(led.spent_today_usd())}, in all {fmt_usd(led.spent_usd())}")
+    for route, usd_ in led.spent_by_route_usd().items():
+        print(f"  {route:<28} {fmt_usd(usd_)}")
+    for row in led.receipts()[-args.limit:]:
+        print(f"{row['payment_status']:<9} {fmt_usd(row['amount_usd']):>7} {row['route'] or row['kind']:<26} "
+              f"{row['job_id'] or '':<26} {row['job_status'] or '':<9} {row['tx'] or ''}")
+    if args.csv:
+        print(f"CSV written to {led.to_csv(args.csv)}")
+    return 0
+
+
+def _client_options(p: Any) -> None:
+    p.add_argument("--sandbox", action="store_true", help="use a fresh local sandbox and a throwaway wallet")
+    p.add_argument("--time-scale", type=float, default=0.1, help="sandbox speed (with --sandbox)")
+    p.add_argument("--max-usd", type=float, default=None, help="refuse to pay more than this per request")
+
+
+def add_generate(sub: Any) -> None:
+    p = sub.add_parser("generate", help="pay for one generation, wait for it and print the result URL")
+    p.add_argument("model", help="a model (nano-banana, veo-3.1, …) or a route id (wan-2.6/t2v)")
+    p.add_argument("prompt")
+    p.add_argument("-p", "--param", type=_param, action="append", metavar="KEY=VALUE",
+                   help="a route parameter, e.g. -p aspectRatio=16:9 (repeatable)")
+    p.add_argument("--image", help="a local image or URL: image to video")
+    p.add_argument("--confirm", action="store_true", help="consent to pay above the confirmation threshold")
+    p.add_argument("--out", help="save the result into this file or directory")
+    _client_options(p)
+    p.set_defaults(func=_run_generate)
+
+
+def add_jobs(sub: Any) -> None:
+    p = sub.add_parser("jobs", help="list this wallet's jobs on the service")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--status", choices=("pending", "processing", "complete", "failed"))
+    _client_options(p)
+    p.set_defaults(func=_run_jobs)
+
+
+def add_ledger(sub: Any) -> None:
+    p = sub.add_parser("ledger", help="what was paid: totals, per route, the latest receipts")
+    p.add_argument("--path", help="a ledger file (default: $STABLESTUDIO_HOME/ledger.sqlite3)")
+    p.add_argument("--limit", type=int, default=20, help="how many receipts to list")
+    p.add_argument("--csv", help="also write every receipt to this CSV file")
+    p.set_defaults(func=_run_ledger)
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_sandbox, add_quickstart, add_generate, add_jobs, add_ledger]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,42 @@
+"""The ``stablestudio`` command: the quickstart (the README's main job), generate and ledger."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from stablestudio_widgets.ledger import Ledger
+
+
+def cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stablestudio_widgets", *args], capture_output=True, text=True,
+                          timeout=180, env=env)
+
+
+def test_quickstart_pays_for_an_image_and_a_video(tmp_path):
+    out = tmp_path / "qs"
+    r = cli("quickstart", "--out", str(out), "--time-scale", "0.01")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("paid: job ") == 2 and "Base Sepolia" in r.stdout and "Spent $0.439" in r.stdout
+    assert len(list(out.glob("*.png"))) == 1 and len(list(out.glob("*.mp4"))) == 1
+    assert [p["status"] for p in Ledger(out / "ledger.sqlite3").payments()] == ["settled", "settled"]
+
+
+def test_generate_and_refuse_before_paying(tmp_path):
+    r = cli("generate", "--sandbox", "--time-scale", "0.01", "grok", "a cli fox", "-p", "aspect_ratio=16:9",
+            "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "grok/generate: $0.07" in r.stdout and r.stdout.strip().endswith(".png")
+    assert len(list(tmp_path.glob("*.png"))) == 1
+    bad = cli("generate", "--sandbox", "grok", "x", "-p", "colour=red")
+    assert bad.returncode == 1 and "InvalidParams" in bad.stderr and "Nothing was paid" in bad.stderr
+    pricey = cli("generate", "--sandbox", "sora-2-pro", "x")
+    assert pricey.returncode == 1 and "confirm" in pricey.stderr
+
+
+def test_ledger_summary_and_csv(tmp_path):
+    assert cli("quickstart", "--out", str(tmp_path), "--time-scale", "0.01").returncode == 0
+    r = cli("ledger", "--path", str(tmp_path / "ledger.sqlite3"), "--csv", str(tmp_path / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    assert "in all $0.439" in r.stdout and "veo-3.1-fast/generate" in r.stdout and "settled" in r.stdout
+    assert "nano-banana/generate" in (tmp_path / "r.csv").read_text()
