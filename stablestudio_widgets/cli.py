@@ -8,6 +8,7 @@ more and listing it in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -121,6 +122,8 @@ def _launch_lab(args: argparse.Namespace) -> int:
 
     notebook = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
     cmd = [sys.executable, "-m", "jupyter", "lab", "--ip=127.0.0.1", str(notebook)]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # Jupyter refuses to run as root without it (containers, CI boxes)
     print("Starting JupyterLab on 127.0.0.1:", " ".join(cmd[2:]))
     return subprocess.call(cmd)
 
