@@ -16,13 +16,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import anywidget
 import traitlets
 
 from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
 from ..jobs import AsyncJob, mask_record
 from ._runtime import Bridge, css, esm
-from .feed import JobFeed
+from .feed import FeedWidget, JobFeed
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
 
@@ -40,7 +39,7 @@ class Cell:
     record: dict[str, Any] | None = field(default=None, repr=False)  # from the ledger, after a restart
 
 
-class Compare(anywidget.AnyWidget):
+class Compare(FeedWidget):
     """``Compare(prompts=[...], models=[...], params={...})``: a grid, a total, a Run button, votes."""
 
     _esm = esm("compare")
@@ -384,11 +383,6 @@ class Compare(anywidget.AnyWidget):
         self.revealed = saved["spec"].get("revealed", False)
         self.state = "done" if any(c.job_id for c in self._cells) else "quoting"
 
-    def close(self) -> None:
-        if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input
-            self._feed.close()
-            self._bridge.cancel_all()
-        super().close()
 
 
 def _opaque_key() -> str:

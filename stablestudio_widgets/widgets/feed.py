@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import anywidget
+
 from ..errors import StableStudioError
 from ..jobs import AsyncJob
 from ._runtime import Bridge
@@ -118,3 +120,19 @@ class JobFeed:
             return await coro
         except StableStudioError:
             return None
+
+
+class FeedWidget(anywidget.AnyWidget):
+    """A widget whose cards come from a :class:`JobFeed`: card actions and clean closing, once."""
+
+    _feed: JobFeed
+    _bridge: Bridge
+
+    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
+        self._feed.handle(content)
+
+    def close(self) -> None:
+        if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input
+            self._feed.close()
+            self._bridge.cancel_all()  # a shared job poller survives: waiters hold it through a shield
+        super().close()

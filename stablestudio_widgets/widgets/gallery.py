@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anywidget
 import traitlets
 
 from ..catalog import load
 from ..jobs import AsyncJob
 from ..ledger import TERMINAL_JOBS
 from ._runtime import Bridge, css, esm
-from .feed import JobFeed
+from .feed import FeedWidget, JobFeed
 
 
-class Gallery(anywidget.AnyWidget):
+class Gallery(FeedWidget):
     """One widget rendering many cards from a list trait (not a widget per card)."""
 
     _esm = esm("gallery")
@@ -51,13 +50,6 @@ class Gallery(anywidget.AnyWidget):
         self._feed.extra = ledger_records(self._bridge.aio, limit=500) if change["new"] else {}
         self._feed._changed()
 
-    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
-        self._feed.handle(content)
-
-    def close(self) -> None:
-        if hasattr(self, "_feed"):  # also when __init__ stopped early
-            self._feed.close()
-        super().close()
 
 
 def ledger_records(aio: Any, limit: int = 500) -> dict[str, dict[str, Any]]:

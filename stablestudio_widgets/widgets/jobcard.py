@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import anywidget
 import traitlets
 
 from ..jobs import AsyncJob
 from ._runtime import Bridge, css, esm
-from .feed import JobFeed
+from .feed import FeedWidget, JobFeed
 
 
-class JobCard(anywidget.AnyWidget):
+class JobCard(FeedWidget):
     """A live card for one job; it polls the job itself, so a bare ``job`` in a cell stays live."""
 
     _esm = esm("jobcard")
@@ -36,12 +35,3 @@ class JobCard(anywidget.AnyWidget):
     def _show_latest(self) -> None:
         if self._records:
             self.job = self._records[0]
-
-    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
-        self._feed.handle(content)
-
-    def close(self) -> None:
-        if hasattr(self, "_feed"):  # also when __init__ stopped early
-            self._feed.close()
-        super().close()
-

@@ -9,14 +9,13 @@ import io
 import uuid
 from typing import Any
 
-import anywidget
 import traitlets
 
 from ..errors import ConfirmationRequired, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
 from ..x402 import NETWORK_NAMES
 from ._runtime import Bridge, css, esm
-from .feed import JobFeed
+from .feed import FeedWidget, JobFeed
 
 QUOTE_DEBOUNCE_S = 0.3
 THUMB_PX = 96
@@ -27,7 +26,7 @@ SANDBOX_BANNER = ("Sandbox: no wallet configured — payments are really signed 
                   "STABLESTUDIO_KEYSTORE) and restart to use the real service.")
 
 
-class Studio(anywidget.AnyWidget):
+class Studio(FeedWidget):
     """Model picker, parameter form from the route table, live price, generate, live gallery."""
 
     _esm = esm("studio")
@@ -201,11 +200,6 @@ class Studio(anywidget.AnyWidget):
             return
         await self._pay_and_wait(request_id or "", params, job, confirm=True)
 
-    def close(self) -> None:
-        if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input
-            self._feed.close()
-            self._bridge.cancel_all()
-        super().close()
 
 
 def _needs_image(route: Any) -> bool:
