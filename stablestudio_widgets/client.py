@@ -105,7 +105,7 @@ class AsyncStableStudio:
                  budget_usd: float | None = None, max_usd_per_request: float | None = None,
                  confirm_above_usd: float | None = _UNSET, ledger_budget_usd: float | None = None,
                  policy: SpendingPolicy | None = None, ledger: Ledger | str | os.PathLike | None = None,
-                 save_results: bool | str | os.PathLike = False, time_scale: float = 1.0,
+                 save_results: bool | str | os.PathLike = False, time_scale: float = 1.0, dry_run: bool = False,
                  timeout: float = 60.0, max_retries: int = 4, transport: httpx.AsyncBaseTransport | None = None):
         self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         self.wallet = wallet if wallet is not None else Wallet.from_env()
@@ -122,6 +122,7 @@ class AsyncStableStudio:
             None if save_results is False else
             (home() / "results" if save_results is True else Path(save_results)))
         self.time_scale = time_scale
+        self.dry_run = dry_run  # every paid call returns its exact Quote instead of paying
         self.max_retries = max_retries
         self.session = uuid.uuid4().hex[:12]
         self.chain_ids = ["eip155:84532", "eip155:8453"] if is_loopback(self.base_url) else ["eip155:8453"]
@@ -202,34 +203,37 @@ class AsyncStableStudio:
 
     # --- generation ------------------------------------------------------------------------------
     async def generate(self, model: str, prompt: str | None = None, *, image: Any = None,
-                       confirm: bool = False, **params: Any) -> AsyncJob:
+                       confirm: bool = False, dry_run: bool = False, **params: Any) -> AsyncJob:
         """Text-to-image/video with ``model``; with ``image`` its image-to-video route."""
         if prompt is not None:
             params["prompt"] = prompt
         if image is not None:
             params["image"] = image
         route = self.catalog.generate_route(model, with_image=image is not None)
-        return await self.submit(route.id, params, confirm=confirm)
+        return await self.submit(route.id, params, confirm=confirm, dry_run=dry_run)
 
     async def edit(self, model: str, prompt: str | None = None, *, images: Any = None,
-                   confirm: bool = False, **params: Any) -> AsyncJob:
+                   confirm: bool = False, dry_run: bool = False, **params: Any) -> AsyncJob:
         """Edit images with ``model`` (local files and PIL images are uploaded first)."""
         if prompt is not None:
             params["prompt"] = prompt
         if images is not None:
             params["images"] = images
-        return await self.submit(self.catalog.edit_route(model).id, params, confirm=confirm)
+        return await self.submit(self.catalog.edit_route(model).id, params, confirm=confirm, dry_run=dry_run)
 
     async def submit(self, route_id: str, params: dict[str, Any] | None = None, *,
-                     confirm: bool = False, job: AsyncJob | None = None) -> AsyncJob:
+                     confirm: bool = False, dry_run: bool = False, job: AsyncJob | None = None) -> AsyncJob:
         """Pay for one generation on an explicit route and return its job (not yet finished).
 
         Every check that can fail runs before money moves: parameters, the exact price of the
-        generation and of any uploads it needs, the policy for their total.
+        generation and of any uploads it needs, the policy for their total. With ``dry_run``
+        (here or on the client) it stops there and returns the exact :class:`Quote` instead.
         """
         route = self.catalog.route(route_id)
         params = dict(params or {})
         wire = route.validate(params, uploadable=True)
+        if dry_run or self.dry_run:
+            return await self.quote(route_id, **params)  # type: ignore[return-value]
         job = job or AsyncJob(route=route, params=wire, _client=self)
         job._client = self
         job.status, job.error, job.detail = "quoting", None, ""
@@ -890,8 +894,8 @@ class StableStudio:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
 
-    def _wrap(self, job: AsyncJob) -> Job:
-        return Job(job, self._runner)
+    def _wrap(self, job: AsyncJob | Quote) -> Job | Quote:
+        return job if isinstance(job, Quote) else Job(job, self._runner)
 
     # Attributes shared with the async client.
     base_url = property(lambda self: self.aio.base_url)

@@ -331,6 +331,53 @@ async def test_quote_counts_uploads_of_local_images(make_client, tmp_path):
     assert q.total_usd == pytest.approx(0.08) and "2 upload(s) = $0.08" in repr(q)
 
 
+async def test_dry_run_shows_exact_costs_and_pays_nothing(make_client, sandbox, tmp_path):
+    ss = make_client()
+    q = await ss.generate("sora-2", "a dry run", seconds="12", dry_run=True)
+    assert (q.route, q.amount) == ("sora-2/generate", 1_200_000)
+    dry = make_client(dry_run=True)
+    batch = [await dry.edit("grok", "x", images=[png(tmp_path)]), await dry.generate("veo-3.1", "y")]
+    assert [b.total_usd for b in batch] == [pytest.approx(0.032), pytest.approx(3.2)]
+    assert sandbox.settlements == [] and ss.stats["signatures"] == dry.stats["signatures"] == 0
+
+
+async def test_service_style_402_without_extra_pays_end_to_end(tmp_path):
+    """The real service omits extra and maxTimeoutSeconds: we fill the defaults and pay."""
+    with Sandbox(time_scale=0.002, omit_extra=True) as sb:
+        ss = AsyncStableStudio(sb.url, Wallet.generate(), ledger=tmp_path / "l.db", time_scale=0.002)
+        job = await ss.generate("grok", "no extra")
+        terms = next(iter(ss._terms.values())).requirement
+        assert terms.extra == {} and "maxTimeoutSeconds" not in terms.raw and terms.max_timeout_seconds == 300
+        assert (await job.wait()).url and len(sb.settlements) == 1
+        await ss.aclose()
+
+
+async def test_sign_in_challenge_for_another_domain_is_refused(tmp_path):
+    """A peer whose job route challenges us for evil.example gets no signature."""
+    import base64
+    import json as _json
+
+    seen = []
+
+    def peer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("sign-in-with-x"))
+        body = {"x402Version": 2, "accepts": [], "extensions": {"sign-in-with-x": {
+            "info": {"domain": "evil.example", "uri": "https://evil.example/api/jobs/cm1", "version": "1",
+                     "nonce": "abcdefgh1234", "issuedAt": "2026-11-24T10:00:00.000Z"},
+            "supportedChains": [{"chainId": "eip155:8453", "type": "eip191"}]}}}
+        return httpx.Response(402, json=body,
+                              headers={"PAYMENT-REQUIRED": base64.b64encode(_json.dumps(body).encode()).decode()})
+
+    from stablestudio_widgets import AuthError
+    ss = AsyncStableStudio("https://stablestudio.dev", Wallet.generate(), ledger=tmp_path / "l.db",
+                           transport=httpx.MockTransport(peer))
+    with pytest.raises(AuthError, match="evil.example"):
+        await ss.jobs()
+    assert len(seen) == 1  # our own sign-in for stablestudio.dev went out once; the challenge was not signed
+    assert _json.loads(base64.b64decode(seen[0]))["domain"] == "stablestudio.dev"
+    await ss.aclose()
+
+
 async def test_edit_budget_counts_uploads_before_paying_for_them(make_client, sandbox, tmp_path):
     ss = make_client(budget_usd=0.05)
     with pytest.raises(BudgetExceeded):  # $0.05 generation + 2 × $0.01 uploads

@@ -286,3 +286,18 @@ def test_wallet_sources_env_and_keystore(tmp_path, monkeypatch):
     monkeypatch.delenv("STABLESTUDIO_KEYSTORE")
     with pytest.raises(WalletError, match="No wallet configured"):
         Wallet.from_env()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=100),
+                 st.dictionaries(st.sampled_from(["success", "transaction", "network", "payer", "amount",
+                                                  "errorReason", "x"]),
+                                 st.none() | st.booleans() | st.integers() | st.text(max_size=30), max_size=7).map(b64)))
+def test_settle_response_fuzz_decodes_or_raises_typed(value):
+    """A receipt header is decoded into typed fields or refused with a typed error, never a crash."""
+    try:
+        r = x402.decode_settle_response(value)
+    except PaymentRequiredError:
+        return
+    assert isinstance(r.success, bool) and (r.amount is None or r.amount >= 0)
+    assert r.transaction is None or isinstance(r.transaction, str)
