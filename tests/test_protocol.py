@@ -292,7 +292,8 @@ def test_wallet_sources_env_and_keystore(tmp_path, monkeypatch):
 @given(st.one_of(st.text(max_size=100),
                  st.dictionaries(st.sampled_from(["success", "transaction", "network", "payer", "amount",
                                                   "errorReason", "x"]),
-                                 st.none() | st.booleans() | st.integers() | st.text(max_size=30), max_size=7).map(b64)))
+                                 st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+                                 max_size=7).map(b64)))
 def test_settle_response_fuzz_decodes_or_raises_typed(value):
     """A receipt header is decoded into typed fields or refused with a typed error, never a crash."""
     try:
