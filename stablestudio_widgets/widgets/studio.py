@@ -21,9 +21,9 @@ QUOTE_DEBOUNCE_S = 0.3
 THUMB_PX = 96
 INSPECTED_JOBS = 3  # the newest cards keep their payment inspector; older ones drop it from state
 PLACEHOLDER = "https://upload.invalid/placeholder.png"  # stands in for an image when only quoting
-SANDBOX_BANNER = ("Sandbox: no wallet configured — payments are really signed and verified, but on a local server "
-                  "with Base Sepolia test terms: no real money moves. Set STABLESTUDIO_PRIVATE_KEY (or "
-                  "STABLESTUDIO_KEYSTORE) and restart to use the real service.")
+SANDBOX_BANNER = ("Sandbox: payments are really signed and verified, but by a local server on Base Sepolia test "
+                  "terms with a throwaway wallet — no real money moves. To use the real service, set "
+                  "STABLESTUDIO_PRIVATE_KEY (or STABLESTUDIO_KEYSTORE) and use StableStudio() or Studio().")
 
 
 class Studio(FeedWidget):
