@@ -232,8 +232,8 @@ async def test_429_before_payment_is_retried_without_signing_twice(make_client, 
 
 
 async def test_polls_through_404_grace_window(make_client, sandbox):
-    sandbox.set_faults(poll_404_s=0.03)  # within the 30 s × time_scale = 60 ms grace
-    ss = make_client()
+    sandbox.set_faults(poll_404_s=0.03)  # well within the 30 s × 0.01 = 300 ms grace, even on a busy machine
+    ss = make_client(time_scale=0.01)
     job = await ss.generate("nano-banana", "late visibility")
     res = await job.wait()
     assert res.url.endswith(".png")
