@@ -131,6 +131,7 @@ class AsyncStableStudio:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
         self._terms: dict[tuple, _Terms] = {}
         self._learning: dict[tuple, asyncio.Lock] = {}
+        self._claimed: set[str] = set()  # jobs matched to a lost answer, before the ledger has them
         self._siwx_cache: dict[str, tuple[str, float]] = {}
         self.siwx_signed: dict[str, dict[str, Any]] = {}  # last signed SIWX payload per URI (no secrets)
         self._jobs: dict[str, AsyncJob] = {}
@@ -421,6 +422,8 @@ class AsyncStableStudio:
         if found:
             self.ledger.update_payment(p["nonce"], status="settled")
             self._adopt_row(job, found, p, None)
+        elif p["status"] == "settled":  # money moved: never call it expired; keep looking next time
+            self.ledger.update_payment(p["nonce"], error="settled, but the service shows no job for it yet")
         elif p["valid_before"] < time.time():
             self.ledger.update_payment(p["nonce"], status="expired",
                                        error="validity ran out and the service shows no job for it")
@@ -614,16 +617,18 @@ class AsyncStableStudio:
         """After a possibly-settled payment: the job it bought, by route, prompt and time."""
         if route is None:
             return None
-        known = {row["id"] for row in self.ledger.jobs(limit=500)}
         deadline = time.monotonic() + max(NOT_FOUND_GRACE_S * self.time_scale, MIN_SEARCH_S)
         while True:
+            known = {row["id"] for row in self.ledger.jobs(limit=500)}
             try:
                 for j in await self.jobs(limit=50):
                     d = j.raw
                     created = _ts(d.get("createdAt"))
                     same_route = (d.get("route") or _route_from_type(self.catalog, d.get("type"))) == route.id
                     same_prompt = "prompt" not in (d.get("params") or {}) or d["params"]["prompt"] == body.get("prompt")
-                    if j.id not in known and same_route and same_prompt and (created is None or created >= since - 120):
+                    fresh = j.id not in known and j.id not in self._claimed  # _claimed read live, after the await
+                    if fresh and same_route and same_prompt and (created is None or created >= since - 120):
+                        self._claimed.add(j.id)  # no await in between: two searches never take one job
                         return j.id
             except (StableStudioError, httpx.TransportError):
                 pass

@@ -120,10 +120,12 @@ class Ledger:
         return self._all(f"SELECT * FROM payments{where} ORDER BY signed_at", args)
 
     def open_payments(self) -> list[dict[str, Any]]:
-        """Payments that may have settled without us knowing the job they bought."""
+        """Payments that may have bought something we do not know: possibly settled ones, and
+        settled generations whose job id never reached the ledger (a crash in between)."""
         marks = ",".join("?" * len(OPEN_PAYMENTS))
-        return self._all(f"SELECT * FROM payments WHERE status IN ({marks}) AND job_id IS NULL"
-                         " AND upload_id IS NULL ORDER BY signed_at", OPEN_PAYMENTS)
+        return self._all(f"SELECT * FROM payments WHERE (status IN ({marks}) OR (status = 'settled' AND"
+                         " kind = 'generate')) AND job_id IS NULL AND upload_id IS NULL ORDER BY signed_at",
+                         OPEN_PAYMENTS)
 
     # --- jobs ---------------------------------------------------------------------------------
     def record_job(self, *, id: str, base_url: str, route: str, model: str, media: str, prompt: str | None,

@@ -206,3 +206,20 @@ async def test_ledger_wide_daily_budget_spans_clients(make_client, tmp_path):
     with pytest.raises(BudgetExceeded, match="this day"):
         await second.generate("grok", "b")
     assert second.stats["signatures"] == 0
+
+
+async def test_settled_payment_without_a_recorded_job_is_resumed(make_client, sandbox, tmp_path):
+    """The process died after the settlement answer but before the job id reached the ledger: the
+    ledger has a settled payment and no job. resume() must find the job, not forget the money."""
+    ss = make_client()
+    job = await ss.generate("grok", "settled, then the kernel died")
+    (p,) = ss.ledger.payments()
+    # What that crash leaves behind: the payment says settled, no job is known.
+    ss.ledger.update_payment(p["nonce"], job_id=None)
+    with ss.ledger._tx() as db:
+        db.execute("DELETE FROM jobs")
+    later = make_client(wallet=ss.wallet, ledger=ss.ledger)
+    jobs = await later.resume()
+    assert [j.id for j in jobs] == [job.id] and jobs[0].status == "complete"
+    assert ss.ledger.payment(p["nonce"])["job_id"] == job.id and len(sandbox.settlements) == 1
+    assert later.stats["signatures"] == 0
