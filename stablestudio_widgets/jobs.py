@@ -20,7 +20,6 @@ import httpx
 from .catalog import Route
 from .errors import (
     AuthError,
-    JobError,
     JobFailed,
     JobNotFound,
     JobTimeout,
@@ -173,7 +172,8 @@ class AsyncJob:
 
     @property
     def done(self) -> bool:
-        return self.status in DONE or isinstance(self.error, JobError)
+        """Finished for good (complete or failed); a timed-out or not-yet-found job is not."""
+        return self.status in DONE
 
     # --- change notification (widgets listen here) ------------------------------------------
     def on_change(self, callback: Callable[[AsyncJob], None]) -> Callable[[], None]:
@@ -200,7 +200,8 @@ class AsyncJob:
         status = data.get("status") if isinstance(data.get("status"), str) else self.status
         res = data.get("result") if isinstance(data.get("result"), dict) else {}
         url = res.get("imageUrl") or res.get("videoUrl") or res.get("url")
-        fields: dict[str, Any] = {"status": status, "raw": data, "detail": ""}
+        # What the service says now replaces an earlier timeout or not-found verdict.
+        fields: dict[str, Any] = {"status": status, "raw": data, "detail": "", "error": None}
         if status == "complete" and url:
             fields["result"] = Result(url=url, media=self.route.media, thumbnail_url=res.get("thumbnailUrl"))
             fields["finished_at"] = time.time()
@@ -221,7 +222,7 @@ class AsyncJob:
         """
         if self.result is not None:
             return self.result
-        if self.error is not None and isinstance(self.error, (JobFailed, JobNotFound)):
+        if isinstance(self.error, JobFailed):
             raise self.error
         if self._poller is None or self._poller.done():
             self._poller = asyncio.ensure_future(self._poll(timeout))
@@ -276,7 +277,6 @@ class AsyncJob:
                                       time.time())
                         return self.result
                     if self.status == "failed":
-                        client._job_changed(self)
                         raise self.error  # type: ignore[misc]
                 elif r.status_code == 404:
                     if age > grace:

@@ -26,7 +26,7 @@ ENV_HOME = "STABLESTUDIO_HOME"
 # Payment statuses: signed → sent → settled | rejected | uncertain (may have settled; resume checks)
 #                   | expired (validity ran out unsettled)
 OPEN_PAYMENTS = ("signed", "sent", "uncertain")
-TERMINAL_JOBS = ("complete", "failed", "deleted", "lost")
+TERMINAL_JOBS = ("complete", "failed", "deleted")  # "lost" and "timeout" are looked at again by resume()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (

@@ -449,3 +449,16 @@ def test_no_wallet_error_names_the_options(monkeypatch):
     from stablestudio_widgets import WalletError
     with pytest.raises(WalletError, match="STABLESTUDIO_PRIVATE_KEY.*STABLESTUDIO_KEYSTORE.*sandbox"):
         StableStudio("https://stablestudio.dev")
+
+
+async def test_a_lost_job_is_looked_at_again(make_client, sandbox):
+    """JobNotFound says resume() will look again: it does, and a job that shows up later completes."""
+    sandbox.set_faults(poll_404_s=1.0)
+    ss = make_client()
+    job = await ss.generate("grok", "shows up late")
+    with pytest.raises(JobNotFound):
+        await job.wait()
+    sandbox.set_faults(poll_404_s=0.0)
+    (resumed,) = await ss.resume()
+    assert resumed is job and job.status == "complete" and job.error is None
+    assert ss.ledger.job(job.id)["status"] == "complete" and job.to_record()["error"] is None
