@@ -28,6 +28,8 @@ class JobFeed:
         self.extra: dict[str, dict[str, Any]] = {}  # records not backed by a live job (ledger history)
         self._unsubscribe: dict[str, Any] = {}
         self._dirty = False
+        self._stale: set[str] | None = None  # keys whose record must be rebuilt; None: all of them
+        self._cache: dict[str, tuple[bool, dict[str, Any]]] = {}  # key -> (with inspector, record)
         self._lock = threading.Lock()
         self.mask = mask  # callable(job) -> bool: hide model identity (blind comparisons)
         # Payment-inspector steps in records: all (True), none (False) or the newest N (they are ~3.5 KB
@@ -51,25 +53,38 @@ class JobFeed:
             self._unsubscribe[new.key] = new.on_change(self._changed)
         self._changed(new)
 
-    def _changed(self, _job: AsyncJob | None = None) -> None:
+    def _changed(self, job: AsyncJob | None = None) -> None:
+        """Mark ``job`` (or, with no job, every record: e.g. a blind comparison was revealed) for
+        rebuilding at the next flush."""
         with self._lock:
+            if job is None:
+                self._stale = None
+            elif self._stale is not None:
+                self._stale.add(job.key)
             if self._dirty:
                 return
             self._dirty = True
         self.bridge.loop.call_soon_threadsafe(self.bridge.loop.call_later, FLUSH_S, self.flush)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, stale: set[str] | None = None) -> list[dict[str, Any]]:
+        """Every record, newest first, rebuilding only the ``stale`` ones (None: all)."""
         newest = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
         keep = {j.key for j in newest[: self.inspector if self.inspector is not True else len(newest)]}
-        live = [j.to_record(masked=bool(self.mask and self.mask(j)), inspector=j.key in keep)
-                for j in self.jobs.values()]
+        live = []
+        for j in self.jobs.values():
+            cached = self._cache.get(j.key)
+            if stale is None or j.key in stale or cached is None or cached[0] != (j.key in keep):
+                cached = (j.key in keep, j.to_record(masked=bool(self.mask and self.mask(j)), inspector=j.key in keep))
+                self._cache[j.key] = cached
+            live.append(cached[1])
         rows = live + [r for k, r in self.extra.items() if k not in self.jobs]
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
 
     def flush(self) -> None:
         with self._lock:
             self._dirty = False
-        records = self.records()
+            stale, self._stale = self._stale, set()
+        records = self.records(stale)
         with self.widget.hold_sync():
             setattr(self.widget, self.trait, records)
             for cb in self.on_flush:
