@@ -516,7 +516,12 @@ class AsyncStableStudio:
                              f"units, nonce {signed.nonce[:10]}…, valid until {auth['validBefore']}",
                              {"PAYMENT-SIGNATURE": signed.payload}, t0)
             t1 = time.time()
-            r = await self._send_with_payment(path, body, signed, signed.nonce, job=job)
+            try:
+                r = await self._send_with_payment(path, body, signed, signed.nonce, job=job)
+            except BaseException:  # cancelled or broken mid-send: it may have left, so it may settle
+                self.spending.settle(req.amount)
+                self.ledger.update_payment(signed.nonce, status="uncertain", error="interrupted while sending")
+                raise
             if r is None:  # gave up on an ambiguous failure: may have settled
                 self.spending.settle(req.amount)
                 found = await self._find_paid_job(route, body, signed.signed_at) if route else None

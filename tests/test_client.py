@@ -462,3 +462,23 @@ async def test_a_lost_job_is_looked_at_again(make_client, sandbox):
     (resumed,) = await ss.resume()
     assert resumed is job and job.status == "complete" and job.error is None
     assert ss.ledger.job(job.id)["status"] == "complete" and job.to_record()["error"] is None
+
+
+async def test_cancelled_paid_request_is_recorded_as_possibly_paid(make_client, sandbox):
+    """A task cancelled while its payment is in flight leaves it 'uncertain' (counted as spent), and
+    resume() finds the job it bought."""
+    sandbox.set_faults(drop_after_settle_rate=1.0, drop_mode="delay", delay_s=5)
+    ss = make_client(budget_usd=1.0)
+    task = asyncio.ensure_future(ss.generate("grok", "cancelled in flight"))
+    end = time.monotonic() + 30
+    while not sandbox.settlements:  # the payment settled; its answer is held back
+        assert time.monotonic() < end
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (p,) = ss.ledger.payments()
+    assert p["status"] == "uncertain" and ss.spending.spent == 70000 and ss.spending.reserved == 0
+    sandbox.set_faults(drop_after_settle_rate=0.0)
+    (job,) = await ss.resume()
+    assert job.status == "complete" and job.id == sandbox.settlements[0]["job_id"] and len(sandbox.settlements) == 1
