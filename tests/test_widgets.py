@@ -251,6 +251,8 @@ def test_compare_ratings_transpose_and_validation(ss):
     assert {x["col"] for x in c.cells} == {0, 1} and {x["row"] for x in c.cells} == {0, 1, 2}
     c.run().wait()
     key = c.cells[0]["key"]
+    with pytest.raises(InvalidParams, match="only a failed cell"):
+        c.retry(key)  # complete: running it again would pay twice
     c.rate(key, 5)
     with pytest.raises(InvalidParams, match="1 to 5"):
         c.rate(key, 6)
@@ -268,3 +270,16 @@ def test_compare_refuses_a_total_over_budget(sandbox, tmp_path):
     until(lambda: c.error)
     assert "BudgetExceeded" in c.error and ss.stats["signatures"] == 0
     ss.close()
+
+
+def test_compare_retries_a_failed_cell_alone(ss, sandbox):
+    sandbox.set_faults(fail_rate=1.0)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=False)
+    c.run().wait()
+    until(lambda: all(x["job"] and x["job"]["status"] == "failed" for x in c.cells))
+    sandbox.set_faults(fail_rate=0.0)
+    key = c.cells[0]["key"]
+    c._on_msg(c, {"type": "retry", "key": key}, [])
+    until(lambda: next(x for x in c.cells if x["key"] == key)["job"]["status"] == "complete")
+    assert [x["job"]["status"] for x in c.cells if x["key"] != key] == ["failed"]
+    assert len(sandbox.settlements) == 3 and c.error == ""

@@ -177,8 +177,15 @@ class Compare(FeedWidget):
     def retry(self, key: str) -> None:
         """Run one failed cell again (a new payment)."""
         cell = next((c for c in self._cells if c.key == key), None) or self._jobs_by_key.get(key)
-        if cell is not None:
-            self._bridge.spawn(self._run_cell(cell), self._fail)
+        if cell is None:
+            return
+        job = cell.job
+        if job is not None and not (job.status in ("failed", "lost") or (job.id is None and job.error is not None)):
+            raise InvalidParams(f"Cell {key} is {job.status}: only a failed cell can be run again.", field="key")
+        if job is not None and job.id is None and job.error is not None and job.error.paid_usd > 0:
+            self._bridge.spawn(self._feed._resume_ledger(), self._fail)  # may be paid already: find it, never re-pay
+            return
+        self._bridge.spawn(self._run_cell(cell), self._fail)
 
     # --- votes --------------------------------------------------------------------------------
     def vote(self, prompt_index: int, a: str, b: str, choice: str) -> None:
