@@ -6,7 +6,7 @@ sandbox server that verifies payments for real on testnet terms.
 """
 
 from .catalog import Route
-from .client import AsyncStableStudio, Job, Quote, StableStudio
+from .client import AsyncStableStudio
 from .errors import (
     AuthError,
     BudgetExceeded,
@@ -22,9 +22,12 @@ from .errors import (
     StableStudioError,
     WalletError,
 )
-from .jobs import AsyncJob, Result
+from .jobs import AsyncJob
 from .ledger import Ledger
+from .payments import Quote
 from .policy import SpendingPolicy
+from .results import Result
+from .sync import Job, StableStudio
 from .wallet import Wallet
 from .widgets import Compare, Gallery, JobCard, Studio
 

@@ -89,8 +89,8 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     """An image and a video on a fresh sandbox: the whole paid flow, with receipts."""
     from pathlib import Path
 
-    from .client import StableStudio
     from .errors import fmt_usd
+    from .sync import StableStudio
 
     if args.lab:
         return _launch_lab(args)
@@ -137,7 +137,7 @@ def add_quickstart(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from .client import StableStudio
+    from .sync import StableStudio
 
     if args.sandbox:
         return StableStudio.sandbox(time_scale=args.time_scale)

@@ -1,142 +1,60 @@
-"""Jobs and results: the status machine and a polling schedule that finds completion quickly
-without hammering an unreliable service.
+"""A paid generation and its polling. The job is the only owner of its status: the client, the
+widgets and the service's answers ask it to move (``stage``, ``paid``, ``apply`` …), and every
+move is published on the client's one change channel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
-import io
-import mimetypes
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from .catalog import Route
-from .errors import (
-    AuthError,
-    JobFailed,
-    JobNotFound,
-    JobTimeout,
-    ServiceError,
-    StableStudioError,
-    fmt_usd,
-    usd,
-)
+from .errors import AuthError, JobFailed, JobNotFound, JobTimeout, ServiceError, StableStudioError, fmt_usd, usd
+from .results import Result
+from .schedule import next_delay, parse_retry_after
+from .status import LOCAL, RUNNING_ON_SERVICE, JobStatus, is_done
 from .x402 import Receipt
 
 if TYPE_CHECKING:
-    from .client import AsyncStableStudio
+    from .results import Downloads
 
-RUNNING = ("pending", "processing")
-DONE = ("complete", "failed")
 NOT_FOUND_GRACE_S = 30.0
 MIN_TIMEOUT_S = 30.0
 MAX_AUTH_REFUSALS = 3
 
 
-@dataclass
-class Result:
-    """A finished generation: URLs (which expire) and, when cached, a local copy."""
+class JobHost(Protocol):
+    """What a job needs from its client, and nothing more."""
 
-    url: str
-    media: str
-    thumbnail_url: str | None = None
-    local_path: str | None = None
+    time_scale: float
+    downloads: Downloads
 
-    def read(self) -> bytes:
-        """The bytes: from the local copy when there is one, else downloaded."""
-        if self.local_path and Path(self.local_path).exists():
-            return Path(self.local_path).read_bytes()
-        r = httpx.get(self.url, timeout=60, follow_redirects=True)
-        r.raise_for_status()
-        return r.content
+    def changed(self, job: AsyncJob) -> None:
+        """Publish the job's new state on the change channel (ledger, widgets)."""
 
-    async def aread(self) -> bytes:
-        if self.local_path and Path(self.local_path).exists():
-            return Path(self.local_path).read_bytes()
-        async with httpx.AsyncClient(timeout=60, follow_redirects=True) as c:
-            r = await c.get(self.url)
-            r.raise_for_status()
-            return r.content
+    async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:
+        """One signed-in ``GET /api/jobs/{id}``: the answer and the SIWX payload signed for it."""
 
-    @property
-    def suffix(self) -> str:
-        path = self.url.split("?", 1)[0]
-        ext = Path(path).suffix
-        return ext if ext else (".png" if self.media == "image" else ".mp4")
+    async def completed(self, job: AsyncJob) -> None:
+        """The job finished with a result (keep a local copy if asked)."""
 
-    def save(self, path: str | Path | None = None) -> Path:
-        """Write the result to ``path`` (a file, or a directory to put it in); returns the file."""
-        target = Path(path) if path is not None else Path.cwd()
-        if target.is_dir():
-            target = target / (Path(self.url.split("?", 1)[0]).name or f"result{self.suffix}")
-        target.write_bytes(self.read())
-        return target
-
-    def image(self):
-        """A PIL image (for videos: the thumbnail)."""
-        from PIL import Image
-
-        if self.media == "image":
-            return Image.open(io.BytesIO(self.read()))
-        if not self.thumbnail_url:
-            raise ValueError("This video has no thumbnail; use read() or save() for the video itself.")
-        return Image.open(io.BytesIO(httpx.get(self.thumbnail_url, timeout=60).content))
-
-    def _repr_html_(self) -> str:
-        u = html.escape(self.url, quote=True)
-        if self.media == "video":
-            poster = f' poster="{html.escape(self.thumbnail_url, quote=True)}"' if self.thumbnail_url else ""
-            return (f'<video src="{u}"{poster} controls muted playsinline preload="metadata" '
-                    f'style="max-width:100%;max-height:480px"></video>')
-        return f'<img src="{u}" style="max-width:100%;max-height:480px" alt="generated image">'
-
-
-def next_delay(route: Route, elapsed: float, scale: float) -> float:
-    """Seconds to the next poll: first near the route's typical time, then briskly around it,
-    then at the service's recommended interval (3 s images, 10 s videos)."""
-    typical = route.typical_s * scale
-    interval = route.poll_interval_s * scale
-    if elapsed < 0.9 * typical:
-        return min(0.9 * typical - elapsed, max(interval, 0.25 * typical)) or interval
-    if elapsed < 2 * typical:
-        return min(interval, max(interval / 3, 0.1 * typical))
-    return interval
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-        except (TypeError, ValueError):
-            return None
+    async def resubmit(self, job: AsyncJob, confirm: bool) -> AsyncJob:
+        """Pay again for the same route and parameters."""
 
 
 @dataclass
-class InspectorStep:
-    """One step of how a job was paid for and fetched, for the teaching inspector."""
+class JobEvent:
+    """One step of how a job was paid for and fetched, as data; the widgets word it."""
 
-    step: str
-    summary: str
+    kind: str  # terms | signed | settled | signed_in | result
     data: dict[str, Any]
     at: float
     duration_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "summary": self.summary, "data": self.data,
-                "at_ms": int(self.at * 1000), "duration_ms": round(self.duration_ms, 1)}
 
 
 @dataclass(eq=False)
@@ -145,8 +63,9 @@ class AsyncJob:
 
     route: Route
     params: dict[str, Any]
+    host: JobHost | None = field(default=None, repr=False)
     id: str | None = None
-    status: str = "pending"
+    status: str = JobStatus.PENDING
     detail: str = ""
     amount: int | None = None  # atomic units paid
     receipt: Receipt | None = None
@@ -155,12 +74,9 @@ class AsyncJob:
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    inspector: list[InspectorStep] = field(default_factory=list)
+    events: list[JobEvent] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
-    _client: AsyncStableStudio | None = field(default=None, repr=False)
     _poller: asyncio.Task | None = field(default=None, repr=False)
-    _listeners: list[Callable[[AsyncJob], None]] = field(default_factory=list, repr=False)
-    _ledger_row: dict[str, Any] | None = field(default=None, repr=False)  # what the ledger last got
 
     @property
     def prompt(self) -> str | None:
@@ -173,47 +89,73 @@ class AsyncJob:
     @property
     def done(self) -> bool:
         """Finished for good (complete or failed); a timed-out or not-yet-found job is not."""
-        return self.status in DONE
+        return is_done(self.status)
 
-    # --- change notification (widgets listen here) ------------------------------------------
-    def on_change(self, callback: Callable[[AsyncJob], None]) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+    @property
+    def scale(self) -> float:
+        return self.host.time_scale if self.host is not None else 1.0
 
-    def _changed(self) -> None:
-        for cb in list(self._listeners):
-            cb(self)
-
-    def _update(self, **fields: Any) -> None:
+    # --- the only ways the status moves ----------------------------------------------------------
+    def _move(self, **fields: Any) -> None:
         for k, v in fields.items():
             setattr(self, k, v)
-        self._changed()
+        if self.host is not None:
+            self.host.changed(self)
 
-    def add_step(self, step: str, summary: str, data: dict[str, Any], started: float) -> None:
-        now = time.time()
-        self.inspector.append(InspectorStep(step, summary, data, started, (now - started) * 1000))
-        self._changed()
+    def stage(self, status: str, detail: str = "") -> None:
+        """A step of our own request (quoting, uploading, paying) before the service knows the job."""
+        assert status in LOCAL, status
+        self._move(status=status, detail=detail, error=None, finished_at=None)
 
-    # --- polling ------------------------------------------------------------------------------
+    def awaiting_confirmation(self, price_usd: float) -> None:
+        self._move(status=JobStatus.AWAITING_CONFIRMATION, error=None, finished_at=None,
+                   detail=f"Waiting for your consent to pay {fmt_usd(price_usd)}")
+
+    def cancel(self, detail: str = "Payment declined: nothing was signed") -> None:
+        self._move(status=JobStatus.CANCELLED, detail=detail, finished_at=time.time())
+
+    def refused(self, error: StableStudioError) -> None:
+        """Our request ended before the service took the job (bad input, policy, refused payment)."""
+        self._move(status=JobStatus.FAILED, error=error, finished_at=time.time())
+
+    def paid(self, job_id: str, *, amount: int, receipt: Receipt | None, status: str,
+             created_at: float | None = None) -> None:
+        """The service took the payment and named the job."""
+        self._move(id=job_id, amount=amount, receipt=receipt, status=status or JobStatus.PENDING,
+                   created_at=created_at or time.time(), detail="", error=None)
+
+    def note(self, kind: str, data: dict[str, Any], started: float, duration_ms: float | None = None) -> None:
+        """Record an inspector event (what was sent and received, with timings)."""
+        ms = (time.time() - started) * 1000 if duration_ms is None else duration_ms
+        self.events.append(JobEvent(kind, data, started, ms))
+        if self.host is not None:
+            self.host.changed(self)
+
     def apply(self, data: dict[str, Any]) -> None:
-        """Take the server's view of the job (status verbatim; result URLs when complete)."""
+        """Take the service's view of the job: its status verbatim, result URLs when complete.
+        What the service says now replaces an earlier timeout or not-found verdict."""
         status = data.get("status") if isinstance(data.get("status"), str) else self.status
         res = data.get("result") if isinstance(data.get("result"), dict) else {}
         url = res.get("imageUrl") or res.get("videoUrl") or res.get("url")
-        # What the service says now replaces an earlier timeout or not-found verdict.
         fields: dict[str, Any] = {"status": status, "raw": data, "detail": "", "error": None}
-        if status == "complete" and url:
-            fields["result"] = Result(url=url, media=self.route.media, thumbnail_url=res.get("thumbnailUrl"))
+        if status == JobStatus.COMPLETE and url:
+            fields["result"] = Result(url=url, media=self.route.media, thumbnail_url=res.get("thumbnailUrl"),
+                                      downloads=self.host.downloads if self.host else None)
             fields["finished_at"] = time.time()
-        elif status == "failed":
+        elif status == JobStatus.FAILED:
             reason = data.get("error") or data.get("message") or "the service gave no reason"
             fields["error"] = JobFailed(
                 f"Job {self.id} ({self.route.id}) failed: {reason}. It cost {fmt_usd(self.cost_usd or 0)}. "
                 "Retry with job.retry() (a new payment) or try another model.",
                 job_id=self.id or "", paid_usd=self.cost_usd or 0.0)
             fields["finished_at"] = time.time()
-        self._update(**fields)
+        self._move(**fields)
 
+    def progress(self, detail: str) -> None:
+        """What is happening now, in words; the status does not move."""
+        self._move(detail=detail)
+
+    # --- polling ------------------------------------------------------------------------------
     async def wait(self, timeout: float | None = None) -> Result:
         """Poll until complete; raises JobFailed / JobTimeout / JobNotFound with the job id.
 
@@ -228,10 +170,14 @@ class AsyncJob:
             self._poller = asyncio.ensure_future(self._poll(timeout))
         return await asyncio.shield(self._poller)
 
+    def stop_polling(self) -> None:
+        if self._poller is not None and not self._poller.done():
+            self._poller.cancel()
+
     async def _poll(self, timeout: float | None) -> Result:
-        client = self._client
-        assert client is not None and self.id is not None
-        scale = client.time_scale
+        host = self.host
+        assert host is not None and self.id is not None
+        scale = host.time_scale
         # A scaled-down service (the sandbox) still renders media in real time: keep a real floor.
         limit = timeout if timeout is not None else max(self.route.poll_timeout_s * scale, MIN_TIMEOUT_S)
         started = time.monotonic()
@@ -240,43 +186,36 @@ class AsyncJob:
         polls = auth_refusals = 0
         first = next_delay(self.route, age_at_start, scale)
         if age_at_start < 0.9 * self.route.typical_s * scale and first < limit:
-            self._update(detail="")
             await asyncio.sleep(first)  # nothing to see before the route's typical time is near
         while True:
-            elapsed = time.monotonic() - started
-            age = age_at_start + elapsed
+            age = age_at_start + time.monotonic() - started
             poll_started = time.time()
+            r = None
             try:
-                r = await client._siwx_request("GET", f"/api/jobs/{self.id}")
+                r, signed_in = await host.poll(self.id)
                 auth_refusals = 0
             except (httpx.TransportError, ServiceError) as e:
-                r = None
-                self._update(detail=f"Poll failed ({type(e).__name__}); retrying")
+                self.progress(f"Poll failed ({type(e).__name__}); retrying")
             except AuthError:
                 # A refused sign-in can be a clock or load hiccup; a persistent one is a real error.
                 auth_refusals += 1
                 if auth_refusals >= MAX_AUTH_REFUSALS:
                     raise
-                r = None
-                self._update(detail="Sign-in refused; signing in again")
+                self.progress("Sign-in refused; signing in again")
             polls += 1
             delay = next_delay(self.route, age, scale)
             if r is not None and polls == 1:
-                signed = client.siwx_signed.get(f"{client.base_url}/api/jobs/{self.id}", {})
-                self.add_step("Sign-In-With-X", f"polled GET /api/jobs/{self.id} → HTTP {r.status_code}, signed in "
-                              "as the payer (EIP-4361 message, EIP-191 signature)",
-                              {"SIGN-IN-WITH-X": signed, "message": _siwe_text(signed)}, poll_started)
+                self.note("signed_in", {"path": f"/api/jobs/{self.id}", "status": r.status_code,
+                                        "SIGN-IN-WITH-X": signed_in}, poll_started)
             if r is not None:
                 if r.status_code == 200:
                     self.apply(r.json())
-                    client._job_changed(self)
-                    if self.status == "complete" and self.result is not None:
-                        await client._after_complete(self)
-                        self.add_step("Result", f"complete after {polls} polls",
-                                      {"url": self.result.url, "thumbnail_url": self.result.thumbnail_url},
-                                      time.time())
+                    if self.status == JobStatus.COMPLETE and self.result is not None:
+                        await host.completed(self)
+                        self.note("result", {"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,
+                                             "polls": polls}, time.time())
                         return self.result
-                    if self.status == "failed":
+                    if self.status == JobStatus.FAILED:
                         raise self.error  # type: ignore[misc]
                 elif r.status_code == 404:
                     if age > grace:
@@ -285,14 +224,12 @@ class AsyncJob:
                             f"({fmt_usd(self.cost_usd or 0)}). It stays in the ledger; ss.resume() will look "
                             "again, and the receipt proves the payment.", job_id=self.id,
                             paid_usd=self.cost_usd or 0.0)
-                        self._update(error=err, status="lost")
-                        client._job_changed(self)
+                        self._move(error=err, status=JobStatus.LOST)
                         raise err
-                    self._update(detail=f"Job not visible yet (404) — still polling, {age:.0f} s of "
-                                        f"{grace:.0f} s grace")
+                    self.progress(f"Job not visible yet (404) — still polling, {age:.0f} s of {grace:.0f} s grace")
                 elif r.status_code == 429 or r.status_code >= 500:
                     delay = parse_retry_after(r.headers.get("retry-after")) or delay
-                    self._update(detail=f"Service busy ({r.status_code}); polling again in {delay:.1f} s")
+                    self.progress(f"Service busy ({r.status_code}); polling again in {delay:.1f} s")
                 else:
                     raise ServiceError(f"Polling job {self.id} got HTTP {r.status_code}: {r.text[:200]}",
                                        status=r.status_code, body=r.text, job_id=self.id)
@@ -305,78 +242,15 @@ class AsyncJob:
                     f"Job {self.id} ({self.route.id}) is still {self.status} after {limit:.0f} s. It was paid "
                     f"({fmt_usd(self.cost_usd or 0)}) and is kept in the ledger: call job.wait() again or "
                     "ss.resume() later.", job_id=self.id, paid_usd=self.cost_usd or 0.0)
-                self._update(error=err, status="timeout" if self.status in RUNNING else self.status)
-                client._job_changed(self)
+                self._move(error=err, status=JobStatus.TIMEOUT if self.status in RUNNING_ON_SERVICE else self.status)
                 raise err
             await asyncio.sleep(delay)
 
     async def retry(self, *, confirm: bool = False) -> AsyncJob:
         """Pay again for the same route and parameters (a new payment, at your request)."""
-        assert self._client is not None
-        return await self._client.submit(self.route.id, dict(self.params), confirm=confirm)
-
-    def to_record(self, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
-        """The JSON job record the widgets render (URLs only, no bytes, nothing secret);
-        ``masked`` hides everything that names or prices the model (blind comparisons)."""
-        err = self.error
-        record = {
-            "key": self.key, "id": self.id, "route": self.route.id, "model": self.route.model,
-            "label": self.route.label,
-            "media": self.route.media, "prompt": self.prompt or "", "params": _jsonable(self.params),
-            "status": self.status, "detail": self.detail, "created_at": int(self.created_at * 1000),
-            "finished_at": int(self.finished_at * 1000) if self.finished_at else None,
-            "typical_s": self.route.typical_s * (self._client.time_scale if self._client else 1.0),
-            "cost_usd": self.cost_usd, "receipt": self.receipt.to_dict() if self.receipt else None,
-            "result": ({"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,
-                        "local_path": self.result.local_path} if self.result else None),
-            "error": ({**err.to_dict(), **self._recovery(err)} if err else None),
-            "inspector": [s.to_dict() for s in self.inspector] if inspector else [],
-        }
-        return mask_record(record) if masked else record
-
-    def _recovery(self, err: StableStudioError) -> dict[str, bool]:
-        """What a card may offer. A request whose payment may have settled (no job id yet, money
-        possibly moved) is resumable, never retryable: a retry would sign a second payment."""
-        maybe_paid = self.id is None and err.paid_usd > 0
-        return {"retryable": isinstance(err, (JobFailed, JobNotFound)) or (self.id is None and not maybe_paid),
-                "resumable": isinstance(err, JobTimeout) or (self.id is not None and not self.done) or maybe_paid}
+        assert self.host is not None
+        return await self.host.resubmit(self, confirm)
 
     def __repr__(self) -> str:
         cost = f" {fmt_usd(self.cost_usd)}" if self.cost_usd is not None else ""
         return f"<Job {self.id or '(unpaid)'} {self.route.id} {self.status}{cost}>"
-
-
-def mask_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A job record with nothing that names or prices its model: route, label, parameters (their
-    names differ per model), cost, receipt, inspector and error text (it may quote the route)."""
-    err = record.get("error")
-    return {**record, "route": "", "model": "", "label": "", "params": {"prompt": record.get("prompt", "")},
-            "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None,
-            "error": {**err, "message": "This cell failed; details are shown after the reveal."} if err else None}
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    """Params as JSON: local files and images become their names, never bytes."""
-    out: dict[str, Any] = {}
-    for k, v in params.items():
-        if isinstance(v, (list, tuple)):
-            out[k] = [x if isinstance(x, (str, int, float, bool)) else _label(x) for x in v]
-        else:
-            out[k] = v if isinstance(v, (str, int, float, bool, type(None))) else _label(v)
-    return out
-
-
-def _label(v: Any) -> str:
-    if isinstance(v, (bytes, bytearray)):
-        return f"<{len(v)} bytes>"
-    return f"<{type(v).__name__}>" if not hasattr(v, "__fspath__") else str(v)
-
-
-def _siwe_text(payload: dict[str, Any]) -> str:
-    from .siwx import message_text
-
-    return message_text(payload, payload["address"]) if payload.get("address") else ""
-
-
-def guess_mime(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "image/png"

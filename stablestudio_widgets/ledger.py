@@ -21,12 +21,11 @@ from typing import Any
 
 import platformdirs
 
-ENV_HOME = "STABLESTUDIO_HOME"
+from .status import COUNTED_PAYMENTS, FINAL, OPEN_PAYMENTS
 
-# Payment statuses: signed → sent → settled | rejected | uncertain (may have settled; resume checks)
-#                   | expired (validity ran out unsettled)
-OPEN_PAYMENTS = ("signed", "sent", "uncertain")
-TERMINAL_JOBS = ("complete", "failed", "deleted")  # "lost" and "timeout" are looked at again by resume()
+ENV_HOME = "STABLESTUDIO_HOME"
+# Payment statuses (status.py): signed → sent → settled | rejected | uncertain (may have settled;
+# resume checks) | expired (validity ran out unsettled); unsent: it never left this machine.
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -49,6 +48,9 @@ CREATE INDEX IF NOT EXISTS votes_comparison ON votes(comparison);
 CREATE TABLE IF NOT EXISTS comparisons (
   id TEXT PRIMARY KEY, spec TEXT NOT NULL, cells TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
 """
+
+
+_COUNTED = ", ".join(f"'{s}'" for s in COUNTED_PAYMENTS)  # our own vocabulary, never user input
 
 
 def home() -> Path:
@@ -154,9 +156,10 @@ class Ledger:
         return self._all(f"SELECT * FROM jobs{where} ORDER BY created_at DESC{lim}", args)
 
     def unfinished_jobs(self, base_url: str) -> list[dict[str, Any]]:
-        marks = ",".join("?" * len(TERMINAL_JOBS))
+        """Jobs that may still finish ("lost" and "timeout" are looked at again by resume())."""
+        marks = ",".join("?" * len(FINAL))
         return self._all(f"SELECT * FROM jobs WHERE base_url=? AND status NOT IN ({marks}) ORDER BY created_at",
-                         (base_url, *TERMINAL_JOBS))
+                         (base_url, *sorted(FINAL)))
 
     # --- votes and comparisons --------------------------------------------------------------
     def save_comparison(self, comparison: str, spec: dict, cells: list) -> None:
@@ -186,7 +189,7 @@ class Ledger:
     # --- answers ------------------------------------------------------------------------------
     def spent_atomic(self, *, since: float | None = None, session: str | None = None, route: str | None = None) -> int:
         """Settled plus possibly-settled payments (counted, to stay on the safe side of a budget)."""
-        q = "SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN ('settled', 'uncertain', 'sent', 'signed')"
+        q = f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN ({_COUNTED})"
         args: list[Any] = []
         for col, val, op in (("signed_at", since, ">="), ("session", session, "="), ("route", route, "=")):
             if val is not None:
@@ -207,8 +210,8 @@ class Ledger:
     def spent_by_route_usd(self) -> dict[str, float]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT COALESCE(route, kind) AS r, SUM(amount) FROM payments WHERE status IN"
-                " ('settled', 'uncertain', 'sent', 'signed') GROUP BY r ORDER BY r").fetchall()
+                f"SELECT COALESCE(route, kind) AS r, SUM(amount) FROM payments WHERE status IN ({_COUNTED})"
+                " GROUP BY r ORDER BY r").fetchall()
         return {r[0]: r[1] / 1e6 for r in rows}
 
     def receipts(self) -> list[dict[str, Any]]:

@@ -1,8 +1,7 @@
 """Sign-In-With-X (CAIP-122, EIP-4361 text, EIP-191 signature) for job and upload-confirm routes.
 
-We sign either our own message (one per request URL, reused until shortly before it expires, so
-polling does not cost a signature per poll) or exactly the info of a server challenge, and only
-ever for the host we are talking to.
+Servers accept each proof once, so we sign a fresh message of our own for every request, or
+exactly the info of a server challenge, and only ever for the host we are talking to.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from urllib.parse import urlsplit
 
 from eth_utils import to_checksum_address
 
-from .errors import AuthError
-from .x402 import b64json_encode
+from .errors import AuthError, PaymentRequiredError
+from .x402 import b64json_decode, b64json_encode
 
 if TYPE_CHECKING:
     from .wallet import Wallet
@@ -26,6 +25,7 @@ HEADER = "SIGN-IN-WITH-X"
 EXTENSION = "sign-in-with-x"
 _NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
 _ALNUM = string.ascii_letters + string.digits
+_CHALLENGE_KEYS = ("domain", "nonce", "issuedAt")  # a challenge without them is only a declaration
 
 
 def iso_now(offset_s: float = 0.0) -> str:
@@ -84,26 +84,44 @@ def own_info(url: str, chain_id: str, ttl_s: float = 300.0) -> dict[str, Any]:
             "issuedAt": iso_now(), "expirationTime": iso_now(ttl_s)}
 
 
-def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -> dict[str, Any]:
-    """The server's challenge to sign, checked: its domain must be the host we talk to, and it
-    must offer an EVM chain we can sign for (the first of ``chains`` it supports)."""
+def refusal(header: str | None, body: Any) -> tuple[str | None, dict[str, Any]]:
+    """The ``error`` and ``extensions`` of a 402 on a sign-in route. A bare 402 (a re-used or
+    expired proof, as routers answer it) may carry neither: that is not a payment request."""
+    data: Any = None
+    if header:
+        try:
+            data = b64json_decode(header, "PAYMENT-REQUIRED")
+        except PaymentRequiredError:
+            data = None
+    if not isinstance(data, dict):
+        data = body if isinstance(body, dict) else {}
+    error, extensions = data.get("error"), data.get("extensions")
+    return (error if isinstance(error, str) else None), (extensions if isinstance(extensions, dict) else {})
+
+
+def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -> dict[str, Any] | None:
+    """The server's challenge to sign, checked; ``None`` when there is none to answer (no
+    extension, or a bare declaration without ``supportedChains``, ``domain``, ``nonce`` and
+    ``issuedAt``). Its domain must be the host we talk to, and it must offer an EVM chain we
+    can sign for (the first of ``chains`` it supports)."""
     ext = extensions.get(EXTENSION)
     if not isinstance(ext, dict) or not isinstance(ext.get("info"), dict):
-        raise AuthError("The server refused the request but sent no sign-in-with-x challenge.")
+        return None
     info = dict(ext["info"])
+    supported = ext.get("supportedChains") or info.get("supportedChains") or []
+    if not isinstance(supported, list) or not supported or not all(info.get(k) for k in _CHALLENGE_KEYS):
+        return None
     expected = host_of(url)
     if info.get("domain") != expected:
         raise AuthError(f"Refusing to sign in: the challenge is for {info.get('domain')!r} but we are "
                         f"talking to {expected!r}. Nothing was signed.")
     if not isinstance(info.get("nonce"), str) or not _NONCE.match(info["nonce"]):
         raise AuthError("The sign-in challenge has no valid nonce (8+ letters or digits). Nothing was signed.")
-    supported = ext.get("supportedChains") or info.get("supportedChains") or []
     offered = [c.get("chainId") for c in supported if isinstance(c, dict) and c.get("type", "eip191") == "eip191"]
-    choice = next((c for c in chains if c in offered), None) if offered else chains[0]
+    choice = next((c for c in chains if c in offered), None)
     if choice is None:
         raise AuthError(f"The sign-in challenge offers chains {offered}; this wallet signs for {chains}.")
     info["chainId"] = choice
     info.setdefault("uri", url.split("?", 1)[0])
-    info.setdefault("issuedAt", iso_now())
     info.pop("supportedChains", None)
     return info

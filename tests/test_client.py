@@ -24,8 +24,9 @@ from stablestudio_widgets import (
     Wallet,
 )
 from stablestudio_widgets.catalog import load
-from stablestudio_widgets.jobs import next_delay
 from stablestudio_widgets.sandbox import Faults, Sandbox
+from stablestudio_widgets.schedule import next_delay
+from stablestudio_widgets.widgets.records import job_record
 
 pytestmark = pytest.mark.anyio
 CATALOG = load()
@@ -122,7 +123,7 @@ def test_invalid_messages_name_allowed_values():
 
 
 def test_service_job_types_map_to_routes():
-    from stablestudio_widgets.client import _route_from_type
+    from stablestudio_widgets.tracker import route_from_type as _route_from_type
     assert _route_from_type(CATALOG, "nano-banana-pro-generate") == "nano-banana-pro/generate"
     assert _route_from_type(CATALOG, "sora-2-video") == "sora-2/generate"  # as the real service answered
     assert _route_from_type(CATALOG, "sora-2-pro-video") == "sora-2-pro/generate"
@@ -166,8 +167,8 @@ async def test_concurrent_first_requests_learn_terms_once(make_client, transport
 async def test_fresh_402_means_sign_again_once(make_client, sandbox, transport):
     ss = make_client()
     await ss.generate("grok", "first")
-    key = next(k for k in ss._terms if k[0] == "grok/generate")
-    stale = ss._terms[key]
+    key = next(k for k in ss.payments.terms if k[0] == "grok/generate")
+    stale = ss.payments.terms[key]
     # The price went up since we learned it: our cached terms are now wrong.
     from dataclasses import replace
     stale.requirement = replace(stale.requirement, amount=stale.requirement.amount - 1,
@@ -195,16 +196,14 @@ async def test_dropped_answer_after_settlement_never_pays_twice(make_client, san
 async def test_unanswered_paid_request_is_resumable_never_retryable(make_client, sandbox):
     """Every re-send of the signed payment gets no answer: the card must offer Resume, not Retry
     (a retry would sign a second payment for what may already be paid)."""
-    from stablestudio_widgets.jobs import AsyncJob
-
     ss = make_client(max_retries=1)
     await ss.quote("grok", prompt="x")  # terms learned while the service still answers
     sandbox.set_faults(error_rate=1.0, error_status=502)  # from now on nothing answers, nothing settles
-    job = AsyncJob(route=CATALOG.route("grok/generate"), params={"prompt": "lost answer"}, _client=ss)
+    job = ss.tracker.new_job("grok/generate", {"prompt": "lost answer"})
     with pytest.raises(StableStudioError) as e:
         await ss.submit("grok/generate", {"prompt": "lost answer"}, job=job)
     assert "may have settled" in str(e.value) and e.value.paid_usd == 0.07
-    rec = job.to_record()["error"]
+    rec = job_record(job)["error"]
     assert rec["resumable"] and not rec["retryable"]
     assert [p["status"] for p in ss.ledger.payments()] == ["uncertain"] and sandbox.settlements == []
     sandbox.set_faults(error_rate=0.0)
@@ -256,7 +255,7 @@ async def test_failed_job_raises_with_id_and_cost(make_client, sandbox):
     with pytest.raises(JobFailed) as e:
         await job.wait()
     assert e.value.job_id == job.id and "$0.07" in str(e.value) and "Generation failed" in str(e.value)
-    assert job.to_record()["error"]["retryable"] is True
+    assert job_record(job)["error"]["retryable"] is True
 
 
 async def test_timeout_keeps_job_resumable(make_client):
@@ -265,7 +264,7 @@ async def test_timeout_keeps_job_resumable(make_client):
     with pytest.raises(JobTimeout) as e:
         await job.wait(timeout=0.01)
     assert e.value.job_id == job.id and "resume" in str(e.value)
-    assert job.to_record()["error"]["resumable"]
+    assert job_record(job)["error"]["resumable"]
     res = await job.wait()
     assert res.media == "video"
 
@@ -346,7 +345,7 @@ async def test_service_style_402_without_extra_pays_end_to_end(tmp_path):
     with Sandbox(time_scale=0.002, omit_extra=True) as sb:
         ss = AsyncStableStudio(sb.url, Wallet.generate(), ledger=tmp_path / "l.db", time_scale=0.002)
         job = await ss.generate("grok", "no extra")
-        terms = next(iter(ss._terms.values())).requirement
+        terms = next(iter(ss.payments.terms.values())).requirement
         assert terms.extra == {} and "maxTimeoutSeconds" not in terms.raw and terms.max_timeout_seconds == 300
         assert (await job.wait()).url and len(sb.settlements) == 1
         await ss.aclose()
@@ -461,7 +460,7 @@ async def test_a_lost_job_is_looked_at_again(make_client, sandbox):
     sandbox.set_faults(poll_404_s=0.0)
     (resumed,) = await ss.resume()
     assert resumed is job and job.status == "complete" and job.error is None
-    assert ss.ledger.job(job.id)["status"] == "complete" and job.to_record()["error"] is None
+    assert ss.ledger.job(job.id)["status"] == "complete" and job_record(job)["error"] is None
 
 
 async def test_cancelled_paid_request_is_recorded_as_possibly_paid(make_client, sandbox):

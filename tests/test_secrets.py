@@ -23,6 +23,7 @@ from stablestudio_widgets import (
     Studio,
     Wallet,
 )
+from stablestudio_widgets.widgets.records import job_record
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_widget_state_reprs_and_exceptions_hold_no_key(sandbox, key, tmp_path, c
     job = ss.generate("nano-banana", "a secretless fox")
     job.wait()
     card = JobCard(job)
-    texts = [repr(ss), repr(ss.wallet), str(ss.wallet), repr(job), json.dumps(job.to_record(), default=str)]
+    texts = [repr(ss), repr(ss.wallet), str(ss.wallet), repr(job), json.dumps(job_record(job.aio), default=str)]
     for w in (studio, gallery, card):
         texts.append(json.dumps(w.get_state(), default=str))
     errors = []

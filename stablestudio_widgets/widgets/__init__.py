@@ -1,8 +1,15 @@
-"""anywidget front ends: Studio, JobCard, Gallery and Compare."""
+"""anywidget front ends: Studio, JobCard, Gallery and Compare.
 
+Importing this package registers how a sync ``Job`` shows itself in a notebook (a live card);
+the core never imports the widgets.
+"""
+
+from ..sync import Job
 from .compare import Compare
 from .gallery import Gallery
-from .jobcard import JobCard
+from .jobcard import JobCard, card_bundle
 from .studio import Studio
+
+Job.display_hook = card_bundle
 
 __all__ = ["Compare", "Gallery", "JobCard", "Studio"]

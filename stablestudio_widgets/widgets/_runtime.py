@@ -15,8 +15,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..client import AsyncStableStudio, StableStudio
+from ..client import AsyncStableStudio
 from ..errors import WalletError
+from ..jobs import AsyncJob
+from ..sync import Job, StableStudio
 from ..wallet import Wallet
 
 STATIC = pathlib.Path(__file__).parent.parent / "static"
@@ -49,15 +51,15 @@ class Bridge:
     def for_client(cls, client: StableStudio | AsyncStableStudio | None) -> Bridge:
         client = client if client is not None else default_client()
         if isinstance(client, StableStudio):
-            return cls(client.aio, client._runner.loop)
+            return cls(client.aio, client.loop)
         return cls(client, _current_loop())
 
     @classmethod
     def for_job(cls, job: Any) -> Bridge:
         """A sync ``Job`` carries its client's loop; an ``AsyncJob`` lives on the current one."""
-        runner = getattr(job, "_runner", None)
-        inner = getattr(job, "_inner", job)
-        return cls(inner._client, runner.loop if runner is not None else _current_loop())
+        if isinstance(job, Job):
+            return cls(job.aio.host.client, job.loop)
+        return cls(job.host.client, _current_loop())
 
     def spawn(self, coro: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None] | None = None):
         """Run ``coro`` on the client's loop from any thread; errors go to ``on_error``, never lost."""
@@ -81,6 +83,11 @@ class Bridge:
         for f in list(self._pending):
             f.cancel()
         self._pending.clear()
+
+
+def as_async(job: Any) -> AsyncJob:
+    """The async job behind a sync ``Job`` (or the job itself)."""
+    return job.aio if isinstance(job, Job) else job
 
 
 def _current_loop() -> asyncio.AbstractEventLoop:

@@ -19,9 +19,10 @@ from typing import Any
 import traitlets
 
 from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
-from ..jobs import AsyncJob, mask_record
+from ..jobs import AsyncJob
 from ._runtime import Bridge, css, esm
 from .feed import FeedWidget, JobFeed
+from .records import job_record, jsonable, ledger_records, mask_record
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
 
@@ -162,7 +163,7 @@ class Compare(FeedWidget):
 
     async def _run_cell(self, cell: Cell) -> None:
         aio = self._bridge.aio
-        job = AsyncJob(route=aio.catalog.route(cell.route_id), params=dict(cell.params), _client=aio)
+        job = aio.tracker.new_job(cell.route_id, dict(cell.params))
         cell.job, cell.record = job, None
         self._jobs_by_key[job.key] = cell
         self._feed.track(job)
@@ -307,7 +308,7 @@ class Compare(FeedWidget):
 
     def _record(self, cell: Cell) -> dict[str, Any]:
         if cell.job is not None:
-            return cell.job.to_record()
+            return job_record(cell.job)
         return cell.record or {}
 
     def _publish(self) -> None:
@@ -354,7 +355,7 @@ class Compare(FeedWidget):
     def _save(self) -> None:
         cells = [{"key": c.key, "prompt_index": c.prompt_index, "model": c.model, "repeat": c.repeat,
                   "route_id": c.route_id, "job_id": (c.job.id if c.job else c.job_id)} for c in self._cells]
-        spec = {**self._spec, "params": _jsonable(self._spec["params"]), "order": self._order,
+        spec = {**self._spec, "params": jsonable(self._spec["params"]), "order": self._order,
                 "revealed": self.revealed, "state": self.state, "saved_at": time.time()}
         self._bridge.aio.ledger.save_comparison(self.comparison_id, spec, cells)
 
@@ -373,10 +374,9 @@ class Compare(FeedWidget):
                    _restore={**saved, "order": spec["order"]})
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        from .gallery import ledger_records
-
-        ledger = self._bridge.aio.ledger
-        records = ledger_records(self._bridge.aio, limit=10_000)
+        aio = self._bridge.aio
+        ledger = aio.ledger
+        records = ledger_records(ledger, aio.catalog, aio.base_url, limit=10_000)
         for cell, stored in zip(self._cells, saved["cells"], strict=True):
             cell.key, cell.job_id = stored["key"], stored["job_id"]
             cell.record = records.get(stored["job_id"]) if stored["job_id"] else None
@@ -394,7 +394,3 @@ class Compare(FeedWidget):
 
 def _opaque_key() -> str:
     return uuid.uuid4().hex[:10]
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, (str, int, float, bool, list)) else str(v)) for k, v in params.items()}

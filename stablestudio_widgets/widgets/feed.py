@@ -10,6 +10,7 @@ import anywidget
 from ..errors import StableStudioError
 from ..jobs import AsyncJob
 from ._runtime import Bridge
+from .records import job_record
 
 FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
 
@@ -22,11 +23,12 @@ class JobFeed:
     """
 
     def __init__(self, widget: Any, bridge: Bridge, trait: str = "jobs", *, mask: Any = None,
-                 inspector: bool | int = True):
+                 inspector: bool | int = True, follow_all: bool = False):
         self.widget, self.bridge, self.trait = widget, bridge, trait
         self.jobs: dict[str, AsyncJob] = {}
         self.extra: dict[str, dict[str, Any]] = {}  # records not backed by a live job (ledger history)
-        self._unsubscribe: dict[str, Any] = {}
+        self.follow_all = follow_all  # show every job of the client, including ones made elsewhere
+        self._unsubscribe = bridge.aio.on_job(self._on_job)  # the client's one change channel
         self._dirty = False
         self._stale: set[str] | None = None  # keys whose record must be rebuilt; None: all of them
         self._cache: dict[str, tuple[bool, dict[str, Any]]] = {}  # key -> (with inspector, record)
@@ -42,16 +44,19 @@ class JobFeed:
             if job.key in self.jobs:
                 return
             self.jobs[job.key] = job
-            self._unsubscribe[job.key] = job.on_change(self._changed)
         self._changed(job)
 
     def replace(self, old: AsyncJob, new: AsyncJob) -> None:
         """Show ``new`` where ``old`` was (a retry takes its card's place)."""
         with self._lock:
-            self._unsubscribe.pop(old.key, lambda: None)()
             self.jobs = {(new.key if k == old.key else k): (new if k == old.key else j) for k, j in self.jobs.items()}
-            self._unsubscribe[new.key] = new.on_change(self._changed)
         self._changed(new)
+
+    def _on_job(self, job: AsyncJob) -> None:
+        if job.key in self.jobs:
+            self._changed(job)
+        elif self.follow_all:
+            self.track(job)
 
     def _changed(self, job: AsyncJob | None = None) -> None:
         """Mark ``job`` (or, with no job, every record: e.g. a blind comparison was revealed) for
@@ -74,7 +79,8 @@ class JobFeed:
         for j in self.jobs.values():
             cached = self._cache.get(j.key)
             if stale is None or j.key in stale or cached is None or cached[0] != (j.key in keep):
-                cached = (j.key in keep, j.to_record(masked=bool(self.mask and self.mask(j)), inspector=j.key in keep))
+                masked = bool(self.mask and self.mask(j))
+                cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep))
                 self._cache[j.key] = cached
             live.append(cached[1])
         rows = live + [r for k, r in self.extra.items() if k not in self.jobs]
@@ -91,10 +97,7 @@ class JobFeed:
                 cb()
 
     def close(self) -> None:
-        with self._lock:
-            for unsub in self._unsubscribe.values():
-                unsub()
-            self._unsubscribe.clear()
+        self._unsubscribe()
 
     # --- the actions every job card offers --------------------------------------------------
     def handle(self, content: dict[str, Any]) -> bool:
@@ -117,7 +120,7 @@ class JobFeed:
 
     async def _retry(self, job: AsyncJob) -> None:
         client = self.bridge.aio
-        fresh = AsyncJob(route=job.route, params=dict(job.params), _client=client)
+        fresh = client.tracker.new_job(job.route.id, dict(job.params))
         self.replace(job, fresh)
         await self._quiet(client.submit(job.route.id, dict(job.params), confirm=True, job=fresh))
         if fresh.id:

@@ -7,8 +7,9 @@ from typing import Any
 import traitlets
 
 from ..jobs import AsyncJob
-from ._runtime import Bridge, css, esm
+from ._runtime import Bridge, as_async, css, esm
 from .feed import FeedWidget, JobFeed
+from .records import job_record
 
 
 class JobCard(FeedWidget):
@@ -19,13 +20,13 @@ class JobCard(FeedWidget):
     job = traitlets.Dict().tag(sync=True)
 
     def __init__(self, job: Any, client: Any = None, **kwargs: Any):
-        inner: AsyncJob = getattr(job, "_inner", job)
+        inner: AsyncJob = as_async(job)
         super().__init__(**kwargs)
         self._bridge = Bridge.for_client(client) if client is not None else Bridge.for_job(job)
         self._feed = JobFeed(self, self._bridge, "_records")
         self._feed.on_flush.append(self._show_latest)
         self._feed.track(inner)
-        self.job = inner.to_record()
+        self.job = job_record(inner)
         self.on_msg(self._on_msg)
         if inner.id and not inner.done:
             self._bridge.spawn(JobFeed._quiet(inner.wait()))
@@ -35,3 +36,9 @@ class JobCard(FeedWidget):
     def _show_latest(self) -> None:
         if self._records:
             self.job = self._records[0]
+
+
+def card_bundle(job: Any) -> dict[str, Any]:
+    """A live card's MIME bundle for a bare ``job`` in a notebook cell."""
+    bundle = JobCard(job)._repr_mimebundle_()
+    return dict(bundle[0] if isinstance(bundle, tuple) else bundle)

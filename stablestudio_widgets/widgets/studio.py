@@ -57,9 +57,8 @@ class Studio(FeedWidget):
         self._awaiting: dict[str, tuple[dict[str, Any], AsyncJob]] = {}
         self._quote_handle: Any = None
         super().__init__(catalog=aio.catalog.data, model=model, route_id=route.id, **kwargs)
-        self._feed = JobFeed(self, self._bridge, inspector=INSPECTED_JOBS)
+        self._feed = JobFeed(self, self._bridge, inspector=INSPECTED_JOBS, follow_all=True)
         self._feed.on_flush.append(self._refresh_money)
-        aio.on_job(self._feed.track)
         self.sandbox = aio.is_sandbox
         self.banner = SANDBOX_BANNER if aio.is_sandbox else ""
         self.wallet_address = aio.wallet.address
@@ -166,7 +165,7 @@ class Studio(FeedWidget):
         try:
             params = self._call_params()
             route = aio.catalog.route(self.route_id)
-            job = AsyncJob(route=route, params=route.validate(params, uploadable=True), _client=aio)
+            job = aio.tracker.new_job(route.id, route.validate(params, uploadable=True))
         except StableStudioError as e:
             self.error = str(e)
             return
@@ -179,8 +178,7 @@ class Studio(FeedWidget):
             await aio.submit(job.route.id, params, confirm=confirm, job=job)
         except ConfirmationRequired as e:
             self._awaiting[request_id] = (params, job)
-            job._update(status="awaiting_confirmation", error=None, finished_at=None,
-                        detail=f"Waiting for your consent to pay {fmt_usd(e.price_usd)}")
+            job.awaiting_confirmation(e.price_usd)
             self.pending_confirmation = {"request_id": request_id, "price_usd": e.price_usd,
                                          "route_id": job.route.id, "message": str(e)}
             return
@@ -196,7 +194,7 @@ class Studio(FeedWidget):
             return
         params, job = pending
         if not accept:
-            job._update(status="cancelled", detail="Payment declined: nothing was signed")
+            job.cancel()
             return
         await self._pay_and_wait(request_id or "", params, job, confirm=True)
 

@@ -1,0 +1,351 @@
+"""The paid request: learn (or reuse) a route's terms → check the policy → sign once → write the
+ledger → send, re-sending the *same* signature on ambiguous failures so it settles at most once.
+
+Each attempt ends in one :class:`Outcome`, decided by :meth:`Payments._classify` from what came
+back; :meth:`Payments._apply` is the one place that turns an outcome into bookkeeping (the
+spending reservation and the ledger row). Nothing else pairs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .catalog import Route
+from .errors import InvalidParams, PaymentRejected, PaymentRequiredError, ServiceError, fmt_usd, usd
+from .ledger import Ledger
+from .policy import Spending, SpendingPolicy, check_terms
+from .schedule import parse_retry_after
+from .service import Service, json_or_none
+from .status import PaymentStatus
+from .x402 import (
+    PaymentRequired,
+    Receipt,
+    Requirement,
+    SignedPayment,
+    decode_payment_required,
+    decode_settle_response,
+    refuse_unsupported,
+    sign_payment,
+)
+
+if TYPE_CHECKING:
+    from .jobs import AsyncJob
+
+UPLOAD_BODY = {"filename": "image.png", "contentType": "image/png"}  # what an upload is quoted with
+FindJob = Callable[[Route, dict[str, Any], float], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The exact price of a call, read from the server's unpaid 402 (nothing was signed)."""
+
+    route: str
+    amount: int
+    network: str
+    pay_to: str
+    uploads: int = 0
+    upload_amount: int = 0
+
+    @property
+    def amount_usd(self) -> float:
+        return usd(self.amount)
+
+    @property
+    def total_usd(self) -> float:
+        """Generation plus the uploads a call with local images needs."""
+        return usd(self.amount + self.uploads * self.upload_amount)
+
+    def __repr__(self) -> str:
+        extra = f" + {self.uploads} upload(s) = {fmt_usd(self.total_usd)}" if self.uploads else ""
+        return f"<Quote {self.route} {fmt_usd(self.amount_usd)}{extra} on {self.network}>"
+
+
+@dataclass
+class Terms:
+    """Payment terms learned for one route and price point, reused to pay in one round trip."""
+
+    required: PaymentRequired
+    requirement: Requirement
+    paid: bool = False  # a payment on these terms was accepted: later ones are signed up front
+    learned_at: float = 0.0
+    learned_ms: float = 0.0
+
+
+class Outcome(str, Enum):
+    """How one signed payment ended, as far as this client can know."""
+
+    SETTLED = "settled"        # 200: the service took it
+    REFUSED = "refused"        # a definite answer that is not a success, to a request sent once
+    NONCE_USED = "nonce_used"  # a 402 for a payment an earlier send may have settled
+    UNCERTAIN = "uncertain"    # no definite answer after it may have left: it may have settled
+    UNSENT = "unsent"          # it never left this machine (every attempt failed to connect)
+
+
+@dataclass
+class Paid:
+    """What a settled (or found) payment bought: the service's answer, its receipt, the payment."""
+
+    data: dict[str, Any]
+    receipt: Receipt | None
+    signed: SignedPayment
+
+
+class Payments:
+    """Terms cache, requirement choice and the paid POST for one client."""
+
+    def __init__(self, service: Service, policy: SpendingPolicy, spending: Spending, ledger: Ledger, *,
+                 session: str, on_chain: bool, find_job: FindJob):
+        self.service, self.policy, self.spending, self.ledger = service, policy, spending, ledger
+        self.session, self.on_chain, self.find_job = session, on_chain, find_job
+        self.terms: dict[tuple, Terms] = {}
+        self._learning: dict[tuple, asyncio.Lock] = {}
+
+    # --- terms -------------------------------------------------------------------------------------
+    @staticmethod
+    def price_key(route: Route, wire: dict[str, Any]) -> tuple:
+        """Routes whose price depends on parameters get one terms entry per price point."""
+        return (route.id, *sorted((n, str(wire.get(n, route.params[n].default))) for n in route.price_factors))
+
+    def choose(self, required: PaymentRequired, path: str) -> Requirement:
+        """The first requirement we can sign and the policy allows; otherwise say what was offered."""
+        reasons = []
+        for req in required.accepts:
+            why = refuse_unsupported(req) or self.policy.refuse_terms(req, self.service.url(path))
+            if why is None:
+                return req
+            reasons.append(f"{req.describe()}: {why}")
+        if not reasons:
+            raise PaymentRequiredError(f"The server asked for payment for {path} but offered no way to pay"
+                                       + (f" ({required.error})" if required.error else "") + ". Nothing was signed.")
+        raise PaymentRequiredError("None of the offered payment options can be used. Offered: "
+                                   + "; ".join(reasons) + ". Nothing was signed.")
+
+    async def learn(self, path: str, body: dict[str, Any], key: tuple) -> Terms:
+        """Terms for ``key``: reused when known (one round trip to pay), else read from an unpaid 402."""
+        if key in self.terms:
+            return self.terms[key]
+        # Concurrent first requests to one route learn its terms once, not once each.
+        async with self._learning.setdefault(key, asyncio.Lock()):
+            if key in self.terms:
+                return self.terms[key]
+            t0 = time.time()
+            r = await self.service.unpaid("POST", path, json=body)
+            if r.status_code != 402:
+                if r.status_code in (400, 422):
+                    raise InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}")
+                raise ServiceError(f"Expected a 402 with payment terms from {path}, got HTTP {r.status_code}: "
+                                   f"{r.text[:200]}. Nothing was paid.", status=r.status_code, body=r.text)
+            required = decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
+            terms = Terms(required, self.choose(required, path), learned_at=t0, learned_ms=(time.time() - t0) * 1000)
+            self.terms[key] = terms
+            return terms
+
+    async def upload_terms(self) -> Terms:
+        return await self.learn("/api/upload", UPLOAD_BODY, ("upload",))
+
+    def check(self, req: Requirement, path: str) -> None:
+        check_terms(self.policy, req, self.service.url(path))
+
+    def ledger_spent(self) -> int:
+        if self.policy.ledger_budget_usd is None:
+            return 0
+        return self.ledger.spent_in_period(self.policy.ledger_budget_period)
+
+    # --- the paid POST ----------------------------------------------------------------------------
+    async def post(self, path: str, body: dict[str, Any], key: tuple, *, kind: str, route: Route | None,
+                   confirm: bool, job: AsyncJob | None = None) -> Paid:
+        """POST with a payment. Signs at most twice, and the second time only after the server
+        plainly refused the first on terms we had reused: so one request never settles twice."""
+        terms = await self.learn(path, body, key)
+        if job is not None:
+            job.note("terms", {"PAYMENT-REQUIRED": terms.required.raw, "accepted": terms.requirement.raw,
+                               "reused": terms.paid},
+                     terms.learned_at, terms.learned_ms)
+        for attempt in range(2):
+            req = terms.requirement
+            signed = self._sign(req, terms, path, body, kind=kind, route=route, confirm=confirm, job=job)
+            try:
+                r, ambiguous = await self.send(path, body, signed, job)
+            except BaseException:  # cancelled or broken mid-send: it may have left, so it may settle
+                self._apply(Outcome.UNCERTAIN, signed, error="interrupted while sending")
+                raise
+            outcome, refusal = self._classify(r, ambiguous)
+            receipt = self.receipt_of(r) if outcome is Outcome.SETTLED else None
+            self._apply(outcome, signed, receipt=receipt, error=_error_text(r, refusal, outcome))
+            if outcome is Outcome.SETTLED:
+                terms.paid = True
+                if job is not None:
+                    job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,
+                                         "response": json_or_none(r)}, signed.signed_at)
+                return Paid(json_or_none(r) or {}, receipt, signed)
+            if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
+                found = await self.find_job(route, body, signed.signed_at) if route else None
+                if found:
+                    self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED)
+                    return Paid({"jobId": found, "status": "pending"}, None, signed)
+            fresh = refusal if refusal is not None and refusal.accepts else None
+            if outcome is Outcome.REFUSED and fresh and attempt == 0 and terms.paid:
+                # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew.
+                terms = self.terms[key] = Terms(fresh, self.choose(fresh, path))
+                continue
+            raise self._failure(outcome, r, refusal, path, signed)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sign(self, req: Requirement, terms: Terms, path: str, body: dict[str, Any], *, kind: str,
+              route: Route | None, confirm: bool, job: AsyncJob | None) -> SignedPayment:
+        """Check the policy, reserve the amount, sign, and write the ledger before anything leaves."""
+        self.check(req, path)
+        self.spending.reserve(req.amount, confirm=confirm, ledger_spent=self.ledger_spent())
+        t0 = time.time()
+        try:
+            signed = sign_payment(self.service.wallet, req, terms.required.resource)
+        except BaseException:
+            self.spending.release(req.amount)
+            raise
+        self.service.stats["signatures"] += 1
+        self.ledger.record_payment(
+            nonce=signed.nonce, kind=kind, route=route.id if route else None, method="POST",
+            url=self.service.url(path), body=body, amount=req.amount, asset=req.asset, network=req.network,
+            pay_to=req.pay_to, payer=self.service.wallet.address, valid_before=signed.valid_before,
+            payload=signed.header, session=self.session)
+        if job is not None:
+            job.note("signed", {"PAYMENT-SIGNATURE": signed.payload}, t0)
+        return signed
+
+    async def send(self, path: str, body: dict[str, Any], signed: SignedPayment,
+                   job: AsyncJob | None = None) -> tuple[httpx.Response | None, bool]:
+        """Send one signed payment, re-sending the same header on resets, timeouts, 429 and 5xx
+        while it is still valid. Returns the answer (None: no definite one) and whether an earlier
+        attempt may have reached the server (so a refusal now may follow a settlement)."""
+        nonce, ambiguous = signed.nonce, False
+        self.ledger.update_payment(nonce, status=PaymentStatus.SENT)  # from here on it may have left
+        for attempt in range(self.service.max_retries + 1):
+            if attempt and signed.valid_before - time.time() < 5:
+                break
+            try:
+                self.service.stats["requests"] += 1
+                r = await self.service.http.post(path, json=body, headers={"PAYMENT-SIGNATURE": signed.header})
+            except httpx.TransportError as e:
+                # A connect error means the request never left: not ambiguous. Anything else might have
+                # reached the server and settled.
+                if not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
+                    ambiguous = True
+                    self.ledger.update_payment(nonce, status=PaymentStatus.UNCERTAIN,
+                                               error=f"{type(e).__name__}: {e}"[:300])
+                if job is not None:
+                    job.progress(f"Network fault after sending the payment ({type(e).__name__}); "
+                                 "re-sending the same signed payment")
+                await asyncio.sleep(self.service.backoff(attempt))
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                if r.status_code >= 500:
+                    ambiguous = True
+                    self.ledger.update_payment(nonce, status=PaymentStatus.UNCERTAIN, error=f"HTTP {r.status_code}")
+                if job is not None:
+                    job.progress(f"Service answered {r.status_code}; re-sending the same signed payment")
+                await asyncio.sleep(parse_retry_after(r.headers.get("retry-after")) or self.service.backoff(attempt))
+                continue
+            return r, ambiguous
+        return None, ambiguous
+
+    # --- deciding once, applying once -------------------------------------------------------------
+    @staticmethod
+    def _classify(r: httpx.Response | None, ambiguous: bool) -> tuple[Outcome, PaymentRequired | None]:
+        if r is None:
+            return (Outcome.UNCERTAIN if ambiguous else Outcome.UNSENT), None
+        if r.status_code == 200:
+            return Outcome.SETTLED, None
+        if r.status_code == 402:
+            refusal = _refusal(r)
+            used = ambiguous or _nonce_used(refusal.error if refusal else None)
+            return (Outcome.NONCE_USED if used else Outcome.REFUSED), refusal
+        return (Outcome.UNCERTAIN if ambiguous else Outcome.REFUSED), None
+
+    def _apply(self, outcome: Outcome, signed: SignedPayment, *, receipt: Receipt | None = None,
+               error: str | None = None) -> None:
+        """The bookkeeping of an outcome: the spending reservation and the ledger row, together."""
+        amount = signed.requirement.amount
+        if outcome is Outcome.SETTLED:
+            self.spending.settle(amount)
+            self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED,
+                                       tx=receipt and receipt.transaction, receipt=receipt and receipt.to_dict())
+        elif outcome in (Outcome.REFUSED, Outcome.UNSENT):
+            self.spending.release(amount)
+            status = PaymentStatus.REJECTED if outcome is Outcome.REFUSED else PaymentStatus.UNSENT
+            self.ledger.update_payment(signed.nonce, status=status, error=error)
+        else:
+            self.spending.settle(amount)
+            self.ledger.update_payment(signed.nonce, status=PaymentStatus.UNCERTAIN, error=error)
+
+    def receipt_of(self, r: httpx.Response | None) -> Receipt | None:
+        header = r.headers.get("payment-response") if r is not None else None
+        if not header:
+            return None
+        try:
+            receipt = decode_settle_response(header)
+        except PaymentRequiredError:
+            return None
+        return receipt if self.on_chain else dataclasses.replace(receipt, on_chain=False)
+
+    def _failure(self, outcome: Outcome, r: httpx.Response | None, refusal: PaymentRequired | None, path: str,
+                 signed: SignedPayment) -> Exception:
+        """The error to raise for an outcome that bought nothing we could find."""
+        usd_ = signed.requirement.amount_usd
+        reason = refusal.error if refusal else None
+        if outcome is Outcome.UNSENT:
+            return ServiceError(f"The service could not be reached at {self.service.base_url}. The payment never "
+                                "left this machine: nothing was paid.")
+        if outcome is Outcome.UNCERTAIN and r is None:
+            return ServiceError(
+                f"The service did not answer the paid request to {path} after {self.service.max_retries + 1} tries. "
+                f"The payment ({fmt_usd(usd_)}, nonce {signed.nonce[:10]}…) may have settled; it is recorded in the "
+                "ledger and ss.resume() will find the job or confirm nothing was paid. Nothing was signed twice.",
+                paid_usd=usd_)
+        if outcome is Outcome.NONCE_USED:
+            return PaymentRejected(
+                f"The service refused a re-sent payment ({reason or 'no reason'}) after an earlier send may have "
+                f"settled ({fmt_usd(usd_)}). It is recorded in the ledger; ss.resume() will look for the job. "
+                "Nothing was signed twice.", reason=reason, nonce=signed.nonce, paid_usd=usd_)
+        assert r is not None
+        if outcome is Outcome.UNCERTAIN:
+            return ServiceError(f"The paid request to {path} got HTTP {r.status_code} after an earlier send may have "
+                                f"settled ({fmt_usd(usd_)}): {r.text[:200]}. ss.resume() will look for the job.",
+                                status=r.status_code, body=r.text, paid_usd=usd_)
+        if r.status_code == 402:
+            return PaymentRejected(f"The service refused the payment for {path}: {reason or 'no reason given'}. "
+                                   "Nothing was paid.", reason=reason, nonce=signed.nonce)
+        if r.status_code in (400, 422):
+            return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}")
+        return ServiceError(f"The paid request to {path} got HTTP {r.status_code}: {r.text[:200]}",
+                            status=r.status_code, body=r.text)
+
+
+def _refusal(r: httpx.Response) -> PaymentRequired | None:
+    """A 402's terms, or None when they cannot be read (the refusal still counts as one)."""
+    try:
+        return decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
+    except PaymentRequiredError:
+        return None
+
+
+def _nonce_used(error: str | None) -> bool:
+    e = (error or "").lower()
+    return "nonce" in e and ("used" in e or "replay" in e or "already" in e)
+
+
+def _error_text(r: httpx.Response | None, refusal: PaymentRequired | None, outcome: Outcome) -> str | None:
+    if outcome is Outcome.SETTLED:
+        return None
+    if r is None:
+        return "no definite answer" if outcome is Outcome.UNCERTAIN else "could not connect: never sent"
+    if refusal is not None and refusal.error:
+        return refusal.error
+    return f"HTTP {r.status_code}: {r.text[:480]}"

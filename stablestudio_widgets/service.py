@@ -1,0 +1,111 @@
+"""The wire to one StableStudio host: one pooled ``httpx.AsyncClient``, free retries for requests
+that cannot cost anything, and Sign-In-With-X for the job and upload-confirm routes.
+
+Paid requests are not sent from here: :mod:`payments` owns them, because their retries must
+re-send the very same signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from . import siwx
+from .errors import AuthError, ServiceError
+from .policy import is_loopback
+from .schedule import parse_retry_after
+from .wallet import Wallet
+
+DEFAULT_BASE_URL = "https://stablestudio.dev"
+
+
+class Service:
+    """Pooled HTTP to ``base_url`` on behalf of ``wallet``; counts what it sends in ``stats``."""
+
+    def __init__(self, base_url: str, wallet: Wallet, *, timeout: float = 60.0, max_retries: int = 4,
+                 time_scale: float = 1.0, transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.wallet = wallet
+        self.max_retries = max_retries
+        self.time_scale = time_scale
+        # Base Sepolia sign-ins only towards a loopback sandbox; the real service is on Base.
+        self.chain_ids = ["eip155:84532", "eip155:8453"] if is_loopback(self.base_url) else ["eip155:8453"]
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
+        self.stats = {"requests": 0, "signatures": 0, "siwx_signatures": 0}
+        self.siwx_signed: dict[str, dict[str, Any]] = {}  # the last signed SIWX payload per URI (no secrets)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential, jittered, and scaled with the sandbox's clock."""
+        return min(0.5 * 2**attempt, 8.0) * max(self.time_scale, 0.01) * (0.8 + 0.4 * random.random())
+
+    async def retrying(self, send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        """An unpaid request: transport errors, 429 and 5xx are retried freely (nothing can be charged)."""
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.stats["requests"] += 1
+                r = await send()
+            except httpx.TransportError as e:
+                last = e
+                await asyncio.sleep(self.backoff(attempt))
+                continue
+            if (r.status_code == 429 or r.status_code >= 500) and attempt < self.max_retries:
+                await asyncio.sleep(parse_retry_after(r.headers.get("retry-after")) or self.backoff(attempt))
+                continue
+            return r
+        raise ServiceError(f"The service could not be reached at {self.base_url}: {type(last).__name__}: {last}. "
+                           "Nothing was paid.") from None
+
+    async def unpaid(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.retrying(lambda: self.http.request(method, path, **kwargs))
+
+    # --- Sign-In-With-X ----------------------------------------------------------------------
+    async def signed_in(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with a fresh SIGN-IN-WITH-X proof (servers accept each nonce once).
+
+        A 402 means the proof was refused: with a challenge we sign that challenge, without one
+        we sign afresh; either way we try once more, and a second refusal is an :class:`AuthError`.
+        """
+        uri = str(self.http.build_request(method, path).url).split("?", 1)[0]
+        r = await self.retrying(lambda: self._send_signed(method, path, self._own_proof(uri), kwargs))
+        if r.status_code != 402:
+            return r
+        error, extensions = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
+        info = siwx.challenge_info(extensions, url=uri, chains=self.chain_ids)
+        header = self._sign(uri, info) if info is not None else self._own_proof(uri)
+        r = await self.retrying(lambda: self._send_signed(method, path, header, kwargs))
+        if r.status_code == 402:
+            again, _ = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
+            raise AuthError(f"Sign-in to {path} was refused twice, the second time with a fresh signature: "
+                            f"{again or error or 'no reason given'}.")
+        return r
+
+    def _send_signed(self, method: str, path: str, header: str, kwargs: dict[str, Any]) -> Awaitable[httpx.Response]:
+        return self.http.request(method, path, headers={siwx.HEADER: header}, **kwargs)
+
+    def _own_proof(self, uri: str) -> str:
+        return self._sign(uri, siwx.own_info(uri, self.chain_ids[0]))
+
+    def _sign(self, uri: str, info: dict[str, Any]) -> str:
+        header, self.siwx_signed[uri] = siwx.sign(self.wallet, info)
+        self.stats["siwx_signatures"] += 1
+        return header
+
+
+def json_or_none(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return None

@@ -1,0 +1,139 @@
+"""Every live job of one client, the one channel their changes go out on, and what a job needs
+from its client (:class:`~stablestudio_widgets.jobs.JobHost`).
+
+The ledger is a subscriber like the widgets: it writes a job's row whenever the row would change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .catalog import Catalog
+from .errors import ServiceError
+from .jobs import AsyncJob
+from .ledger import Ledger
+from .results import Downloads
+from .service import Service
+from .x402 import Receipt
+
+Listener = Callable[[AsyncJob], None]
+
+
+class JobTracker:
+    """The registry of live jobs by id and their change channel; the host every job talks to."""
+
+    def __init__(self, service: Service, ledger: Ledger, catalog: Catalog, *, session: str,
+                 save_dir: Path | None, resubmit: Callable[[AsyncJob, bool], Awaitable[AsyncJob]]):
+        self.service, self.ledger, self.catalog, self.session = service, ledger, catalog, session
+        self.save_dir = save_dir
+        self.downloads = Downloads(service)
+        self.jobs: dict[str, AsyncJob] = {}
+        self._listeners: list[Listener] = [self._persist]
+        self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
+        self._resubmit = resubmit
+        self.client: Any = None  # the AsyncStableStudio this belongs to (a widget for a job reaches it here)
+
+    @property
+    def time_scale(self) -> float:
+        return self.service.time_scale
+
+    # --- the change channel ----------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(job)`` on every change of every job of this client; returns an unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def changed(self, job: AsyncJob) -> None:
+        for listener in list(self._listeners):
+            listener(job)
+
+    def _persist(self, job: AsyncJob) -> None:
+        """The ledger's subscription: write the job's row when what it records has changed."""
+        if job.id not in self._ledger_rows:
+            return
+        row = {"status": str(job.status), "result_url": job.result.url if job.result else None,
+               "thumbnail_url": job.result.thumbnail_url if job.result else None,
+               "error": str(job.error) if job.error else None, "finished_at": job.finished_at}
+        if row != self._ledger_rows.get(job.id):  # most polls change nothing: no write for them
+            self.ledger.update_job(job.id, **row)
+            self._ledger_rows[job.id] = row
+
+    # --- the job host interface -------------------------------------------------------------------
+    async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:
+        r = await self.service.signed_in("GET", f"/api/jobs/{job_id}")
+        return r, self.service.siwx_signed.get(self.service.url(f"/api/jobs/{job_id}"), {})
+
+    async def completed(self, job: AsyncJob) -> None:
+        """Keep a local copy when asked to: result URLs expire."""
+        if self.save_dir is None or job.result is None or job.result.local_path:
+            return
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        target = self.save_dir / f"{job.id}{job.result.suffix}"
+        r = await self.service.retrying(lambda: self.service.http.get(job.result.url))
+        if r.status_code == 200:
+            target.write_bytes(r.content)
+            job.result.local_path = str(target)
+            self.ledger.update_job(job.id, local_path=str(target))
+
+    async def resubmit(self, job: AsyncJob, confirm: bool) -> AsyncJob:
+        return await self._resubmit(job, confirm)
+
+    # --- registering jobs ---------------------------------------------------------------------------
+    def adopt(self, job: AsyncJob, job_id: str, *, amount: int, nonce: str, payer: str, status: str,
+              receipt: Receipt | None, created_at: float | None = None) -> None:
+        """A paid job exists: the ledger and the registry learn it before anything else can go wrong."""
+        created = created_at or time.time()
+        self.ledger.update_payment(nonce, job_id=job_id)
+        self.ledger.record_job(id=job_id, base_url=self.service.base_url, route=job.route.id, model=job.route.model,
+                               media=job.route.media, prompt=job.prompt, params=job.params, status=str(status),
+                               amount=amount, nonce=nonce, payer=payer, session=self.session, created_at=created)
+        self.jobs[job_id] = job
+        self._ledger_rows[job_id] = None
+        job.paid(job_id, amount=amount, receipt=receipt, status=status, created_at=created)
+
+    def new_job(self, route_id: str, params: dict[str, Any]) -> AsyncJob:
+        return AsyncJob(route=self.catalog.route(route_id), params=params, host=self)
+
+    def from_service(self, data: dict[str, Any], job_id: str | None = None) -> AsyncJob:
+        """A job as the service (or the ledger) describes it, merged with what we know of it."""
+        job_id = job_id or data.get("id") or data.get("jobId")
+        row = self.ledger.job(job_id) if job_id else None
+        route_id = data.get("route") or (row or {}).get("route") or route_from_type(self.catalog, data.get("type"))
+        if route_id not in self.catalog.routes:
+            raise ServiceError(f"Job {job_id} has a type this client does not know ({data.get('type')!r}).",
+                               status=200, body=str(data)[:500], job_id=job_id)
+        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        if row and not params:
+            params = json.loads(row["params"] or "{}")
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self.new_job(route_id, params)
+            job.id, job.amount = job_id, (row or {}).get("amount")
+            if row and row.get("created_at"):
+                job.created_at = row["created_at"]
+            self.jobs[job_id] = job
+        if row:  # what the service says of a job we paid for goes to the ledger, however we learnt it
+            self._ledger_rows.setdefault(job_id, None)
+        job.apply(data)
+        return job
+
+
+def route_from_type(cat: Catalog, job_type: Any) -> str | None:
+    """Map the service's ``type`` ("nano-banana-generate", "sora-2-video") to a route id."""
+    if not isinstance(job_type, str):
+        return None
+    for rid, r in cat.routes.items():
+        if job_type in (f"{r.model}-{r.operation}", rid):
+            return rid
+    # The service also says e.g. "sora-2-video": the longest model name it starts with decides.
+    models = sorted((m for m in cat.models if job_type.startswith(m + "-")), key=len, reverse=True)
+    if models:
+        ops = [r for r in cat.routes.values() if r.model == models[0]]
+        return ops[0].id if len(ops) == 1 else None
+    return None

@@ -1,0 +1,106 @@
+"""Local images for edit and image-to-video calls: the paid three-step upload flow (token,
+blob PUT, signed-in confirm) that turns a file, bytes or a PIL image into a blob URL.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidParams, ServiceError
+from .payments import Payments
+from .service import DEFAULT_BASE_URL, Service
+
+PRODUCTION_BLOB_PUT = "https://vercel.com/api/blob/"
+PLACEHOLDER_URL = "https://upload.invalid/pending.png"  # stands in for a local image when quoting
+MEDIA_SLOTS = ("image", "lastFrame")
+
+
+def is_url(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith(("http://", "https://"))
+
+
+def placeholder_uploads(wire: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The body to quote with (local images stand in as placeholder URLs) and the images to upload."""
+    body, uploads = dict(wire), []
+    for name, value in wire.items():
+        if name in MEDIA_SLOTS and not is_url(value):
+            uploads.append(value)
+            body[name] = PLACEHOLDER_URL
+        elif name == "images":
+            uploads.extend(v for v in value if not is_url(v))
+            body[name] = [v if is_url(v) else PLACEHOLDER_URL for v in value]
+    return body, uploads
+
+
+class Uploads:
+    """The upload flow for one client."""
+
+    def __init__(self, service: Service, payments: Payments):
+        self.service, self.payments = service, payments
+
+    async def upload(self, source: Any, *, confirm: bool = False) -> str:
+        """Upload a local image (path, bytes or PIL image); returns the blob URL to use in calls."""
+        data, filename, mime = read_image(source)
+        paid = await self.payments.post("/api/upload", {"filename": filename, "contentType": mime}, ("upload",),
+                                        kind="upload", route=None, confirm=confirm)
+        token, usd_ = paid.data, paid.signed.requirement.amount_usd
+        try:
+            upload_id, client_token, pathname = token["uploadId"], token["clientToken"], token["pathname"]
+        except (KeyError, TypeError):
+            raise ServiceError(f"The upload token answer lacks uploadId/clientToken/pathname: {str(token)[:200]}",
+                               status=200, body=str(token), paid_usd=usd_) from None
+        self.payments.ledger.update_payment(paid.signed.nonce, upload_id=upload_id)
+        base = self.service.base_url
+        put_url = PRODUCTION_BLOB_PUT if base == DEFAULT_BASE_URL else f"{base}/api/blob/"
+        r = await self.service.retrying(lambda: self.service.http.put(
+            put_url, params={"pathname": pathname}, content=data,
+            headers={"authorization": f"Bearer {client_token}", "x-content-type": mime, "x-api-version": "11"}))
+        if r.status_code != 200:
+            raise ServiceError(f"Uploading {filename} to blob storage failed with HTTP {r.status_code} after the "
+                               f"upload token was paid: {r.text[:200]}", status=r.status_code, body=r.text,
+                               paid_usd=usd_)
+        blob_url = r.json()["url"]
+        c = await self.service.signed_in("POST", "/api/upload/confirm",
+                                         json={"uploadId": upload_id, "blobUrl": blob_url})
+        if c.status_code != 200:
+            raise ServiceError(f"Confirming upload {upload_id} failed with HTTP {c.status_code}: {c.text[:200]}",
+                               status=c.status_code, body=c.text, paid_usd=usd_)
+        return c.json().get("upload", {}).get("blobUrl") or blob_url
+
+    async def upload_inputs(self, wire: dict[str, Any], *, confirm: bool) -> dict[str, Any]:
+        """``wire`` with every local image replaced by its uploaded blob URL."""
+        out = dict(wire)
+        for name, value in wire.items():
+            if name in MEDIA_SLOTS and not is_url(value):
+                out[name] = await self.upload(value, confirm=confirm)
+            elif name == "images":
+                out[name] = [v if is_url(v) else await self.upload(v, confirm=confirm) for v in value]
+        return out
+
+    async def extra_cost(self, uploads: list[Any], path: str) -> int:
+        """What the uploads a call needs will cost, checked against the policy (0 without uploads)."""
+        if not uploads:
+            return 0
+        terms = await self.payments.upload_terms()
+        self.payments.check(terms.requirement, "/api/upload")
+        return terms.requirement.amount * len(uploads)
+
+
+def read_image(source: Any) -> tuple[bytes, str, str]:
+    """Bytes, a file name and a content type for a path, bytes or a PIL image."""
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source), "image.png", "image/png"
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.is_file():
+            raise InvalidParams(f"{p} is not a file.", field="image")
+        return p.read_bytes(), p.name, mimetypes.guess_type(p.name)[0] or "image/png"
+    if type(source).__module__.startswith("PIL."):
+        buf = io.BytesIO()
+        source.save(buf, format="PNG")
+        return buf.getvalue(), "image.png", "image/png"
+    raise InvalidParams(f"Cannot upload a {type(source).__name__}: give a path, bytes or a PIL image.", field="image")

@@ -1,0 +1,139 @@
+"""The view-model: job records as the front end renders them (URLs and words, never bytes or
+secrets), blind masking, what a card may offer after an error, the ledger's history, and the
+payment inspector's teaching text made from the client's structured events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..catalog import Catalog, Route
+from ..errors import JobFailed, JobNotFound, JobTimeout, StableStudioError
+from ..jobs import AsyncJob, JobEvent
+from ..siwx import message_text
+from ..status import FINAL
+from ..x402 import NETWORK_NAMES, parse_requirement
+
+
+def jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as JSON: local files and images become their names, never bytes."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, (list, tuple)):
+            out[k] = [x if isinstance(x, (str, int, float, bool)) else _label(x) for x in v]
+        else:
+            out[k] = v if isinstance(v, (str, int, float, bool, type(None))) else _label(v)
+    return out
+
+
+def _label(v: Any) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v)} bytes>"
+    return f"<{type(v).__name__}>" if not hasattr(v, "__fspath__") else str(v)
+
+
+def _record(route: Route, *, key: str, id: str | None, params: dict[str, Any], status: str, detail: str,
+            created_at: float, finished_at: float | None, typical_s: float | None, cost_usd: float | None,
+            receipt: dict[str, Any] | None, result: dict[str, Any] | None, error: dict[str, Any] | None,
+            inspector: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one shape of a card record, for live jobs and ledger rows alike."""
+    return {"key": key, "id": id, "route": route.id, "model": route.model, "label": route.label,
+            "media": route.media, "prompt": params.get("prompt") or "", "params": jsonable(params),
+            "status": str(status), "detail": detail, "created_at": int(created_at * 1000),
+            "finished_at": int(finished_at * 1000) if finished_at else None, "typical_s": typical_s,
+            "cost_usd": cost_usd, "receipt": receipt, "result": result, "error": error, "inspector": inspector}
+
+
+def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
+    """A live job as a card record; ``masked`` hides everything that names or prices the model."""
+    err = job.error
+    res = job.result
+    record = _record(
+        job.route, key=job.key, id=job.id, params=job.params, status=job.status, detail=job.detail,
+        created_at=job.created_at, finished_at=job.finished_at, typical_s=job.route.typical_s * job.scale,
+        cost_usd=job.cost_usd, receipt=job.receipt.to_dict() if job.receipt else None,
+        result={"url": res.url, "thumbnail_url": res.thumbnail_url, "local_path": res.local_path} if res else None,
+        error={**err.to_dict(), **recovery(job, err)} if err else None,
+        inspector=inspector_steps(job) if inspector else [])
+    return mask_record(record) if masked else record
+
+
+def recovery(job: AsyncJob, err: StableStudioError) -> dict[str, bool]:
+    """What a card may offer. A request whose payment may have settled (no job id yet, money
+    possibly moved) is resumable, never retryable: a retry would sign a second payment."""
+    maybe_paid = job.id is None and err.paid_usd > 0
+    return {"retryable": isinstance(err, (JobFailed, JobNotFound)) or (job.id is None and not maybe_paid),
+            "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid}
+
+
+def mask_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A job record with nothing that names or prices its model: route, label, parameters (their
+    names differ per model), cost, receipt, inspector and error text (it may quote the route)."""
+    err = record.get("error")
+    return {**record, "route": "", "model": "", "label": "", "params": {"prompt": record.get("prompt", "")},
+            "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None,
+            "error": {**err, "message": "This cell failed; details are shown after the reveal."} if err else None}
+
+
+def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 500) -> dict[str, dict[str, Any]]:
+    """Past jobs from the ledger as card records (keyed by job id), for any base URL."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in ledger.jobs(limit=limit):
+        route = catalog.routes.get(row["route"])
+        if route is None:
+            continue
+        unfinished = row["status"] not in FINAL and row["base_url"] == base_url
+        error = None
+        if row["error"] or unfinished:
+            error = {"type": "Unfinished" if unfinished else "Error", "retryable": False, "resumable": unfinished,
+                     "message": row["error"] or "Paid but never finished here: Resume polls it to the end."}
+        result = ({"url": row["result_url"], "thumbnail_url": row["thumbnail_url"], "local_path": row["local_path"]}
+                  if row["result_url"] else None)
+        out[row["id"]] = _record(
+            route, key=row["id"], id=row["id"], params=json.loads(row["params"] or "{}"), status=row["status"],
+            detail="from the ledger", created_at=row["created_at"], finished_at=row["finished_at"],
+            typical_s=route.typical_s, cost_usd=row["amount"] / 1e6 if row["amount"] is not None else None,
+            receipt=None, result=result, error=error, inspector=[])
+    return out
+
+
+# --- the payment inspector: events in words ------------------------------------------------------
+
+def inspector_steps(job: AsyncJob) -> list[dict[str, Any]]:
+    return [_step(e) for e in job.events]
+
+
+def _step(e: JobEvent) -> dict[str, Any]:
+    title, summary, data = _words(e)
+    return {"step": title, "summary": summary, "data": data, "at_ms": int(e.at * 1000),
+            "duration_ms": round(e.duration_ms, 1)}
+
+
+def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
+    d = e.data
+    if e.kind == "terms":
+        required = d["PAYMENT-REQUIRED"]
+        try:
+            what = parse_requirement(d.get("accepted"), 0).describe()
+        except StableStudioError:
+            what = "terms the client could not read"
+        how = ("reused from an earlier paid request: this payment needs one round trip" if d.get("reused") else
+               "read from the unpaid request's 402 answer (body {}), PAYMENT-REQUIRED header")
+        return "402 Payment Required", f"{what} — {how}", {"PAYMENT-REQUIRED": required}
+    if e.kind == "signed":
+        auth = d["PAYMENT-SIGNATURE"]["payload"]["authorization"]
+        return ("Signed authorization", f"EIP-3009 TransferWithAuthorization of {auth['value']} atomic units, nonce "
+                f"{auth['nonce'][:10]}…, valid until {auth['validBefore']}", d)
+    if e.kind == "settled":
+        r = d.get("PAYMENT-RESPONSE") or {}
+        network = NETWORK_NAMES.get(r.get("network") or "", r.get("network") or "?")
+        return "Settlement", f"PAYMENT-RESPONSE: {r.get('transaction') or 'no receipt'} on {network}", d
+    if e.kind == "signed_in":
+        payload = d.get("SIGN-IN-WITH-X") or {}
+        text = message_text(payload, payload["address"]) if payload.get("address") else ""
+        return ("Sign-In-With-X", f"polled GET {d['path']} → HTTP {d['status']}, signed in as the payer "
+                "(EIP-4361 message, EIP-191 signature)", {"SIGN-IN-WITH-X": payload, "message": text})
+    if e.kind == "result":
+        return "Result", f"complete after {d['polls']} polls", {"url": d["url"], "thumbnail_url": d["thumbnail_url"]}
+    return e.kind, "", d
