@@ -3,7 +3,12 @@
 Every generation is paid per request with an x402 v2 USDC micropayment signed by your wallet;
 jobs are polled with a Sign-In-With-X signature. With no wallet, everything runs on a local
 sandbox server that verifies payments for real on testnet terms.
+
+The widgets (Studio, Gallery, JobCard, Compare) load on first use, so the client alone imports
+without the widget stack.
 """
+
+from typing import Any
 
 from .catalog import Route
 from .client import AsyncStableStudio
@@ -29,7 +34,27 @@ from .policy import SpendingPolicy
 from .results import Result
 from .sync import Job, StableStudio
 from .wallet import Wallet
-from .widgets import Compare, Gallery, JobCard, Studio
+
+_WIDGETS = ("Compare", "Gallery", "JobCard", "Studio")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'stablestudio_widgets' has no attribute {name!r}")
+
+
+def _live_card(job: Job) -> dict[str, Any]:
+    """A bare ``job`` in a notebook shows a live card: the widgets load on first display."""
+    from .widgets.jobcard import card_bundle
+
+    return card_bundle(job)
+
+
+if Job.display_hook is None:
+    Job.display_hook = _live_card
 
 __all__ = [
     "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded",
