@@ -38,6 +38,7 @@ function render({ model, el, signal: outer }) {
   const ticker = createTicker(signal);
   const send = (msg) => model.send(msg);
   const get = (name) => model.get(name);
+  const complete = (c) => statusKind(c.job?.status) === "complete";
 
   const entries = new Map(); // cell key -> { wrap, body, stars, card, json }
   const running = new Set();
@@ -129,7 +130,7 @@ function render({ model, el, signal: outer }) {
         h("strong", {}, cellName(cell)),
         h("span", { class: "ssw-muted" }, masked() || price == null ? "not run yet" : `not run yet · ${formatUsd(price)}`)));
     }
-    const rate = get("vote_mode") === "rating" && cell.job?.status === "complete";
+    const rate = get("vote_mode") === "rating" && complete(cell);
     entry.stars.hidden = !rate;
     entry.stars.replaceChildren(...(!rate ? [] : [1, 2, 3, 4, 5].map((n) => button(rating >= n ? "★" : "☆", {
       class: "ssw-btn ssw-btn--star",
@@ -177,7 +178,7 @@ function render({ model, el, signal: outer }) {
   function promptPairs(pi) {
     const order = colOrder();
     const done = cells()
-      .filter((c) => c.prompt_index === pi && c.job?.status === "complete")
+      .filter((c) => c.prompt_index === pi && complete(c))
       .sort((x, y) => (order.get(x.col) ?? 0) - (order.get(y.col) ?? 0) || (x.repeat ?? 0) - (y.repeat ?? 0));
     const pairs = [];
     for (let i = 0; i < done.length; i++) {
@@ -261,7 +262,7 @@ function render({ model, el, signal: outer }) {
   function openLightbox(key) {
     const order = colOrder();
     const list = cells()
-      .filter((c) => c.job?.status === "complete" && c.job.media !== "video" && c.job.result?.url)
+      .filter((c) => complete(c) && c.job.media !== "video" && c.job.result?.url)
       .sort((x, y) => x.row - y.row || (order.get(x.col) ?? 0) - (order.get(y.col) ?? 0))
       .map((c) => ({ key: c.key, url: c.job.result.url, caption: cellName(c) }));
     const i = list.findIndex((it) => it.key === key);
@@ -292,7 +293,7 @@ function render({ model, el, signal: outer }) {
     run.hidden = state === "running" || state === "done";
     run.disabled = !ready || runClicked;
     run.textContent = `Run ${n} generation${n === 1 ? "" : "s"} for ${q.status === "ok" ? formatUsd(q.total_usd) : "…"}`;
-    const done = list.filter((c) => statusKind(c.job?.status) === "complete").length;
+    const done = list.filter(complete).length;
     const failed = list.filter((c) => c.job && statusKind(c.job.status) === "failed").length;
     stateText.textContent = {
       quoting: "Getting the exact prices…",

@@ -91,6 +91,11 @@ describe("Compare: grid", () => {
     expect(model.messages("retry")).toEqual([{ type: "retry", key: "r0c0" }]);
   });
 
+  it("counts waiting and cancelled cells by their kinds, not as failed", () => {
+    show({ state: "running", cells: cellsFor((row, col) => (col === 0 ? makeJob({ ...masked, status: row ? "cancelled" : "awaiting_confirmation" }) : completeJob(masked))) });
+    expect(view.$("compare-state").textContent).toBe("Running: 2 of 4 done.");
+  });
+
   it("removes its listeners with the view", () => {
     const model = show();
     view.unmount();

@@ -2,7 +2,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { assignInputs, missingInputs, modelGroups, normalizeParams, routeFor } from "../components/catalog.js";
-import { formatElapsed, formatTypical, formatUsd, formatUsdRange, humanize, shortHash, statusKind, statusText } from "../components/format.js";
+import { formatElapsed, formatTypical, formatUsd, formatUsdRange, humanize, shortHash, STATUS_KINDS, statusKind, statusText } from "../components/format.js";
+import vocabulary from "../../stablestudio_widgets/vocabulary.json";
 import { loadCatalog } from "./helpers.js";
 
 describe("format", () => {
@@ -22,12 +23,25 @@ describe("format", () => {
     expect(humanize("generate_audio")).toBe("Generate audio");
   });
 
-  it("treats unknown statuses as running and shows them verbatim", () => {
+  it("takes each status's kind and label from the vocabulary", () => {
+    for (const [status, { kind, label }] of Object.entries(vocabulary.job_status)) {
+      expect(statusKind(status)).toBe(kind);
+      expect(statusText(status)).toBe(label);
+    }
     expect(statusKind("complete")).toBe("complete");
     expect(["failed", "timeout", "lost"].map(statusKind)).toEqual(["failed", "failed", "failed"]);
-    expect(statusKind("in_queue")).toBe("running");
-    expect(statusText("in_queue")).toBe("in_queue");
-    expect(statusText("awaiting_confirmation")).toBe("awaiting confirmation");
+    expect(statusKind("awaiting_confirmation")).toBe("waiting");
+    expect(statusKind("cancelled")).toBe("cancelled");
+    expect(statusText("awaiting_confirmation")).toBe("waiting for your OK");
+  });
+
+  it("treats unknown statuses as running and shows them verbatim", () => {
+    for (const status of ["in_queue", "constructor", "toString", "__proto__"]) {
+      expect(statusKind(status)).toBe("running");
+      expect(statusText(status)).toBe(status);
+    }
+    expect(statusText("")).toBe("unknown");
+    expect(STATUS_KINDS).toEqual(["running", "waiting", "complete", "failed", "cancelled"]);
   });
 });
 

@@ -67,7 +67,8 @@ describe("Gallery", () => {
     ]);
     const options = [...view.$("filter-model").options].map((o) => [o.value, o.textContent]);
     expect(options).toEqual([["", "All models"], ["nano-banana", "Nano Banana"], ["grok", "Grok Imagine"], ["veo-3.1", "Veo 3.1"]]);
-    expect([...view.$("filter-status").options].map((o) => o.value)).toEqual(["", "running", "complete", "failed"]);
+    expect([...view.$("filter-status").options].map((o) => [o.value, o.textContent])).toEqual([
+      ["", "All statuses"], ["running", "Running"], ["waiting", "Waiting"], ["complete", "Complete"], ["failed", "Failed"], ["cancelled", "Cancelled"]]);
     model.kernelSet("filter_model", "grok");
     expect(keys()).toEqual(["2", "3"]);
     expect(view.$("filter-model").value).toBe("grok");
@@ -111,6 +112,16 @@ describe("Gallery", () => {
     click(view.$("retry"));
     click(view.$("resume"));
     expect(model.messages()).toEqual([{ type: "retry", key: "x" }, { type: "resume", key: "x" }]);
+  });
+
+  it("filters waiting and cancelled jobs by their own kinds", () => {
+    const model = show([makeJob({ key: "w", status: "awaiting_confirmation" }), makeJob({ key: "c", status: "cancelled" }), makeJob({ key: "r" })]);
+    model.kernelSet("filter_status", "waiting");
+    expect(keys()).toEqual(["w"]);
+    model.kernelSet("filter_status", "cancelled");
+    expect(keys()).toEqual(["c"]);
+    model.kernelSet("filter_status", "running");
+    expect(keys()).toEqual(["r"]);
   });
 
   it("opens a lightbox on an image; arrows move, Escape closes and restores focus", () => {
@@ -197,5 +208,11 @@ describe("Gallery", () => {
     const model = show([job]);
     model.kernelSet("jobs", [{ ...job, status: "complete", result: { url: "http://h/a.png" } }]);
     expect(view.$("gallery-live").textContent).toBe("Grok Imagine: complete");
+    model.kernelSet("jobs", [{ ...job, key: "b", status: "timeout" }]);
+    model.kernelSet("jobs", [{ ...job, key: "b", status: "timeout", detail: "x" }]);
+    expect(view.$("gallery-live").textContent).toBe("Grok Imagine: complete"); // a new card is not a change
+    model.kernelSet("jobs", [{ ...job, key: "c" }]);
+    model.kernelSet("jobs", [{ ...job, key: "c", status: "lost" }]);
+    expect(view.$("gallery-live").textContent).toBe("Grok Imagine: not found");
   });
 });

@@ -23,26 +23,37 @@ function show(job) {
 
 describe("JobCard", () => {
   it.each([
-    ["validating", "running", "validating"],
-    ["quoting", "running", "quoting"],
-    ["awaiting_confirmation", "running", "awaiting confirmation"],
+    ["quoting", "running", "getting the price"],
+    ["awaiting_confirmation", "waiting", "waiting for your OK"],
     ["paying", "running", "paying"],
     ["uploading", "running", "uploading"],
     ["pending", "running", "pending"],
     ["processing", "running", "processing"],
     ["complete", "complete", "complete"],
     ["failed", "failed", "failed"],
-    ["timeout", "failed", "timeout"],
-    ["lost", "failed", "lost"],
+    ["timeout", "failed", "timed out"],
+    ["lost", "failed", "not found"],
+    ["cancelled", "cancelled", "cancelled"],
     ["queued_somewhere_new", "running", "queued_somewhere_new"],
   ])("renders status %s", (status, kind, text) => {
     show(makeJob({ key: "a", status, result: status === "complete" ? { url: "http://h/x.png" } : null }));
     const card = view.$("job-card");
     expect(card.dataset.status).toBe(status);
     expect(card.dataset.key).toBe("a");
-    expect(card.classList.contains(`ssw-card--${kind}`)).toBe(true);
+    expect([...card.classList].filter((c) => c.startsWith("ssw-card--"))).toEqual([`ssw-card--${kind}`]);
+    expect(view.$("status").className).toBe(`ssw-pill ssw-pill--${kind}`);
     expect(view.$("status").textContent).toBe(text);
     expect(view.$("status").getAttribute("aria-live")).toBe("polite");
+  });
+
+  it("shows a card waiting for confirmation without a ticking progress bar", () => {
+    const model = show(makeJob({ status: "awaiting_confirmation", detail: "Waiting for your consent to pay $1.60", created_at: NOW - 2000 }));
+    expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(true);
+    expect(view.$("detail").textContent).toBe("Waiting for your consent to pay $1.60");
+    expect(vi.getTimerCount()).toBe(0);
+    model.kernelSet("job", { ...model.get("job"), status: "paying", detail: "" });
+    expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(false);
+    expect(vi.getTimerCount()).toBe(1);
   });
 
   it("shows elapsed time against the typical time, capped at 95% past it", () => {
@@ -198,11 +209,14 @@ describe("JobCard", () => {
     expect(view.$("cost-amount").textContent).toBe("$0.40");
   });
 
-  it("shows a cancelled job as finished, with its detail and no error", () => {
+  it("shows a cancelled job as finished and neutral, with its detail and no error", () => {
     show(makeJob({ status: "cancelled", detail: "Payment declined: nothing was signed" }));
-    expect(view.$("job-card").classList.contains("ssw-card--failed")).toBe(true);
+    const card = view.$("job-card");
+    expect(card.classList.contains("ssw-card--cancelled")).toBe(true);
+    expect(card.classList.contains("ssw-card--failed")).toBe(false);
     expect(view.$("detail").textContent).toBe("Payment declined: nothing was signed");
     expect(view.$("error")).toBeNull();
+    expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(true);
     expect(vi.getTimerCount()).toBe(0);
   });
 

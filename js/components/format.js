@@ -1,5 +1,7 @@
 // Formatting and status classification shared by every widget.
 
+import vocabulary from "../../stablestudio_widgets/vocabulary.json";
+
 /** "$0.039", "$0.13", "$1.60": two decimals unless the price needs more (USDC has 6). */
 export function formatUsd(v) {
   if (v == null || !Number.isFinite(Number(v))) return "—";
@@ -42,24 +44,21 @@ export function shortHash(hex, head = 6, tail = 4) {
   return hex.length <= head + tail + 1 ? hex : `${hex.slice(0, head)}…${hex.slice(-tail)}`;
 }
 
-// "cancelled": the user declined to pay; terminal, so it must not tick as running.
-const FAILED = new Set(["failed", "timeout", "lost", "cancelled", "canceled"]);
+// Job statuses are spelled once, in vocabulary.json (Python's status.py reads the same file).
+const STATUSES = new Map(Object.entries(vocabulary.job_status));
 
-/** Every status is "complete", "failed" or "running": unknown strings are still running. */
+/** Every kind a status can have, in the vocabulary's order: running, waiting, complete, failed, cancelled. */
+export const STATUS_KINDS = [...new Set([...STATUSES.values()].map((s) => s.kind))];
+
+/** How a card shows a status; statuses the service invents are still running. */
 export function statusKind(status) {
-  if (status === "complete") return "complete";
-  if (FAILED.has(status)) return "failed";
-  return "running";
+  return STATUSES.get(status)?.kind ?? "running";
 }
 
-/** Display text of a status: known ones without underscores, unknown ones verbatim. */
-const KNOWN = new Set([
-  "validating", "quoting", "awaiting_confirmation", "paying", "uploading",
-  "pending", "processing", "complete", "failed", "timeout", "lost", "cancelled",
-]);
+/** A status in words: the vocabulary's label, or an unknown status verbatim. */
 export function statusText(status) {
   if (!status) return "unknown";
-  return KNOWN.has(status) ? status.replace(/_/g, " ") : status;
+  return STATUSES.get(status)?.label ?? status;
 }
 
 /** "aspectRatio" / "generate_audio" -> "Aspect ratio" / "Generate audio". */

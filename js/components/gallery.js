@@ -7,14 +7,10 @@ import "../css/gallery.css";
 import { createJobCard } from "./jobcard.js";
 import { createLightbox } from "./lightbox.js";
 import { h } from "./dom.js";
-import { formatUsd, statusKind } from "./format.js";
+import { formatUsd, humanize, STATUS_KINDS, statusKind, statusText } from "./format.js";
 
-const STATUS_FILTERS = [
-  ["", "All statuses"],
-  ["running", "Running"],
-  ["complete", "Complete"],
-  ["failed", "Failed"],
-];
+// One filter per kind of status in the vocabulary (running, waiting, complete, failed, cancelled).
+const STATUS_FILTERS = [["", "All statuses"], ...STATUS_KINDS.map((kind) => [kind, humanize(kind)])];
 
 /**
  * @param options { ticker                 the view's shared ticker (ticker.js)
@@ -82,7 +78,7 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
         entry.card.update(job);
         entry.json = json;
         const after = statusKind(job.status);
-        if (before === "running" && after !== "running") announcements.push(`${job.label || job.model || "Job"}: ${job.status}`);
+        if (before === "running" && after !== "running") announcements.push(`${job.label || job.model || "Job"}: ${statusText(job.status)}`);
       }
       if (entry.card.running) running.add(entry);
       else running.delete(entry);
@@ -150,7 +146,7 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
 
   function images() {
     return visible
-      .filter((j) => j.status === "complete" && j.media !== "video" && j.result?.url)
+      .filter((j) => statusKind(j.status) === "complete" && j.media !== "video" && j.result?.url)
       .map((j) => ({ key: j.key, url: j.result.url, caption: [j.label, j.prompt].filter(Boolean).join(" — ") }));
   }
 

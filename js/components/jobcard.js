@@ -10,7 +10,7 @@ import "../css/card.css";
 import { button, copyButton } from "./buttons.js";
 import { costBadge } from "./costbadge.js";
 import { fill, h } from "./dom.js";
-import { statusKind, statusText } from "./format.js";
+import { STATUS_KINDS, statusKind, statusText } from "./format.js";
 import { createInspector } from "./inspector.js";
 import { createProgress } from "./progress.js";
 
@@ -53,10 +53,10 @@ export function createJobCard(job, options = {}) {
     }],
     ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.prompt], renderMedia],
     ["progress", (j) => [j.status, j.created_at, j.finished_at, j.typical_s], (j) => progress.set(j)],
-    // The step detail while running; after a failed end only when no error explains it (cancelled).
+    // The step detail while live; after an end without success only when no error explains it.
     ["detail", (j) => [j.detail, j.status, !!j.error], (j) => {
       const kind = statusKind(j.status);
-      fill(detail, (kind === "running" || (kind === "failed" && !j.error)) && j.detail);
+      fill(detail, (kind === "running" || kind === "waiting" || (kind !== "complete" && !j.error)) && j.detail);
     }],
     ["error", (j) => [j.error, j.status], renderError],
     ["actions", (j) => [j.status, j.result], renderActions],
@@ -71,14 +71,14 @@ export function createJobCard(job, options = {}) {
     pill.className = `ssw-pill ssw-pill--${statusKind(j.status)}`;
     node.dataset.status = j.status ?? "";
     node.dataset.key = j.key ?? "";
-    node.classList.remove("ssw-card--running", "ssw-card--complete", "ssw-card--failed");
+    node.classList.remove(...STATUS_KINDS.map((kind) => `ssw-card--${kind}`));
     node.classList.add(`ssw-card--${statusKind(j.status)}`);
   }
 
   function renderMedia(j) {
     const url = j.result?.url;
     let content = null;
-    if (j.status === "complete" && url) {
+    if (statusKind(j.status) === "complete" && url) {
       if (j.media === "video") {
         content = h("video", {
           src: url, poster: j.result.thumbnail_url || null, controls: true, muted: true,
@@ -99,7 +99,7 @@ export function createJobCard(job, options = {}) {
 
   function renderError(j) {
     const e = j.error;
-    if (!e && !["failed", "timeout", "lost"].includes(j.status)) return fill(error);
+    if (!e && statusKind(j.status) !== "failed") return fill(error);
     const message = e ? `${e.type ? `${e.type}: ` : ""}${e.message ?? ""}` : `Job ${statusText(j.status)}`;
     fill(error,
       h("p", { class: "ssw-card__errortext", testid: "error" }, message),
@@ -110,7 +110,7 @@ export function createJobCard(job, options = {}) {
 
   function renderActions(j) {
     const url = j.result?.url;
-    if (j.status !== "complete" || !url) return fill(actions);
+    if (statusKind(j.status) !== "complete" || !url) return fill(actions);
     fill(actions,
       h("a", { class: "ssw-btn", href: url, download: "", target: "_blank", rel: "noopener", testid: "download" }, "Download"),
       copyButton(() => current.result?.url ?? url),

@@ -1,5 +1,6 @@
 // Progress vs the route's typical time. The service reports no percentage, so the bar is an
-// estimate: it caps at 95% until the job completes and turns striped once past typical.
+// estimate: it caps at 95% until the job completes and turns striped once past typical. A job
+// waiting for the user's OK, or cancelled, shows no bar.
 
 import { h } from "./dom.js";
 import { formatElapsed, formatTypical, statusKind } from "./format.js";
@@ -14,6 +15,8 @@ export function createProgress() {
   function update(now = Date.now()) {
     if (!job) return;
     const kind = statusKind(job.status);
+    node.hidden = kind === "waiting" || kind === "cancelled"; // nobody is working on it: no clock
+    if (node.hidden) return;
     const end = kind === "running" ? now : (job.finished_at ?? now);
     const elapsed = Math.max(0, end - (job.created_at ?? now));
     const typicalMs = (job.typical_s || 0) * 1000;

@@ -11,12 +11,14 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from stablestudio_widgets.status import VOCABULARY
+
 from .conftest import new_page, save_failure
 from .lab import Notebook
 
 pytestmark = pytest.mark.browser
 
-RUNNING = {"validating", "quoting", "paying", "uploading", "pending", "processing"}
+RUNNING = {status for status, spec in VOCABULARY["job_status"].items() if spec["kind"] == "running"}
 
 # Records every data-status each job card of `root` takes, by data-key, from now on: a fast
 # job can pass through "processing" between two polls of an expect(), a MutationObserver cannot
@@ -204,6 +206,7 @@ def test_studio_asks_before_paying_above_threshold(studio, screenshot):
     screenshot(studio, "confirm")
     studio.get_by_test_id("cancel-pay").click()
     expect(card).to_have_attribute("data-status", "cancelled")
+    expect(card.get_by_test_id("status")).to_have_class(re.compile(r"ssw-pill--cancelled"))  # neutral, not failed
     expect(card.get_by_test_id("detail")).to_contain_text("nothing was signed")
     expect(panel).to_be_hidden()
     expect(session_total(studio)).to_have_text(spent)
