@@ -9,19 +9,22 @@
 //   quote   {status, total_usd, per_cell_usd: {key: usd}, message},
 //   votes   [{prompt_index, a, b, choice}], ratings {key: 1..5},
 //   summary [{model, label, wins, losses, ties, both_bad, votes, win_rate, mean_rating, cost_usd, cost_per_win}]
-// Messages sent: {type:"run"}, {type:"retry", key}, {type:"resume", key},
-//   {type:"vote", prompt_index, a, b, choice: "a"|"b"|"tie"|"both_bad"}, {type:"rate", key, rating},
-//   {type:"reveal"}  (key = the cell key)
+// Requests, each answered by one reply (components/requests.js); a refusal is shown where the
+// user acted: {type:"run"} and {type:"reveal"} beside the header's buttons,
+//   {type:"vote", prompt_index, a, b, choice: "a"|"b"|"tie"|"both_bad"} in the prompt's vote panel,
+//   {type:"rate", key, rating} under the cell's stars, {type:"retry"|"resume", key} on the cell's card
+//   (key = the cell key).
 // While blind and unrevealed, per-cell prices, receipts and the payment inspector are hidden:
 // prices differ by model and would give the answer away.
 
 import "./css/base.css";
 import "./css/compare.css";
 import { button } from "./components/buttons.js";
-import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { fill, h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { formatUsd, statusKind } from "./components/format.js";
 import { createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
+import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
 const CHOICES = [
@@ -36,29 +39,32 @@ const pairId = (pi, a, b) => `${pi}|${[a, b].sort().join("|")}`;
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
-  const send = (msg) => model.send(msg);
+  const requests = createRequests(model, signal);
   const get = (name) => model.get(name);
   const complete = (c) => statusKind(c.job?.status) === "complete";
 
-  const entries = new Map(); // cell key -> { wrap, body, stars, card, json }
+  const entries = new Map(); // cell key -> { wrap, body, stars, rateError, card, json }
   const running = new Set();
   const localVotes = new Set(); // pairs voted here, before the kernel's `votes` echo arrives
+  const voteErrors = new Map(); // prompt index -> why the kernel refused its last vote
   let layoutSig = "";
   let votingSig = "";
   let stopTicking = null;
-  let runClicked = false;
+  let runClicked = false; // Run pressed, its reply not here yet: one click, one batch of payments
+  let revealClicked = false;
 
   const info = h("span", { class: "ssw-muted", testid: "compare-info" });
   const total = h("strong", { testid: "compare-total", "aria-live": "polite" });
   const run = button("Run", { class: "ssw-btn ssw-btn--primary", testid: "compare-run", onclick: onRun });
-  const reveal = button("Reveal models", { testid: "reveal", onclick: () => send({ type: "reveal" }) });
+  const reveal = button("Reveal models", { testid: "reveal", onclick: onReveal });
+  const headerError = h("p", { class: "ssw-action-error", role: "alert", testid: "compare-error", hidden: true });
   const stateText = h("p", { class: "ssw-muted", testid: "compare-state", "aria-live": "polite" });
   const table = h("table", { class: "ssw-compare__grid", testid: "compare-grid" });
   const voting = h("section", { class: "ssw-compare__voting", testid: "voting", "aria-label": "Voting" });
   const summary = h("section", { class: "ssw-compare__summary", "aria-label": "Results" });
   const lightbox = createLightbox();
   const root = h("div", { class: "ssw ssw-compare" },
-    h("header", { class: "ssw-compare__header" }, h("strong", {}, "Compare"), info, total, run, reveal),
+    h("header", { class: "ssw-compare__header" }, h("strong", {}, "Compare"), info, total, run, reveal, headerError),
     stateText,
     h("div", { class: "ssw-compare__scroll" }, table),
     voting, summary, lightbox.node,
@@ -89,7 +95,8 @@ function render({ model, el, signal: outer }) {
       if (!entry) {
         const body = h("div", { class: "ssw-cell__body" });
         const stars = h("div", { class: "ssw-stars", role: "group", "aria-label": "Rating" });
-        entry = { wrap: h("div", { class: "ssw-cell", testid: "compare-cell", "data-key": cell.key }, body, stars), body, stars, card: null, json: "" };
+        const rateError = h("p", { class: "ssw-action-error", role: "alert", testid: "rate-error", hidden: true });
+        entry = { wrap: h("div", { class: "ssw-cell", testid: "compare-cell", "data-key": cell.key }, body, stars, rateError), body, stars, rateError, card: null, json: "" };
         entries.set(cell.key, entry);
       }
       const json = JSON.stringify([cell, opts, ratings[cell.key], perCell[cell.key]]);
@@ -120,7 +127,7 @@ function render({ model, el, signal: outer }) {
         entry.card = createJobCard(cell.job, {
           ...options,
           compact: true,
-          onAction: (type) => (type === "open" ? openLightbox(cell.key) : send({ type, key: cell.key })),
+          onAction: (type) => (type === "open" ? openLightbox(cell.key) : requests.send({ type, key: cell.key })),
         });
         entry.body.replaceChildren(entry.card.node);
       } else entry.card.update(cell.job, options);
@@ -137,7 +144,10 @@ function render({ model, el, signal: outer }) {
       testid: `rate-${n}`,
       "aria-label": `Rate ${n} of 5`,
       "aria-pressed": rating === n ? "true" : "false",
-      onclick: () => send({ type: "rate", key: cell.key, rating: n }),
+      onclick: () => {
+        fill(entry.rateError);
+        requests.send({ type: "rate", key: cell.key, rating: n }).catch((err) => fill(entry.rateError, refusal(err)));
+      },
     }))));
   }
 
@@ -197,7 +207,7 @@ function render({ model, el, signal: outer }) {
       const current = pairs.find(([a, b]) => !isVoted(pi, a.key, b.key));
       return { pi, pairs, current, voted: pairs.filter(([a, b]) => isVoted(pi, a.key, b.key)).length };
     }).filter((p) => p.pairs.length) : [];
-    const sig = JSON.stringify(panels.map((p) => [p.pi, p.voted, p.pairs.length, p.current?.map((c) => [c.key, c.label, c.job?.result])]));
+    const sig = JSON.stringify(panels.map((p) => [p.pi, p.voted, p.pairs.length, p.current?.map((c) => [c.key, c.label, c.job?.result]), voteErrors.get(p.pi)]));
     if (sig === votingSig) return;
     votingSig = sig;
     voting.hidden = panels.length === 0;
@@ -209,14 +219,22 @@ function render({ model, el, signal: outer }) {
 
   function votePanel({ pi, pairs, current, voted }, promptText) {
     const head = h("p", { class: "ssw-vote__prompt" }, h("strong", {}, `Prompt ${pi + 1}: `), promptText ?? "");
+    const refused = voteErrors.get(pi) && h("p", { class: "ssw-action-error", role: "alert", testid: "vote-error" }, voteErrors.get(pi));
     if (!current) {
       return h("div", { class: "ssw-vote", testid: "vote-panel", "data-prompt-index": pi }, head,
         h("p", { class: "ssw-muted" }, `All ${pairs.length} pair${pairs.length === 1 ? "" : "s"} voted.`));
     }
     const [a, b] = current;
     const vote = (choice) => {
-      localVotes.add(pairId(pi, a.key, b.key));
-      send({ type: "vote", prompt_index: pi, a: a.key, b: b.key, choice });
+      const pair = pairId(pi, a.key, b.key);
+      localVotes.add(pair); // shown as voted at once; a refusal puts the pair back
+      voteErrors.delete(pi);
+      requests.send({ type: "vote", prompt_index: pi, a: a.key, b: b.key, choice }).catch((err) => {
+        localVotes.delete(pair);
+        if (refusal(err)) voteErrors.set(pi, refusal(err));
+        syncVoting();
+        syncHeader();
+      });
       syncVoting();
       syncHeader();
     };
@@ -224,6 +242,7 @@ function render({ model, el, signal: outer }) {
       abView(a, b),
       h("p", { class: "ssw-muted" }, `A = ${cellName(a)}, B = ${cellName(b)} · pair ${voted + 1} of ${pairs.length}`),
       h("div", { class: "ssw-row" }, CHOICES.map(([choice, text, testid]) => button(text, { testid, onclick: () => vote(choice) }))),
+      refused,
     );
   }
 
@@ -270,10 +289,25 @@ function render({ model, el, signal: outer }) {
   }
 
   // --- header and summary ---
+  /** A header request (run, reveal): busy until its reply, a refusal shown beside the buttons. */
+  function headerRequest(type, setBusy) {
+    setBusy(true);
+    fill(headerError);
+    syncHeader();
+    requests.send({ type })
+      .catch((err) => fill(headerError, refusal(err)))
+      .finally(() => {
+        setBusy(false);
+        syncHeader();
+      });
+  }
+
   function onRun() {
-    runClicked = true; // one click, one batch of payments
-    run.disabled = true;
-    send({ type: "run" });
+    headerRequest("run", (v) => (runClicked = v));
+  }
+
+  function onReveal() {
+    headerRequest("reveal", (v) => (revealClicked = v));
   }
 
   function syncHeader() {
@@ -304,7 +338,7 @@ function render({ model, el, signal: outer }) {
     const hasVoted = localVotes.size > 0 || (get("votes") ?? []).length > 0 || Object.keys(get("ratings") ?? {}).length > 0;
     reveal.hidden = !!get("revealed");
     reveal.textContent = get("blind") ? "Reveal models" : "Show results";
-    reveal.disabled = !!get("blind") && !hasVoted;
+    reveal.disabled = (!!get("blind") && !hasVoted) || revealClicked;
     reveal.title = reveal.disabled ? "Vote at least once first" : "";
   }
 
@@ -335,14 +369,8 @@ function render({ model, el, signal: outer }) {
     syncSummary();
   }
 
-  for (const name of ["prompts", "models", "transpose", "blind", "revealed", "vote_mode", "repeats", "columns", "cells", "ratings", "summary"]) {
+  for (const name of ["prompts", "models", "transpose", "blind", "revealed", "vote_mode", "repeats", "columns", "cells", "ratings", "summary", "state", "quote"]) {
     listen(model, signal, `change:${name}`, refresh);
-  }
-  for (const name of ["state", "quote"]) {
-    listen(model, signal, `change:${name}`, () => {
-      runClicked = false; // the kernel answered the click (or the price changed): Run may be clicked again
-      refresh();
-    });
   }
   listen(model, signal, "change:votes", () => {
     for (const v of get("votes") ?? []) localVotes.delete(pairId(v.prompt_index, v.a, v.b)); // confirmed by the kernel

@@ -3,17 +3,19 @@
 // Traits:  jobs [job record] newest first, filter_model str ("" = all),
 //          filter_status "" | "complete" | "failed" | "running", total_spent_usd number,
 //          title str, show_ledger bool (written by the "Show past jobs from the ledger" toggle)
-// Messages sent: {type:"retry", key}, {type:"resume", key}
+// Requests (each answered by one reply, see components/requests.js): {type:"retry"|"resume", key}
 // Filters are applied here, on the full `jobs` list; the kernel only stores the choice.
 
 import "./css/base.css";
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { createGallery } from "./components/gallery.js";
+import { createRequests } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
+  const requests = createRequests(model, signal);
   const save = (values) => {
     for (const [k, v] of Object.entries(values)) model.set(k, v);
     model.save_changes();
@@ -21,7 +23,7 @@ function render({ model, el, signal: outer }) {
   const gallery = createGallery({
     ticker,
     showTotal: true,
-    onAction: (type, job) => model.send({ type, key: job.key }),
+    onAction: (type, job) => requests.send({ type, key: job.key }),
     onFilterChange: ({ model: m, status }) => save({ filter_model: m, filter_status: status }),
   });
   const title = h("h3", { class: "ssw-gallery__title", testid: "gallery-title" });

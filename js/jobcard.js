@@ -1,17 +1,19 @@
 // JobCard widget: one live job.
 //
 // Traits:  job  (job record, see js/README.md; null or {} before the job exists)
-// Messages sent: {type:"retry", key}, {type:"resume", key}
+// Requests (each answered by one reply, see components/requests.js): {type:"retry"|"resume", key}
 
 import "./css/base.css";
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
+import { createRequests } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
+  const requests = createRequests(model, signal);
   const lightbox = createLightbox();
   const root = h("div", { class: "ssw ssw-jobcard" }, lightbox.node);
   isolateKeys(root);
@@ -21,7 +23,7 @@ function render({ model, el, signal: outer }) {
 
   const onAction = (type, job) => {
     if (type === "open") lightbox.open([{ key: job.key, url: job.result.url, caption: job.prompt }]);
-    else model.send({ type, key: job.key });
+    else return requests.send({ type, key: job.key });
   };
 
   function update() {

@@ -9,58 +9,56 @@
 //   inputs                [{name, size, status, url, thumb, param?}]               read
 //   quote                 {status, amount_usd, route_id, message}                  read
 //   budget                {spent_usd, budget_usd, remaining_usd, max_per_request_usd, confirm_above_usd}
-//   sandbox, banner, wallet_address, network_name, error, total_spent_usd          read (error: cleared on dismiss)
-//   pending_confirmation  null | {request_id, price_usd, route_id, message}       read
+//   sandbox, banner, wallet_address, network_name, total_spent_usd                 read
+//   pending_confirmation  null | {id, price_usd, route_id, message}               read
 //   jobs                  [job record]                                             read
-// Messages sent:  {type:"generate", request_id}
-//                 {type:"upload", name, mime, size, param} + [ArrayBuffer]
-//                 {type:"confirm", request_id, accept: bool}   (Pay / Cancel on pending_confirmation)
-//                 {type:"remove_input", index}
-//                 {type:"retry", key} / {type:"resume", key}
-// Messages handled: {type:"toast", level, text}
+// Requests, each answered by one reply (components/requests.js); a refusal is shown where the
+// user acted:
+//   {type:"generate"}                                   next to Generate (busy until the reply)
+//   {type:"confirm", confirmation_id, accept: bool}     in the confirmation panel (Pay / Cancel)
+//   {type:"upload", name, mime, size, param} + [ArrayBuffer]   at the image's drop zone
+//   {type:"remove_input", index}                        at the image's drop zone
+//   {type:"retry" | "resume", key}                      on the job card
 
 import "./css/base.css";
 import "./css/studio.css";
-import { createBanner, createToasts } from "./components/banner.js";
+import { createBanner } from "./components/banner.js";
 import { button } from "./components/buttons.js";
 import {
   assignInputs, missingInputs, modeLabel, modelGroups, modesFor, normalizeParams, routeFor,
 } from "./components/catalog.js";
-import { h, isolateKeys, later, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
+import { fill, h, isolateKeys, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
 import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./components/format.js";
 import { createGallery } from "./components/gallery.js";
 import { createParamForm } from "./components/paramform.js";
+import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
 const PROMPT_SAVE_MS = 300;
-const CLICK_GUARD_MS = 1500;
 
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
-  const send = (msg, buffers) => model.send(msg, undefined, buffers);
+  const requests = createRequests(model, signal);
   const get = (name) => model.get(name);
 
   // --- view state that is not a trait ---
   const previews = new Map(); // file name -> object URL, until the kernel's thumbnail arrives
-  let pending = []; // uploads sent, not yet listed in `inputs`: [{ name, param, thumb }]
+  let pending = []; // uploads sent and not answered yet: [{ name, param, thumb }]
   let promptTimer = null;
   let promptDirty = false;
-  let busy = false; // a Generate click in flight: guards against a double payment
+  let busy = false; // a Generate click waiting for its reply: guards against a double payment
   let writing = false;
   let formKey = "";
   let pickerKey = "";
   let confirmId = null;
-  let answeredId = null; // the confirmation request already answered here
+  let answeredId = null; // the confirmation already answered here (until the kernel refuses the answer)
 
   // --- elements ---
   const banner = createBanner("sandbox-banner", "sandbox");
   const wallet = h("span", { class: "ssw-muted", testid: "wallet" });
   const budgetText = h("span", { class: "ssw-muted", testid: "budget" });
   const totalText = h("span", { class: "ssw-muted", testid: "total-spent" });
-  const errorText = h("span", {});
-  const errorBox = h("div", { class: "ssw-alert", role: "alert", testid: "studio-error", hidden: true },
-    errorText, button("Dismiss", { class: "ssw-btn ssw-btn--quiet", onclick: () => setTraits({ error: "" }) }));
 
   const suppress = { "data-lm-suppress-shortcuts": "true" };
   const modelSelect = h("select", { testid: "model-select", ...suppress, onchange: () => choose(modelSelect.value, get("mode")) });
@@ -81,7 +79,10 @@ function render({ model, el, signal: outer }) {
     },
     onParam: (name, value) => setTraits({ params: { ...(get("params") ?? {}), [name]: value } }),
     onFiles,
-    onRemove: (index) => send({ type: "remove_input", index }), // the kernel owns the attached bytes
+    onRemove: (index, param) => { // the kernel owns the attached bytes
+      form.notice(param, "");
+      requests.send({ type: "remove_input", index }).catch((err) => form.notice(param, refusal(err)));
+    },
   });
 
   const cost = h("strong", { class: "ssw-studio__cost", testid: "cost", "aria-live": "polite" });
@@ -89,22 +90,23 @@ function render({ model, el, signal: outer }) {
   const reasonId = `ssw-reason-${randomId()}`;
   const reason = h("span", { class: "ssw-muted", id: reasonId, testid: "generate-hint" });
   const generate = button("Generate", { class: "ssw-btn ssw-btn--primary", testid: "generate", "aria-describedby": reasonId, onclick: onGenerate });
-  const bar = h("div", { class: "ssw-studio__bar" }, h("span", {}, "Price: ", cost), costHint, generate, reason);
+  const generateError = h("p", { class: "ssw-action-error", role: "alert", testid: "generate-error", hidden: true });
+  const bar = h("div", { class: "ssw-studio__bar" }, h("span", {}, "Price: ", cost), costHint, generate, reason, generateError);
 
   const confirmTitleId = `ssw-confirm-${randomId()}`;
   const confirmText = h("p", { class: "ssw-confirm__text" });
   const confirmPay = button("Pay", { class: "ssw-btn ssw-btn--primary", testid: "confirm-pay", onclick: () => answer(true) });
   const cancelPay = button("Cancel", { testid: "cancel-pay", onclick: () => answer(false) });
+  const confirmError = h("p", { class: "ssw-action-error", role: "alert", testid: "confirm-error", hidden: true });
   const confirmPanel = h("div", { class: "ssw-confirm", role: "alertdialog", "aria-labelledby": confirmTitleId, testid: "confirm-panel", hidden: true, ...suppress },
-    h("strong", { id: confirmTitleId }, "Confirm payment"), confirmText, h("div", { class: "ssw-row" }, confirmPay, cancelPay));
+    h("strong", { id: confirmTitleId }, "Confirm payment"), confirmText, h("div", { class: "ssw-row" }, confirmPay, cancelPay), confirmError);
 
-  const toasts = createToasts(signal);
-  const gallery = createGallery({ ticker, onAction: (type, job) => send({ type, key: job.key }) });
+  const gallery = createGallery({ ticker, onAction: (type, job) => requests.send({ type, key: job.key }) });
 
   const root = h("div", { class: "ssw ssw-studio" },
     banner.node,
     h("header", { class: "ssw-studio__header" }, h("strong", { class: "ssw-studio__title" }, "StableStudio"), wallet, budgetText, totalText),
-    errorBox, picker, description, form.node, bar, confirmPanel, toasts.node, gallery.node,
+    picker, description, form.node, bar, confirmPanel, gallery.node,
   );
   isolateKeys(root);
   el.append(root);
@@ -250,9 +252,6 @@ function render({ model, el, signal: outer }) {
     if (b.confirm_above_usd != null) parts.push(`asks above ${formatUsd(b.confirm_above_usd)}`);
     budgetText.textContent = `Budget: ${parts.join(" · ")}`;
     totalText.textContent = `This session: ${formatUsd(get("total_spent_usd") ?? 0)}`;
-    const err = get("error") || "";
-    errorText.textContent = err;
-    errorBox.hidden = !err;
   }
 
   function syncConfirm() {
@@ -264,9 +263,10 @@ function render({ model, el, signal: outer }) {
     }
     confirmText.textContent = pc.message || `Pay ${formatUsd(pc.price_usd)} for ${pc.route_id}?`;
     confirmPay.textContent = `Pay ${formatUsd(pc.price_usd)}`;
-    if (pc.request_id !== confirmId) {
-      confirmId = pc.request_id;
-      confirmPay.disabled = cancelPay.disabled = answeredId === pc.request_id;
+    if (pc.id !== confirmId) {
+      confirmId = pc.id;
+      fill(confirmError);
+      confirmPay.disabled = cancelPay.disabled = answeredId === pc.id;
       // Move focus only when it is already in this widget; the safe default is Cancel.
       if (root.contains(document.activeElement)) cancelPay.focus();
     }
@@ -285,45 +285,58 @@ function render({ model, el, signal: outer }) {
   function onGenerate() {
     if (blockReason()) return;
     savePrompt(); // the prompt reaches the kernel before the generate message (same comm, in order)
-    busy = true;
+    busy = true; // until the kernel replies: the job card exists, or why not
+    fill(generateError);
     syncGenerate();
-    send({ type: "generate", request_id: randomId() });
-    later(signal, CLICK_GUARD_MS, () => {
-      busy = false;
-      syncGenerate();
-    });
+    requests.send({ type: "generate" })
+      .catch((err) => fill(generateError, refusal(err)))
+      .finally(() => {
+        busy = false;
+        syncGenerate();
+      });
   }
 
   function answer(accept) {
     const pc = get("pending_confirmation");
-    if (!pc || answeredId === pc.request_id) return; // one answer per request
-    answeredId = pc.request_id;
+    if (!pc || answeredId === pc.id) return; // one answer per confirmation
+    answeredId = pc.id;
     confirmPay.disabled = cancelPay.disabled = true;
-    send({ type: "confirm", request_id: pc.request_id, accept });
+    fill(confirmError);
+    requests.send({ type: "confirm", confirmation_id: pc.id, accept }).catch((err) => {
+      fill(confirmError, refusal(err));
+      answeredId = null; // refused: the question still stands
+      if (get("pending_confirmation")?.id === pc.id) confirmPay.disabled = cancelPay.disabled = false;
+    });
   }
 
+  /** Send picked or dropped files to the kernel; why a file was not taken is said at its drop zone. */
   async function onFiles(param, files) {
-    const cat = catalog();
-    const allowed = cat.upload?.params?.contentType?.values;
+    const allowed = catalog().upload?.params?.contentType?.values;
     const spec = route()?.params?.[param] ?? {};
     const have = (assignInputs(route(), get("mode"), get("inputs") ?? [])[param] ?? []).length + pending.filter((p) => p.param === param).length;
-    const room = spec.type === "url_list" ? (spec.max_items ?? Infinity) - have : 1 - have;
-    if (room <= 0) return toasts.show("warning", "Remove an attached image first.");
-    if (files.length > room) toasts.show("warning", `Only ${room} more image${room === 1 ? "" : "s"} allowed: extra files skipped.`);
-    for (const file of files.slice(0, room)) {
-      if (allowed && !allowed.includes(file.type)) {
-        toasts.show("error", `${file.name}: ${file.type || "unknown type"} is not supported (${allowed.join(", ")}).`);
-        continue;
-      }
+    const room = Math.max(spec.type === "url_list" ? (spec.max_items ?? Infinity) - have : 1 - have, 0);
+    const notes = [];
+    if (room === 0) notes.push("Remove an attached image first.");
+    else if (files.length > room) notes.push(`Only ${room} more image${room === 1 ? "" : "s"} allowed: extra files skipped.`);
+    const taken = files.slice(0, room).filter((file) => {
+      if (!allowed || allowed.includes(file.type)) return true;
+      notes.push(`${file.name}: ${file.type || "unknown type"} is not supported (${allowed.join(", ")}).`);
+      return false;
+    });
+    form.notice(param, notes.join(" "));
+    for (const file of taken) {
       const buffer = await file.arrayBuffer();
       if (signal.aborted) return;
       if (globalThis.URL?.createObjectURL && !previews.has(file.name)) previews.set(file.name, URL.createObjectURL(file));
-      pending.push({ name: file.name, param, thumb: previews.get(file.name) ?? null });
-      send({ type: "upload", name: file.name, mime: file.type, size: file.size, param }, [buffer]);
-      later(signal, 30000, () => {
-        pending = pending.filter((p) => p.name !== file.name);
-        syncInputs();
-      });
+      const sent = { name: file.name, param, thumb: previews.get(file.name) ?? null };
+      pending.push(sent);
+      requests.send({ type: "upload", name: file.name, mime: file.type, size: file.size, param }, [buffer])
+        .catch((err) => form.notice(param, refusal(err)))
+        .finally(() => { // answered: the kernel lists the image in `inputs`, or said why not
+          pending = pending.filter((p) => p !== sent);
+          syncInputs();
+          syncGenerate();
+        });
     }
     syncInputs();
     syncGenerate();
@@ -334,7 +347,7 @@ function render({ model, el, signal: outer }) {
     if (!writing) refresh();
   };
   for (const name of ["model", "mode", "params", "prompt", "inputs", "quote", "budget", "sandbox", "banner",
-    "wallet_address", "network_name", "pending_confirmation", "total_spent_usd", "error"]) {
+    "wallet_address", "network_name", "pending_confirmation", "total_spent_usd"]) {
     listen(model, signal, `change:${name}`, onChange);
   }
   listen(model, signal, "change:catalog", () => {
@@ -347,9 +360,6 @@ function render({ model, el, signal: outer }) {
     if (!writing) adoptRouteId();
   });
   listen(model, signal, "change:jobs", () => gallery.setJobs(get("jobs") ?? []));
-  listen(model, signal, "msg:custom", (msg) => {
-    if (msg?.type === "toast") toasts.show(msg.level, msg.text);
-  });
   signal.addEventListener("abort", () => {
     clearTimeout(promptTimer);
     for (const url of previews.values()) URL.revokeObjectURL?.(url);

@@ -13,7 +13,17 @@ import time
 import pytest
 from PIL import Image
 
-from stablestudio_widgets import Compare, Gallery, InvalidParams, JobCard, StableStudio, Studio, Wallet
+from stablestudio_widgets import (
+    BudgetExceeded,
+    Compare,
+    Gallery,
+    InvalidParams,
+    JobCard,
+    StableStudio,
+    StableStudioError,
+    Studio,
+    Wallet,
+)
 from stablestudio_widgets.ledger import Ledger
 
 from .conftest import TIME_SCALE
@@ -36,6 +46,29 @@ def ss(sandbox, tmp_path):
     client.close()
 
 
+class Replies:
+    """The replies a widget sends to the front end, captured from its ``send`` (its public output)."""
+
+    def __init__(self, widget):
+        self.widget, self.sent, self._send = widget, [], widget.send
+        widget.send = self._capture
+
+    def _capture(self, content, buffers=None):
+        if content.get("type") == "reply":
+            self.sent.append(content)
+        self._send(content, buffers)
+
+    def request(self, content: dict, buffers: list | None = None) -> dict:
+        """What the front end does: send a request (with a fresh id); its one reply, when it comes."""
+        rid = f"r{len(self.sent)}-{time.monotonic_ns()}"
+        self.widget._on_msg(self.widget, {**content, "request_id": rid}, buffers or [])
+        until(lambda: self.to(rid))
+        return self.to(rid)[0]
+
+    def to(self, request_id: str) -> list[dict]:
+        return [r for r in self.sent if r["request_id"] == request_id]
+
+
 def png_bytes(colour=(255, 0, 0)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (120, 80), colour).save(buf, "PNG")
@@ -48,8 +81,11 @@ def test_studio_quote_generate_and_state(ss):
     until(lambda: st.quote["status"] == "ok")
     assert st.quote["amount_usd"] == 0.07 and st.sandbox  # loopback + a generated key: sandbox terms
     st.prompt = "a fox from the studio"
-    st._on_msg(st, {"type": "generate", "request_id": "r1"}, [])
+    replies = Replies(st)
+    assert replies.request({"type": "generate"})["ok"]
+    assert len(st.jobs) == 1  # the card exists when the reply says so; the job goes on without it
     until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
+    assert len(replies.sent) == 1  # one reply, not another when the job finished
     card = st.jobs[0]
     assert card["result"]["url"].endswith(".png") and card["cost_usd"] == 0.07
     assert card["receipt"]["network_name"] == "Base Sepolia" and card["receipt"]["transaction"].startswith("0x")
@@ -62,38 +98,64 @@ def test_studio_confirmation_above_threshold(ss):
     st = Studio(ss, model="veo-3.1")
     st.prompt, st.params = "an expensive wave", {"durationSeconds": "8"}
     until(lambda: st.quote.get("amount_usd") == 3.2)
-    st._on_msg(st, {"type": "generate", "request_id": "pay-me"}, [])
+    replies = Replies(st)
+    assert replies.request({"type": "generate"})["ok"]
     until(lambda: st.pending_confirmation is not None)
     assert st.pending_confirmation["price_usd"] == 3.2 and "confirm" in st.pending_confirmation["message"]
     until(lambda: st.jobs and st.jobs[0]["status"] == "awaiting_confirmation")
     assert ss.stats["signatures"] == 0
-    st._on_msg(st, {"type": "confirm", "request_id": "pay-me", "accept": True}, [])
+    confirm = {"type": "confirm", "confirmation_id": st.pending_confirmation["id"], "accept": True}
+    assert replies.request(confirm)["ok"]
     until(lambda: st.jobs[0]["status"] == "complete")
     assert st.jobs[0]["result"]["thumbnail_url"] and st.pending_confirmation is None
+    again = replies.request(confirm)  # answered already: refused, nothing paid twice
+    assert not again["ok"] and again["error"]["field"] == "confirmation_id"
+    assert len(ss.ledger.payments()) == 1
 
 
 def test_studio_declined_confirmation_signs_nothing(ss):
     st = Studio(ss, model="sora-2-pro")
     st.prompt = "too much"
-    st._on_msg(st, {"type": "generate", "request_id": "no"}, [])
+    replies = Replies(st)
+    replies.request({"type": "generate"})
     until(lambda: st.pending_confirmation is not None)
-    st._on_msg(st, {"type": "confirm", "request_id": "no", "accept": False}, [])
-    until(lambda: st.jobs and st.jobs[0]["status"] == "cancelled")
+    answer = replies.request({"type": "confirm", "confirmation_id": st.pending_confirmation["id"], "accept": False})
+    assert answer["ok"] and st.jobs[0]["status"] == "cancelled" and st.pending_confirmation is None
     assert ss.stats["signatures"] == 0 and ss.ledger.payments() == []
+
+
+def test_studio_asks_for_each_waiting_payment_in_turn(ss):
+    """A second Generate while the first waits for its OK: both are asked, one after the other."""
+    st = Studio(ss, model="sora-2-pro")
+    st.prompt = "first"
+    replies = Replies(st)
+    replies.request({"type": "generate"})
+    until(lambda: st.pending_confirmation is not None)
+    first = st.pending_confirmation["id"]
+    st.prompt = "second"
+    replies.request({"type": "generate"})
+    until(lambda: len(st._awaiting) == 2)
+    assert st.pending_confirmation["id"] == first
+    replies.request({"type": "confirm", "confirmation_id": first, "accept": False})
+    assert st.pending_confirmation["id"] != first
+    replies.request({"type": "confirm", "confirmation_id": st.pending_confirmation["id"], "accept": False})
+    assert st.pending_confirmation is None and sorted(j["status"] for j in st.jobs) == ["cancelled", "cancelled"]
 
 
 def test_studio_uploads_stay_in_the_kernel(ss, sandbox):
     st = Studio(ss, model="seedance-fast")
     st.mode, st.route_id, st.prompt = "i2v", "seedance-fast/i2v", "animate the red square"
     data = png_bytes()
-    st._on_msg(st, {"type": "upload", "name": "red.png", "mime": "image/png", "param": "image"}, [memoryview(data)])
-    until(lambda: st.inputs)
+    replies = Replies(st)
+    assert replies.request({"type": "upload", "name": "red.png", "mime": "image/png", "param": "image"},
+                           [memoryview(data)])["ok"]
+    assert st.inputs  # listed before the reply
     state = json.dumps(st.get_state(), default=str)
     assert st.inputs[0]["thumb"].startswith("data:image/jpeg;base64,") and len(st.inputs[0]["thumb"]) < 6000
     assert len(state) < 200_000 and data.hex()[:64] not in state
     until(lambda: st.quote["status"] == "ok" and st.quote["route_id"] == "seedance-fast/i2v")
     assert "1 upload" in st.quote["message"]
-    st._on_msg(st, {"type": "generate", "request_id": "i2v"}, [])
+    replies.request({"type": "generate"})
     until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
     assert st.jobs[0]["params"]["image"].startswith(sandbox.url + "/blob/")
     assert sorted(p["kind"] for p in ss.ledger.payments()) == ["generate", "upload"]
@@ -102,27 +164,84 @@ def test_studio_uploads_stay_in_the_kernel(ss, sandbox):
 def test_studio_generate_mode_ignores_attached_images(ss):
     """Veo's one route does text and image to video: images only count in i2v mode."""
     st = Studio(ss, model="veo-3.1-fast")
-    st._on_msg(st, {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"},
-               [memoryview(png_bytes())])
-    st._on_msg(st, {"type": "upload", "name": "b.png", "mime": "image/png", "param": "lastFrame"},
-               [memoryview(png_bytes((0, 0, 255)))])
-    until(lambda: len(st.inputs) == 2)
+    replies = Replies(st)
+    upload = {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"}
+    replies.request(upload, [memoryview(png_bytes())])
+    replies.request({"type": "upload", "name": "b.png", "mime": "image/png", "param": "lastFrame"},
+                    [memoryview(png_bytes((0, 0, 255)))])
+    assert len(st.inputs) == 2
     st.prompt = "x"
     assert "image" not in st._call_params()
     st.mode = "i2v"
     params = st._call_params()
     assert params["image"] == png_bytes() and params["lastFrame"] == png_bytes((0, 0, 255))
-    st._on_msg(st, {"type": "remove_input", "index": 0}, [])
-    until(lambda: len(st.inputs) == 1)
+    assert replies.request({"type": "remove_input", "index": 0})["ok"]
+    assert len(st.inputs) == 1
     assert "image" not in st._call_params() and "lastFrame" in st._call_params()
+    gone = replies.request({"type": "remove_input", "index": 5})
+    assert not gone["ok"] and gone["error"]["field"] == "index" and len(st.inputs) == 1
+    empty = replies.request({"type": "upload", "name": "c.png", "mime": "image/png", "param": "image"})
+    assert not empty["ok"] and "No file data" in empty["error"]["message"] and len(st.inputs) == 1
 
 
-def test_studio_bad_input_is_reported_not_paid(ss):
+def test_studio_bad_generate_is_refused_in_its_reply_and_signs_nothing(ss):
     st = Studio(ss, model="grok")
     st.prompt = "   "
-    st._on_msg(st, {"type": "generate", "request_id": "empty"}, [])
-    until(lambda: st.error)
-    assert "prompt" in st.error and ss.stats["signatures"] == 0
+    reply = Replies(st).request({"type": "generate"})
+    assert reply["ok"] is False and reply["error"]["type"] == "InvalidParams"
+    assert reply["error"]["field"] == "prompt" and "prompt" in reply["error"]["message"]
+    assert "Nothing was paid" in reply["error"]["message"]
+    assert ss.stats["signatures"] == 0 and st.jobs == [] and not hasattr(st, "error")
+
+
+def test_every_request_gets_exactly_one_reply_with_its_id(ss, sandbox):
+    """Every message type of every widget, many in flight at once, answered once each — done or
+    refused — and never again when the work they started ends."""
+    sandbox.set_faults(fail_rate=1.0)
+    failed = ss.generate("grok", "fails once")
+    with pytest.raises(StableStudioError):
+        failed.wait()
+    sandbox.set_faults(fail_rate=0.0)
+    st, g, card = Studio(ss, model="grok"), Gallery(ss), JobCard(failed)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=True, seed=1)
+    st.prompt = "a fox"
+    until(lambda: st.quote["status"] == "ok" and c.state == "ready")
+    a, b = (x["key"] for x in c.cells)
+    cases = [
+        (st, {"type": "generate"}, []),
+        (st, {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"}, [memoryview(png_bytes())]),
+        (st, {"type": "remove_input", "index": 0}, []),
+        (st, {"type": "confirm", "confirmation_id": "none", "accept": True}, []),
+        (st, {"type": "retry", "key": "none"}, []),
+        (st, {"type": "resume", "key": "none"}, []),
+        (st, {"type": "no-such-request"}, []),
+        (g, {"type": "retry", "key": failed.aio.key}, []),
+        (g, {"type": "resume", "key": failed.aio.key}, []),
+        (card, {"type": "retry", "key": card.job["key"]}, []),
+        (card, {"type": "resume", "key": card.job["key"]}, []),
+        (c, {"type": "run"}, []),
+        (c, {"type": "retry", "key": a}, []),
+        (c, {"type": "resume", "key": b}, []),
+        (c, {"type": "vote", "prompt_index": 0, "a": a, "b": b, "choice": "tie"}, []),
+        (c, {"type": "rate", "key": a, "rating": 4}, []),
+        (c, {"type": "vote", "prompt_index": 0}, []),  # malformed: refused, still answered
+        (c, {"type": "reveal"}, []),
+    ]
+    replies = {w: Replies(w) for w in (st, g, card, c)}
+    ids = []
+    for i, (widget, content, buffers) in enumerate(cases):
+        ids.append((widget, f"req-{i}"))
+        widget._on_msg(widget, {**content, "request_id": f"req-{i}"}, buffers)  # all in flight at once
+    until(lambda: all(replies[w].to(rid) for w, rid in ids))
+    until(lambda: c.state == "done" and all(j["status"] in ("complete", "failed") for j in st.jobs + g.jobs))
+    assert all(len(replies[w].to(rid)) == 1 for w, rid in ids)
+    assert sum(len(r.sent) for r in replies.values()) == len(cases)
+    answers = {rid: replies[w].to(rid)[0] for w, rid in ids}
+    assert answers["req-0"]["ok"] and answers["req-11"]["ok"]  # generate, run
+    assert answers["req-6"]["error"]["message"] == "Unknown request 'no-such-request'. Nothing was paid."
+    assert answers["req-16"]["error"]["type"] == "KeyError"
+    assert all(set(r) <= {"type", "request_id", "ok", "error"} for r in answers.values())
+    assert all(r["ok"] or set(r["error"]) <= {"type", "message", "field"} for r in answers.values())
 
 
 def test_sandbox_studio_says_so(tmp_path):
@@ -138,9 +257,17 @@ def test_jobcard_is_live_and_retries_a_failed_job(ss, sandbox):
     until(lambda: card.job.get("status") == "failed")
     assert card.job["error"]["retryable"] and "Generation failed" in card.job["error"]["message"]
     sandbox.set_faults(fail_rate=0.0)
-    card._on_msg(card, {"type": "retry", "key": card.job["key"]}, [])
+    replies = Replies(card)
+    failed_key = card.job["key"]
+    assert replies.request({"type": "retry", "key": failed_key})["ok"]
+    assert card.job["key"] != failed_key  # the reply comes once the new card has taken the old one's place
     until(lambda: card.job.get("status") == "complete" and card.job["id"] != job.id)
     assert len(sandbox.settlements) == 2  # the retry was a new payment, at the user's request
+    stale = replies.request({"type": "retry", "key": failed_key})
+    assert not stale["ok"] and "No job card" in stale["error"]["message"]
+    done = replies.request({"type": "retry", "key": card.job["key"]})
+    assert not done["ok"] and "is complete: nothing to retry" in done["error"]["message"]
+    assert len(sandbox.settlements) == 2 and len(replies.sent) == 3
 
 
 def test_gallery_session_jobs_ledger_and_total(ss):
@@ -171,9 +298,14 @@ def test_gallery_resumes_unfinished_paid_jobs_from_the_ledger(ss, sandbox):
     g.show_ledger = True
     until(lambda: g.jobs and g.jobs[0]["error"])
     assert g.jobs[0]["id"] == job.id and g.jobs[0]["error"]["resumable"]
-    g._on_msg(g, {"type": "resume", "key": job.id}, [])
+    replies = Replies(g)
+    assert replies.request({"type": "resume", "key": job.id})["ok"]
     until(lambda: g.jobs[0]["status"] == "complete")
     assert ss.ledger.job(job.id)["status"] == "complete" and len(sandbox.settlements) == 1
+    g.show_ledger = False
+    g.show_ledger = True  # the ledger's rows again
+    nothing = replies.request({"type": "resume", "key": job.id})  # a stale Resume: every paid job finished
+    assert not nothing["ok"] and "Nothing to resume" in nothing["error"]["message"]
     later.close()
 
 
@@ -186,7 +318,8 @@ def test_compare_blind_grid_hides_models_until_reveal(ss, sandbox):
     c = make_compare(ss)
     until(lambda: c.state == "ready")
     assert c.quote["total_usd"] == pytest.approx(2 * (0.039 + 0.07 + 0.05)) and sandbox.settlements == []
-    c._on_msg(c, {"type": "run"}, [])
+    replies = Replies(c)
+    assert replies.request({"type": "run"})["ok"] and c.state == "running"
     until(lambda: c.state == "done" and all(x["job"] and x["job"]["status"] == "complete" for x in c.cells))
     shown = json.dumps({k: v for k, v in c.get_state().items() if k not in ("_esm", "_css")}, default=str)
     for name in MODEL_NAMES:
@@ -194,15 +327,20 @@ def test_compare_blind_grid_hides_models_until_reveal(ss, sandbox):
     assert {x["label"] for x in c.cells} == {"Model A", "Model B", "Model C"} and c.summary == []
     assert all(x["job"]["cost_usd"] is None and x["job"]["receipt"] is None for x in c.cells)
     row = sorted((x for x in c.cells if x["prompt_index"] == 0), key=lambda x: x["col"])
-    c._on_msg(c, {"type": "vote", "prompt_index": 0, "a": row[0]["key"], "b": row[1]["key"], "choice": "a"}, [])
-    c._on_msg(c, {"type": "reveal"}, [])
-    until(lambda: c.revealed and c.cells[0]["job"]["model"])
+    vote = {"type": "vote", "prompt_index": 0, "a": row[0]["key"], "b": row[1]["key"], "choice": "a"}
+    assert replies.request(vote)["ok"]
+    assert replies.request({"type": "reveal"})["ok"]
+    assert c.revealed and c.cells[0]["job"]["model"]  # revealed with the reply
     assert {x["label"] for x in c.cells} == {"Nano Banana", "Grok Imagine", "FLUX.2 [pro]"}
     assert len(c.summary) == 3 and sum(r["wins"] for r in c.summary) == 1
     assert len(sandbox.settlements) == 6
     with pytest.raises(InvalidParams, match="would not be blind"):
         c.vote(0, row[0]["key"], row[2]["key"], "b")
+    late = replies.request({"type": "vote", "prompt_index": 0, "a": row[0]["key"], "b": row[2]["key"], "choice": "b"})
+    assert not late["ok"] and "would not be blind" in late["error"]["message"]
     assert len(c.votes) == 1
+    again = replies.request({"type": "run"})
+    assert not again["ok"] and "done already" in again["error"]["message"] and len(sandbox.settlements) == 6
 
 
 def test_compare_results_votes_and_persistence_across_a_restart(ss, tmp_path):
@@ -266,20 +404,27 @@ def test_compare_refuses_a_total_over_budget(sandbox, tmp_path):
     c = make_compare(ss)
     until(lambda: c.state == "ready")
     assert "more than the $0.10 left" in c.quote["message"]
-    c._on_msg(c, {"type": "run"}, [])
-    until(lambda: c.error)
-    assert "BudgetExceeded" in c.error and ss.stats["signatures"] == 0
+    reply = Replies(c).request({"type": "run"})
+    assert not reply["ok"] and reply["error"]["type"] == "BudgetExceeded" and "$0.10" in reply["error"]["message"]
+    assert c.state == "ready" and ss.stats["signatures"] == 0
+    with pytest.raises(BudgetExceeded):
+        c.run().wait()  # from code, the same refusal is raised
     ss.close()
 
 
 def test_compare_retries_a_failed_cell_alone(ss, sandbox):
     sandbox.set_faults(fail_rate=1.0)
     c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=False)
+    replies = Replies(c)
+    early = replies.request({"type": "retry", "key": c.cells[0]["key"]})  # Run pays for every cell: not twice
+    assert not early["ok"] and "has not run yet" in early["error"]["message"] and ss.stats["signatures"] == 0
     c.run().wait()
     until(lambda: all(x["job"] and x["job"]["status"] == "failed" for x in c.cells))
     sandbox.set_faults(fail_rate=0.0)
     key = c.cells[0]["key"]
-    c._on_msg(c, {"type": "retry", "key": key}, [])
+    assert replies.request({"type": "retry", "key": key})["ok"]
     until(lambda: next(x for x in c.cells if x["key"] == key)["job"]["status"] == "complete")
     assert [x["job"]["status"] for x in c.cells if x["key"] != key] == ["failed"]
-    assert len(sandbox.settlements) == 3 and c.error == ""
+    assert len(sandbox.settlements) == 3
+    done = replies.request({"type": "retry", "key": key})
+    assert not done["ok"] and "only a failed cell" in done["error"]["message"] and len(sandbox.settlements) == 3

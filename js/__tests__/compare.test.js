@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import widget from "../compare.js";
-import { click, completeJob, fakeModel, makeJob, mount } from "./helpers.js";
+import { click, completeJob, fakeModel, makeJob, mount, reply } from "./helpers.js";
 
 let view;
 afterEach(() => {
@@ -83,12 +83,17 @@ describe("Compare: grid", () => {
     expect(cell("r0c0").querySelector('[data-testid="job-card"]').dataset.status).toBe("complete");
   });
 
-  it("retries a failed cell by its cell key", () => {
+  it("retries a failed cell by its cell key, and shows a refusal on that cell", async () => {
     const model = show({ cells: cellsFor((row, col) => (row === 0 && col === 0
       ? makeJob({ ...masked, status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: false } })
       : completeJob(masked))) });
-    click(cell("r0c0").querySelector('[data-testid="retry"]'));
-    expect(model.messages("retry")).toEqual([{ type: "retry", key: "r0c0" }]);
+    const retry = () => cell("r0c0").querySelector('[data-testid="retry"]');
+    click(retry());
+    expect(model.messages("retry")).toEqual([{ type: "retry", key: "r0c0", request_id: expect.any(String) }]);
+    expect(retry().disabled).toBe(true);
+    await reply(model, "retry", { type: "InvalidParams", message: "Cell r0c0 is complete: only a failed cell can be run again." });
+    expect(retry().disabled).toBe(false);
+    expect(cell("r0c0").querySelector('[data-testid="action-error"]').textContent).toContain("only a failed cell");
   });
 
   it("counts waiting and cancelled cells by their kinds, not as failed", () => {
@@ -105,7 +110,7 @@ describe("Compare: grid", () => {
 });
 
 describe("Compare: run", () => {
-  it("shows the total before running and sends run once", () => {
+  it("shows the total before running and sends run once", async () => {
     const model = show({ state: "quoting", quote: { status: "loading", total_usd: null, per_cell_usd: {}, message: "" }, cells: cellsFor(() => null) });
     expect(view.$("compare-total").textContent).toBe("Quoting…");
     expect(view.$("compare-run").disabled).toBe(true);
@@ -116,10 +121,25 @@ describe("Compare: run", () => {
     expect(run.textContent).toBe("Run 4 generations for $0.218");
     expect(run.disabled).toBe(false);
     click(run);
-    expect(model.messages("run")).toEqual([{ type: "run" }]);
+    expect(model.messages("run")).toEqual([{ type: "run", request_id: expect.any(String) }]);
     expect(run.disabled).toBe(true);
+    model.kernelSet("quote", { status: "ok", total_usd: 0.218, per_cell_usd: {}, message: "again" });
+    expect(run.disabled).toBe(true); // busy until its own reply, whatever else changes
     model.kernelSet("state", "running");
+    await reply(model, "run");
     expect(run.hidden).toBe(true);
+  });
+
+  it("shows a refused Run beside it, and lets it be pressed again", async () => {
+    const model = show({ state: "ready", cells: cellsFor(() => null) });
+    click(view.$("compare-run"));
+    await reply(model, "run", { type: "BudgetExceeded", message: "This comparison costs $0.218 but only $0.10 of the session budget is left." });
+    expect(view.$("compare-error").textContent).toBe("BudgetExceeded: This comparison costs $0.218 but only $0.10 of the session budget is left.");
+    expect(view.$("compare-error").getAttribute("role")).toBe("alert");
+    expect(view.$("compare-run").disabled).toBe(false);
+    click(view.$("compare-run"));
+    expect(view.$("compare-error").hidden).toBe(true);
+    expect(model.messages("run")).toHaveLength(2);
   });
 
   it("shows per-cell prices before running only when not blind", () => {
@@ -138,12 +158,12 @@ describe("Compare: voting", () => {
     expect(panels[0].textContent).toContain("a red fox");
     expect(panels[0].textContent).toContain("A = Model A, B = Model B");
     click(view.$("vote-a", panels[0]));
-    expect(model.messages("vote")).toEqual([{ type: "vote", prompt_index: 0, a: "r0c1", b: "r0c0", choice: "a" }]);
+    expect(model.messages("vote")).toEqual([{ type: "vote", request_id: expect.any(String), prompt_index: 0, a: "r0c1", b: "r0c0", choice: "a" }]);
     expect(view.$$("vote-panel")[0].textContent).toContain("All 1 pair voted.");
     click(view.$("vote-both-bad", view.$$("vote-panel")[1]));
     expect(model.messages("vote")[1]).toMatchObject({ prompt_index: 1, choice: "both_bad" });
     // the kernel's echo keeps them voted
-    model.kernelSet("votes", model.messages("vote").map(({ type, ...v }) => v));
+    model.kernelSet("votes", model.messages("vote").map(({ type, request_id, ...v }) => v));
     expect(view.$$("vote-panel").every((p) => p.textContent.includes("All 1 pair voted."))).toBe(true);
   });
 
@@ -151,6 +171,19 @@ describe("Compare: voting", () => {
     const model = show();
     click(view.$(testid));
     expect(model.messages("vote")[0].choice).toBe(choice);
+  });
+
+  it("puts a refused vote back and says why beside the vote buttons", async () => {
+    const model = show();
+    click(view.$("vote-a", view.$$("vote-panel")[0]));
+    expect(view.$$("vote-panel")[0].textContent).toContain("All 1 pair voted.");
+    await reply(model, "vote", { type: "InvalidParams", message: "The models were revealed: further votes would not be blind." });
+    const [first, second] = view.$$("vote-panel");
+    expect(view.$("vote-a", first)).not.toBeNull(); // the pair is asked again
+    expect(view.$("vote-error", first).textContent).toContain("would not be blind");
+    expect(view.$("vote-error", second)).toBeNull();
+    click(view.$("vote-b", first));
+    expect(view.$("vote-error", view.$$("vote-panel")[0])).toBeNull(); // a new vote clears it
   });
 
   it("waits for two complete cells", () => {
@@ -178,12 +211,18 @@ describe("Compare: voting", () => {
     expect(view.$("vote-panel").querySelectorAll("video")).toHaveLength(2);
   });
 
-  it("rates cells 1–5 in rating mode", () => {
+  it("rates cells 1–5 in rating mode", async () => {
     const model = show({ vote_mode: "rating" });
     expect(view.$$("vote-panel")).toHaveLength(0);
     const stars = (key) => [1, 2, 3, 4, 5].map((n) => cell(key).querySelector(`[data-testid="rate-${n}"]`));
     click(stars("r1c0")[3]);
-    expect(model.messages("rate")).toEqual([{ type: "rate", key: "r1c0", rating: 4 }]);
+    expect(model.messages("rate")).toEqual([{ type: "rate", request_id: expect.any(String), key: "r1c0", rating: 4 }]);
+    await reply(model, "rate", { type: "InvalidParams", message: "A rating is a whole number from 1 to 5." });
+    expect(cell("r1c0").querySelector('[data-testid="rate-error"]').textContent).toContain("whole number");
+    expect(cell("r0c0").querySelector('[data-testid="rate-error"]').hidden).toBe(true);
+    click(stars("r1c0")[3]);
+    await reply(model, "rate");
+    expect(cell("r1c0").querySelector('[data-testid="rate-error"]').hidden).toBe(true);
     model.kernelSet("ratings", { r1c0: 4 });
     expect(stars("r1c0").map((s) => s.getAttribute("aria-pressed"))).toEqual(["false", "false", "false", "true", "false"]);
     expect(stars("r1c0").map((s) => s.textContent).join("")).toBe("★★★★☆");
@@ -191,13 +230,17 @@ describe("Compare: voting", () => {
 });
 
 describe("Compare: reveal and summary", () => {
-  it("enables Reveal after a vote when blind, and sends reveal", () => {
+  it("enables Reveal after a vote when blind, and sends reveal", async () => {
     const model = show();
     expect(view.$("reveal").disabled).toBe(true);
     click(view.$("vote-tie"));
     expect(view.$("reveal").disabled).toBe(false);
     click(view.$("reveal"));
-    expect(model.messages("reveal")).toEqual([{ type: "reveal" }]);
+    expect(model.messages("reveal")).toEqual([{ type: "reveal", request_id: expect.any(String) }]);
+    expect(view.$("reveal").disabled).toBe(true);
+    await reply(model, "reveal", { type: "Error", message: "x" });
+    expect(view.$("reveal").disabled).toBe(false);
+    expect(view.$("compare-error").textContent).toBe("Error: x");
   });
 
   it("enables Reveal at once when not blind", () => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import widget from "../gallery.js";
-import { choose, click, completeJob, fakeModel, key, makeJob, mount } from "./helpers.js";
+import { choose, click, completeJob, fakeModel, key, makeJob, mount, reply } from "./helpers.js";
 
 let view;
 afterEach(() => {
@@ -107,11 +107,20 @@ describe("Gallery", () => {
     expect(view.$("gallery-empty").textContent).toBe("No jobs yet.");
   });
 
-  it("sends retry and resume with the job key", () => {
-    const model = show([makeJob({ key: "x", status: "failed", error: { type: "JobFailed", message: "m", retryable: true, resumable: true } })]);
-    click(view.$("retry"));
-    click(view.$("resume"));
-    expect(model.messages()).toEqual([{ type: "retry", key: "x" }, { type: "resume", key: "x" }]);
+  it("sends retry and resume with the job key, and shows a refusal on that card", async () => {
+    const failed = { status: "failed", error: { type: "JobFailed", message: "m", retryable: true, resumable: true } };
+    const model = show([makeJob({ key: "x", ...failed }), makeJob({ key: "y", ...failed })]);
+    const [x, y] = view.$$("job-card");
+    click(view.$("retry", x));
+    await reply(model, "retry");
+    click(view.$("resume", x));
+    await reply(model, "resume", { type: "InvalidParams", message: "Job x failed for good: nothing to resume." });
+    expect(model.messages()).toEqual([
+      { type: "retry", key: "x", request_id: expect.any(String) },
+      { type: "resume", key: "x", request_id: expect.any(String) },
+    ]);
+    expect(view.$("action-error", x).textContent).toContain("nothing to resume");
+    expect(view.$("action-error", y).hidden).toBe(true);
   });
 
   it("filters waiting and cancelled jobs by their own kinds", () => {

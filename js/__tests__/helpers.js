@@ -121,3 +121,16 @@ export function choose(select, value) {
   select.value = value;
   select.dispatchEvent(new Event("change", { bubbles: true }));
 }
+
+/** Let promise callbacks run: a reply settles a Promise, whose handlers run as microtasks. */
+export async function settle() {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+}
+
+/** The kernel's reply to the latest request of `type`: ok, or ok: false with `error`. */
+export async function reply(model, type, error = null) {
+  const request = model.messages(type).at(-1);
+  model.kernelSend(error ? { type: "reply", request_id: request.request_id, ok: false, error }
+    : { type: "reply", request_id: request.request_id, ok: true });
+  await settle();
+}

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import widget from "../jobcard.js";
-import { click, completeJob, fakeModel, makeJob, mount } from "./helpers.js";
+import { click, completeJob, fakeModel, makeJob, mount, reply, settle } from "./helpers.js";
 
 const NOW = new Date("2025-01-01T00:00:00Z").getTime();
 let view;
@@ -88,7 +88,7 @@ describe("JobCard", () => {
   it("stops ticking and listening when the view is removed", () => {
     const model = show(makeJob());
     expect(vi.getTimerCount()).toBe(1);
-    expect(model.listenerCount()).toBe(1);
+    expect(model.listenerCount()).toBe(2); // change:job, and msg:custom for replies
     view.unmount();
     view = null;
     expect(vi.getTimerCount()).toBe(0);
@@ -138,12 +138,48 @@ describe("JobCard", () => {
     expect(view.$("result-image")).toBeNull();
   });
 
-  it("shows the error with Retry and Resume that send the job key", () => {
+  it("shows the error with Retry and Resume that send the job key", async () => {
     const model = show(makeJob({ key: "j9", status: "failed", error: { type: "JobFailed", message: "content policy", retryable: true, resumable: true } }));
     expect(view.$("error").textContent).toBe("JobFailed: content policy");
     click(view.$("retry"));
+    await reply(model, "retry");
     click(view.$("resume"));
-    expect(model.messages()).toEqual([{ type: "retry", key: "j9" }, { type: "resume", key: "j9" }]);
+    await reply(model, "resume");
+    expect(model.messages()).toEqual([
+      { type: "retry", key: "j9", request_id: expect.any(String) },
+      { type: "resume", key: "j9", request_id: expect.any(String) },
+    ]);
+  });
+
+  it("keeps its actions busy until the kernel replies, and shows a refusal on the card", async () => {
+    const model = show(makeJob({ key: "j9", status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: true } }));
+    click(view.$("resume"));
+    expect(view.$("resume").disabled).toBe(true);
+    expect(view.$("resume").textContent).toBe("Resuming…");
+    expect(view.$("retry").disabled).toBe(true);
+    click(view.$("retry"));
+    expect(model.messages()).toHaveLength(1); // one request at a time per card
+    await reply(model, "resume", { type: "InvalidParams", message: "Job j9 failed for good: nothing to resume." });
+    expect(view.$("action-error").textContent).toBe("InvalidParams: Job j9 failed for good: nothing to resume.");
+    expect(view.$("action-error").getAttribute("role")).toBe("alert");
+    expect(view.$("resume").disabled).toBe(false);
+    click(view.$("retry"));
+    expect(view.$("action-error").hidden).toBe(true); // a new attempt clears the old answer
+    await reply(model, "retry");
+    expect(view.$("retry").disabled).toBe(false);
+    expect(view.$("action-error").hidden).toBe(true);
+  });
+
+  it("rejects a request still pending when the view goes away", async () => {
+    const model = show(makeJob({ status: "timeout", error: { type: "JobTimeout", message: "x", retryable: false, resumable: true } }));
+    click(view.$("resume"));
+    const { el } = view;
+    view.unmount();
+    view = null;
+    await settle();
+    expect(model.listenerCount()).toBe(0);
+    // Rejected as closed: the card no longer waits (and an unhandled rejection would fail this test).
+    expect(el.querySelector('[data-testid="resume"]').disabled).toBe(false);
   });
 
   it("offers only the actions the error allows", () => {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { modesFor, routeFor } from "../components/catalog.js";
 import widget from "../studio.js";
-import { choose, click, fakeModel, loadCatalog, makeJob, mount } from "./helpers.js";
+import { choose, click, fakeModel, loadCatalog, makeJob, mount, reply, settle } from "./helpers.js";
 
 const catalog = loadCatalog();
 let view;
@@ -12,7 +12,7 @@ function show(extra = {}) {
     quote: { status: "idle", amount_usd: null, route_id: null, message: "" },
     budget: { spent_usd: 0, budget_usd: null, remaining_usd: null, max_per_request_usd: null, confirm_above_usd: null },
     sandbox: false, banner: "", wallet_address: "", network_name: "", pending_confirmation: null,
-    jobs: [], total_spent_usd: 0, error: "",
+    jobs: [], total_spent_usd: 0,
     ...extra,
   });
   view = mount(widget, model);
@@ -221,11 +221,52 @@ describe("Studio: price and Generate", () => {
     const [msg] = model.messages("generate");
     expect(msg).toEqual({ type: "generate", request_id: expect.any(String) });
     expect(model.get("prompt")).toBe("a red fox"); // flushed before the message
-    expect(gen.disabled).toBe(true); // double-click guard
+  });
+
+  it("keeps Generate busy until the kernel replies to that click, however long it takes", async () => {
+    const model = show({ prompt: "a red fox" });
+    okQuote(model);
+    const gen = view.$("generate");
     click(gen);
+    expect(gen.disabled).toBe(true);
+    expect(view.$("generate-hint").textContent).toBe("Submitting…");
+    click(gen);
+    vi.advanceTimersByTime(60_000); // no timer stands in for the answer
+    expect(gen.disabled).toBe(true);
     expect(model.messages("generate")).toHaveLength(1);
-    vi.advanceTimersByTime(1500);
+    model.kernelSend({ type: "reply", request_id: "someone-else", ok: true }); // not this click's reply
+    expect(gen.disabled).toBe(true);
+    await reply(model, "generate");
     expect(gen.disabled).toBe(false);
+    expect(view.$("generate-error").hidden).toBe(true);
+    click(gen);
+    expect(model.messages("generate")).toHaveLength(2);
+  });
+
+  it("shows a refused Generate next to the button, until the next try", async () => {
+    const model = show({ prompt: "a red fox" });
+    okQuote(model);
+    click(view.$("generate"));
+    await reply(model, "generate", { type: "InvalidParams", message: "prompt is required. Nothing was paid.", field: "prompt" });
+    const error = view.$("generate-error");
+    expect(error.hidden).toBe(false);
+    expect(error.getAttribute("role")).toBe("alert");
+    expect(error.textContent).toBe("InvalidParams: prompt is required. Nothing was paid.");
+    expect(view.$("generate").disabled).toBe(false);
+    click(view.$("generate"));
+    expect(error.hidden).toBe(true);
+  });
+
+  it("rejects a pending Generate when the view goes away", async () => {
+    const model = show({ prompt: "a red fox" });
+    okQuote(model);
+    click(view.$("generate"));
+    const { el } = view;
+    view.unmount();
+    view = null;
+    await settle();
+    expect(model.listenerCount()).toBe(0);
+    expect(el.querySelector('[data-testid="generate-error"]').hidden).toBe(true); // closing is not an error to show
   });
 
   it("keeps Generate disabled over budget or over the per-request cap", () => {
@@ -282,55 +323,84 @@ describe("Studio: images", () => {
     pick(view.$("image-input"), [new File([bytes], "cat.png", { type: "image/png" })]);
     await vi.waitFor(() => expect(model.messages("upload")).toHaveLength(1));
     const { content, buffers } = model.sent.find((m) => m.content.type === "upload");
-    expect(content).toEqual({ type: "upload", name: "cat.png", mime: "image/png", size: 7, param: "images" });
+    expect(content).toEqual({ type: "upload", request_id: expect.any(String), name: "cat.png", mime: "image/png", size: 7, param: "images" });
     expect(buffers).toHaveLength(1);
     expect(buffers[0]).toBeInstanceOf(ArrayBuffer);
     expect([...new Uint8Array(buffers[0])]).toEqual([...bytes]);
     expect(view.$("input-thumb").textContent).toContain("sending…");
     model.kernelSet("inputs", [{ name: "cat.png", size: 7, status: "local", url: null, thumb: null, param: "images" }]);
+    await reply(model, "upload");
     expect(view.$$("input-thumb")).toHaveLength(1);
     expect(view.$("input-thumb").textContent).not.toContain("sending…");
   });
 
-  it("refuses file types the upload route does not accept", async () => {
+  it("shows a refused upload at its drop zone and stops showing it as sending", async () => {
+    const model = show({ model: "veo-3.1", mode: "i2v" });
+    pick(view.$$("image-input")[1], [new File(["x"], "last.png", { type: "image/png" })]);
+    await vi.waitFor(() => expect(model.messages("upload")).toHaveLength(1));
+    expect(view.$("input-thumb").textContent).toContain("sending…");
+    await reply(model, "upload", { type: "InvalidParams", message: "No file data arrived with the upload." });
+    expect(view.$$("input-thumb")).toHaveLength(0);
+    const [first, last] = view.$$("drop-zone").map((z) => view.$("input-error", z.parentElement));
+    expect(first.hidden).toBe(true);
+    expect(last.hidden).toBe(false);
+    expect(last.textContent).toBe("InvalidParams: No file data arrived with the upload.");
+  });
+
+  it("refuses file types the upload route does not accept, at the drop zone", async () => {
     const model = show({ mode: "edit" });
     pick(view.$("image-input"), [new File(["x"], "notes.txt", { type: "text/plain" })]);
-    await vi.waitFor(() => expect(view.$("toast")).not.toBeNull());
-    expect(view.$("toast").dataset.level).toBe("error");
+    await vi.waitFor(() => expect(view.$("input-error").hidden).toBe(false));
+    expect(view.$("input-error").textContent).toContain("notes.txt: text/plain is not supported");
     expect(model.messages("upload")).toHaveLength(0);
   });
 
-  it("asks the kernel to remove an attached image", () => {
+  it("asks the kernel to remove an attached image", async () => {
     const model = show({ mode: "edit", inputs: [
       { name: "a.png", size: 1, status: "uploaded", url: "http://h/a.png", thumb: null },
       { name: "b.png", size: 1, status: "uploaded", url: "http://h/b.png", thumb: null },
     ] });
     click(view.$$("remove-input")[1]);
-    expect(model.messages("remove_input")).toEqual([{ type: "remove_input", index: 1 }]);
+    expect(model.messages("remove_input")).toEqual([{ type: "remove_input", request_id: expect.any(String), index: 1 }]);
     expect(model.get("inputs")).toHaveLength(2); // the kernel owns the list (and the bytes)
+    await reply(model, "remove_input", { type: "InvalidParams", message: "No attached image 1 (the list changed)." });
+    expect(view.$("input-error").textContent).toContain("No attached image 1");
   });
 });
 
 describe("Studio: kernel state", () => {
-  it("asks for confirmation above the threshold", () => {
+  it("asks for confirmation above the threshold", async () => {
     const model = show({ prompt: "fox" });
     okQuote(model, 3.2);
     expect(view.$("confirm-panel").hidden).toBe(true);
-    model.kernelSet("pending_confirmation", { request_id: "r1", price_usd: 3.2, route_id: "veo-3.1/generate", message: "Pay $3.20 for Veo 3.1 (8 s)?" });
+    model.kernelSet("pending_confirmation", { id: "c1", price_usd: 3.2, route_id: "veo-3.1/generate", message: "Pay $3.20 for Veo 3.1 (8 s)?" });
     expect(view.$("confirm-panel").hidden).toBe(false);
     expect(view.$("confirm-panel").textContent).toContain("Pay $3.20 for Veo 3.1 (8 s)?");
     expect(view.$("confirm-pay").textContent).toBe("Pay $3.20");
     expect(view.$("generate").disabled).toBe(true);
     click(view.$("confirm-pay"));
-    expect(model.messages("confirm")).toEqual([{ type: "confirm", request_id: "r1", accept: true }]);
+    expect(model.messages("confirm")).toEqual([{ type: "confirm", request_id: expect.any(String), confirmation_id: "c1", accept: true }]);
     expect(view.$("confirm-pay").disabled).toBe(true);
     click(view.$("confirm-pay"));
     expect(model.messages("confirm")).toHaveLength(1);
-    model.kernelSet("pending_confirmation", { request_id: "r2", price_usd: 1, route_id: "x", message: "" });
+    await reply(model, "confirm");
+    model.kernelSet("pending_confirmation", { id: "c2", price_usd: 1, route_id: "x", message: "" });
     click(view.$("cancel-pay"));
-    expect(model.messages("confirm")[1]).toEqual({ type: "confirm", request_id: "r2", accept: false });
+    expect(model.messages("confirm")[1]).toMatchObject({ type: "confirm", confirmation_id: "c2", accept: false });
     model.kernelSet("pending_confirmation", null);
     expect(view.$("confirm-panel").hidden).toBe(true);
+  });
+
+  it("shows a refused answer to a confirmation and lets it be given again", async () => {
+    const model = show({ prompt: "fox" });
+    model.kernelSet("pending_confirmation", { id: "c1", price_usd: 3.2, route_id: "veo-3.1/generate", message: "Pay?" });
+    click(view.$("confirm-pay"));
+    await reply(model, "confirm", { type: "InvalidParams", message: "No payment waits for this confirmation." });
+    expect(view.$("confirm-error").textContent).toBe("InvalidParams: No payment waits for this confirmation.");
+    expect(view.$("confirm-pay").disabled).toBe(false);
+    click(view.$("confirm-pay"));
+    expect(view.$("confirm-error").hidden).toBe(true);
+    expect(model.messages("confirm")).toHaveLength(2);
   });
 
   it("shows the sandbox banner, wallet and session total", () => {
@@ -347,31 +417,16 @@ describe("Studio: kernel state", () => {
     expect(view.$("total-spent").textContent).toContain("$0.078");
   });
 
-  it("shows errors in an alert that can be dismissed", () => {
-    const model = show();
-    expect(view.$("studio-error").hidden).toBe(true);
-    model.kernelSet("error", "BudgetExceeded: $0.13 would pass the $5.00 budget");
-    expect(view.$("studio-error").hidden).toBe(false);
-    expect(view.$("studio-error").getAttribute("role")).toBe("alert");
-    click(view.$("studio-error").querySelector("button"));
-    expect(model.get("error")).toBe("");
-    expect(view.$("studio-error").hidden).toBe(true);
-  });
-
-  it("shows toasts from the kernel briefly", () => {
-    const model = show();
-    model.kernelSend({ type: "toast", level: "success", text: "Saved fox.png" });
-    expect(view.$("toast").textContent).toContain("Saved fox.png");
-    vi.advanceTimersByTime(6000);
-    expect(view.$("toast")).toBeNull();
-  });
-
-  it("renders the session's jobs with the gallery and relays retry", () => {
+  it("renders the session's jobs with the gallery and relays retry", async () => {
     const model = show();
     model.kernelSet("jobs", [makeJob({ key: "j1", status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: false } })]);
     expect(view.$$("job-card")).toHaveLength(1);
     click(view.$("retry"));
-    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j1" }]);
+    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j1", request_id: expect.any(String) }]);
+    expect(view.$("retry").disabled).toBe(true);
+    await reply(model, "retry", { type: "InvalidParams", message: "Nothing to retry." });
+    expect(view.$("action-error").textContent).toBe("InvalidParams: Nothing to retry.");
+    expect(view.$("generate-error").hidden).toBe(true); // shown on the card, not at Generate
   });
 
   it("removes every listener and timer with the view", () => {

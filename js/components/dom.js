@@ -62,13 +62,6 @@ export function isolateKeys(root) {
   });
 }
 
-/** setTimeout that is cleared when the view goes away. */
-export function later(signal, ms, fn) {
-  const id = setTimeout(fn, ms);
-  signal.addEventListener("abort", () => clearTimeout(id), { once: true });
-  return id;
-}
-
 /** Random id for request correlation (crypto.randomUUID needs a secure context). */
 export function randomId() {
   if (globalThis.crypto?.randomUUID) {

@@ -14,7 +14,7 @@ const STATUS_FILTERS = [["", "All statuses"], ...STATUS_KINDS.map((kind) => [kin
 
 /**
  * @param options { ticker                 the view's shared ticker (ticker.js)
- *                  onAction(type, job)    "retry" | "resume"
+ *                  onAction(type, job)    "retry" | "resume"; returns the kernel's reply (a Promise)
  *                  onFilterChange(filter) called with { model, status } when the user changes a filter
  *                  showTotal              show the total-spent figure }
  */
@@ -53,7 +53,7 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
 
   function handleAction(type, job) {
     if (type === "open") openLightbox(job.key);
-    else onAction(type, job);
+    else return onAction(type, job);
   }
 
   function tick(now) {
@@ -172,8 +172,5 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
     setTotal(usd) {
       total.textContent = `Total spent: ${formatUsd(usd ?? 0)}`;
     },
-    lightbox,
-    /** For tests and debugging: key -> card. */
-    cards: entries,
   };
 }

@@ -2,12 +2,12 @@
 // buffers (never base64 in widget state); the kernel uploads them and lists them in `inputs`.
 
 import { button } from "./buttons.js";
-import { h } from "./dom.js";
+import { fill, h } from "./dom.js";
 import { humanize } from "./format.js";
 
 /**
  * @param name, spec  the route param (type "url" or "url_list")
- * @param handlers    { onFiles(name, File[]), onRemove(index), accept: "image/png,…" }
+ * @param handlers    { onFiles(name, File[]), onRemove(index, name), accept: "image/png,…" }
  */
 export function createImageInput(name, spec, { onFiles, onRemove, accept = "image/*" }) {
   const multiple = spec.type === "url_list";
@@ -24,10 +24,12 @@ export function createImageInput(name, spec, { onFiles, onRemove, accept = "imag
   const thumbs = h("ul", { class: "ssw-thumbs", "aria-label": `${label}: attached images` });
   const hint = h("span", { class: "ssw-muted" }, "or drop here");
   const zone = h("div", { class: "ssw-drop", testid: "drop-zone", "data-param-group": name }, thumbs, pick, hint, file);
+  // Why a file was not taken (its type, too many files, the kernel's refusal of an upload or removal).
+  const note = h("p", { class: "ssw-action-error", role: "alert", testid: "input-error", hidden: true });
   const node = h("div", { class: "ssw-field ssw-field--wide" },
     h("span", { class: "ssw-field__label" }, label),
     spec.description && h("small", { class: "ssw-muted" }, spec.description),
-    zone,
+    zone, note,
   );
 
   zone.addEventListener("dragover", (e) => {
@@ -51,12 +53,16 @@ export function createImageInput(name, spec, { onFiles, onRemove, accept = "imag
           it.thumb ? h("img", { src: it.thumb, alt: "" }) : h("span", { class: "ssw-thumb__blank", "aria-hidden": "true" }),
           h("span", { class: "ssw-thumb__name", title: it.name }, it.name),
           h("span", { class: "ssw-muted" }, it.pending ? "sending…" : it.status),
-          it.index != null && button("×", { class: "ssw-btn ssw-btn--icon", "aria-label": `Remove ${it.name}`, testid: "remove-input", onclick: () => onRemove(it.index) }),
+          it.index != null && button("×", { class: "ssw-btn ssw-btn--icon", "aria-label": `Remove ${it.name}`, testid: "remove-input", onclick: () => onRemove(it.index, name) }),
         )),
       );
       const full = !multiple ? items.length >= 1 : spec.max_items != null && items.length >= spec.max_items;
       pick.disabled = full;
       hint.hidden = full;
+    },
+    /** Show (or, with "", clear) why a file was not taken. */
+    notice(text) {
+      fill(note, text);
     },
   };
 }

@@ -13,10 +13,13 @@ import { fill, h } from "./dom.js";
 import { STATUS_KINDS, statusKind, statusText } from "./format.js";
 import { createInspector } from "./inspector.js";
 import { createProgress } from "./progress.js";
+import { refusal } from "./requests.js";
 
 /**
  * @param job      job record
- * @param options  { onAction(type, job)  "retry" | "resume" | "open" (image clicked),
+ * @param options  { onAction(type, job)  "retry" | "resume" | "open" (image clicked); for retry and
+ *                                      resume it returns the kernel's reply (a Promise): the buttons
+ *                                      stay busy until it settles and a refusal is shown on the card,
  *                   title        text shown instead of job.label (Compare: "Model A"),
  *                   compact      smaller card (Compare grid),
  *                   hideCost     hide cost, receipt and inspector (blind Compare: prices reveal models),
@@ -34,13 +37,14 @@ export function createJobCard(job, options = {}) {
   const progress = createProgress();
   const detail = h("p", { class: "ssw-card__detail ssw-muted", testid: "detail" });
   const error = h("div", { class: "ssw-card__error" });
+  const actionError = h("p", { class: "ssw-action-error", role: "alert", testid: "action-error", hidden: true });
   const actions = h("div", { class: "ssw-card__actions" });
   const cost = h("div", { class: "ssw-card__cost" });
   const inspector = createInspector();
 
   const node = h("article", { class: `ssw-card${compact ? " ssw-card--compact" : ""}`, testid: "job-card" },
     h("header", { class: "ssw-card__head" }, title, pill),
-    prompt, media, progress.node, detail, error, actions, cost, inspector.node,
+    prompt, media, progress.node, detail, error, actionError, actions, cost, inspector.node,
   );
 
   // [name, the job fields the section reads, how to render it]
@@ -58,12 +62,13 @@ export function createJobCard(job, options = {}) {
       const kind = statusKind(j.status);
       fill(detail, (kind === "running" || kind === "waiting" || (kind !== "complete" && !j.error)) && j.detail);
     }],
-    ["error", (j) => [j.error, j.status], renderError],
+    ["error", (j) => [j.error, j.status, acting], renderError],
     ["actions", (j) => [j.status, j.result], renderActions],
     ["cost", (j) => [j.cost_usd, j.receipt, opts.hideCost], (j) => fill(cost, !opts.hideCost && costBadge(j.cost_usd, j.receipt))],
     ["inspector", (j) => [j.inspector, opts.hideCost], (j) => inspector.set(opts.hideCost ? [] : j.inspector)],
   ];
   const signatures = new Map();
+  let acting = null; // "retry" | "resume" while the kernel has not replied to it
 
   function renderHead(j) {
     title.textContent = opts.title ?? j.label ?? j.model ?? "";
@@ -101,11 +106,28 @@ export function createJobCard(job, options = {}) {
     const e = j.error;
     if (!e && statusKind(j.status) !== "failed") return fill(error);
     const message = e ? `${e.type ? `${e.type}: ` : ""}${e.message ?? ""}` : `Job ${statusText(j.status)}`;
+    const action = (type, label, busyLabel) => button(acting === type ? busyLabel : label, {
+      testid: type, disabled: !!acting, "aria-busy": acting === type ? "true" : null, onclick: () => act(type),
+    });
     fill(error,
       h("p", { class: "ssw-card__errortext", testid: "error" }, message),
-      e?.retryable && button("Retry", { testid: "retry", onclick: () => onAction("retry", current) }),
-      e?.resumable && button("Resume", { testid: "resume", onclick: () => onAction("resume", current) }),
+      e?.retryable && action("retry", "Retry", "Retrying…"),
+      e?.resumable && action("resume", "Resume", "Resuming…"),
     );
+  }
+
+  /** Ask the kernel to retry or resume; one request at a time, its refusal shown here. */
+  function act(type) {
+    if (acting) return;
+    const reply = onAction(type, current);
+    if (!reply?.then) return;
+    acting = type;
+    fill(actionError);
+    update(current);
+    reply.catch((err) => fill(actionError, refusal(err))).finally(() => {
+      acting = null;
+      update(current);
+    });
   }
 
   function renderActions(j) {

@@ -10,7 +10,7 @@ import { createImageInput } from "./imageinput.js";
 
 const suppress = { "data-lm-suppress-shortcuts": "true" }; // arrow keys in a select must not move notebook cells
 
-/** handlers: { onPrompt(text, commit), onParam(name, value), onFiles(name, files), onRemove(index), accept } */
+/** handlers: { onPrompt(text, commit), onParam(name, value), onFiles(name, files), onRemove(index, name), accept } */
 export function createParamForm(handlers) {
   // The prompt box survives route changes, so switching model never loses what was typed.
   const prompt = h("textarea", {
@@ -79,6 +79,10 @@ export function createParamForm(handlers) {
     /** itemsByParam: { name: [{ name, status, thumb, index?, pending? }] } */
     setInputs(itemsByParam) {
       for (const [name, input] of imageInputs) input.set(itemsByParam[name] ?? []);
+    },
+    /** Say at an image param's drop zone why a file was not taken ("" clears it). */
+    notice(name, text) {
+      imageInputs.get(name)?.notice(text);
     },
   };
 }

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..client import AsyncStableStudio
-from ..errors import WalletError
+from ..errors import StableStudioError, WalletError
 from ..jobs import AsyncJob
 from ..sync import Job, StableStudio
 from ..wallet import Wallet
@@ -61,19 +61,11 @@ class Bridge:
             return cls(job.aio.host.client, job.loop)
         return cls(job.host.client, _current_loop())
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], on_error: Callable[[BaseException], None] | None = None):
-        """Run ``coro`` on the client's loop from any thread; errors go to ``on_error``, never lost."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+        """Run ``coro`` on the client's loop from any thread; the future holds its outcome."""
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         self._pending.add(fut)
-
-        def done(f: concurrent.futures.Future) -> None:
-            self._pending.discard(f)
-            if f.cancelled():
-                return
-            exc = f.exception()
-            if exc is not None and on_error is not None:
-                on_error(exc)
-        fut.add_done_callback(done)
+        fut.add_done_callback(self._pending.discard)
         return fut
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -83,6 +75,11 @@ class Bridge:
         for f in list(self._pending):
             f.cancel()
         self._pending.clear()
+
+
+def describe(exc: BaseException) -> str:
+    """An error in words for the front end: ours say everything; anything else gets its type too."""
+    return str(exc) if isinstance(exc, StableStudioError) else f"{type(exc).__name__}: {exc}"
 
 
 def as_async(job: Any) -> AsyncJob:

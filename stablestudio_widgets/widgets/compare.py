@@ -13,6 +13,7 @@ import random
 import string
 import time
 import uuid
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +21,13 @@ import traitlets
 
 from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
-from ._runtime import Bridge, css, esm
-from .feed import FeedWidget, JobFeed
+from ..status import JobStatus
+from ._runtime import Bridge, css, describe, esm
+from .feed import FeedWidget, Handler, JobFeed
 from .records import job_record, jsonable, ledger_records, mask_record
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
+FAILED = (JobStatus.FAILED, JobStatus.LOST)  # a cell in these may be run again (a new payment)
 
 
 @dataclass
@@ -60,7 +63,6 @@ class Compare(FeedWidget):
     votes = traitlets.List(traitlets.Dict()).tag(sync=True)
     ratings = traitlets.Dict().tag(sync=True)
     summary = traitlets.List(traitlets.Dict()).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, prompts: list[str], models: list[str], params: dict[str, Any] | None = None, *,
                  overrides: dict[str, dict[str, Any]] | None = None, repeats: int = 1, blind: bool = True,
@@ -94,7 +96,7 @@ class Compare(FeedWidget):
         self.on_msg(self._on_msg)
         self._quoted: Any = None
         if self.state == "quoting":
-            self._quoted = self._bridge.spawn(self._quote_all(), self._fail)
+            self._quoted = self._bridge.spawn(self._quote_all())
 
     _records = traitlets.List()  # the feed's output; cells are built from the jobs themselves
 
@@ -112,7 +114,11 @@ class Compare(FeedWidget):
 
     async def _quote_all(self) -> None:
         aio = self._bridge.aio
-        quotes = await aio.quote_many([(c.route_id, c.params) for c in self._cells])
+        try:
+            quotes = await aio.quote_many([(c.route_id, c.params) for c in self._cells])
+        except Exception as e:  # no request waits for the quotes: the total's place says why
+            self.quote = {"status": "error", "total_usd": None, "per_cell_usd": {}, "message": describe(e)}
+            return
         per_cell = {c.key: q.total_usd for c, q in zip(self._cells, quotes, strict=True)}
         total = round(sum(per_cell.values()), 6)
         remaining = aio.spending.remaining_usd
@@ -130,8 +136,9 @@ class Compare(FeedWidget):
 
     # --- run ----------------------------------------------------------------------------------
     def run(self) -> Compare:
-        """Pay for and run every cell concurrently (what the Run button does)."""
-        self._ran = self._bridge.spawn(self._run(), self._fail)
+        """Pay for and run every cell concurrently (what the Run button does). A refusal (over the
+        budget, already run) is raised by :meth:`wait`."""
+        self._ran = self._bridge.spawn(self._run())
         return self
 
     _ran: Any = None
@@ -145,10 +152,16 @@ class Compare(FeedWidget):
         return self
 
     async def _run(self) -> None:
+        await self._start()
+        await self._run_cells()
+
+    async def _start(self) -> None:
+        """Wait for the exact total, check it against the budget, and mark the grid running."""
         if self._quoted is not None:
             await asyncio.wrap_future(self._quoted)
         if self.state != "ready":
-            return
+            why = self.quote.get("message") if self.state == "quoting" else f"it is {self.state} already"
+            raise InvalidParams(f"This comparison cannot run: {why}.", field="state")
         aio = self._bridge.aio
         remaining = aio.spending.remaining_usd
         if remaining is not None and (self.total_usd or 0) > remaining + 1e-9:
@@ -157,18 +170,22 @@ class Compare(FeedWidget):
                                  price_usd=self.total_usd or 0, limit_usd=aio.policy.budget_usd or 0,
                                  limit="budget_usd")
         self.state = "running"
-        await asyncio.gather(*(self._run_cell(c) for c in self._cells))
+
+    async def _run_cells(self) -> None:
+        await asyncio.gather(*(self._pay_cell(c, self._new_job(c)) for c in self._cells))
         self.state = "done"
         self._save()
 
-    async def _run_cell(self, cell: Cell) -> None:
-        aio = self._bridge.aio
-        job = aio.tracker.new_job(cell.route_id, dict(cell.params))
+    def _new_job(self, cell: Cell) -> AsyncJob:
+        job = self._bridge.aio.tracker.new_job(cell.route_id, dict(cell.params))
         cell.job, cell.record = job, None
         self._jobs_by_key[job.key] = cell
         self._feed.track(job)
+        return job
+
+    async def _pay_cell(self, cell: Cell, job: AsyncJob) -> None:
         try:
-            await aio.submit(cell.route_id, dict(cell.params), confirm=True, job=job)  # the user confirmed the total
+            await self._bridge.aio.submit(cell.route_id, dict(cell.params), confirm=True, job=job)  # total confirmed
             cell.job_id = job.id
             self._save()
             await job.wait()
@@ -177,16 +194,43 @@ class Compare(FeedWidget):
 
     def retry(self, key: str) -> None:
         """Run one failed cell again (a new payment)."""
+        found = self._retry(key)
+        if found is not None:
+            self._bridge.spawn(found)
+
+    def _retry(self, key: str) -> Coroutine[Any, Any, Any] | None:
+        """Start a failed cell again (its new card shows at once), or, when the cell may be paid
+        already, return the search for its job (never paid again)."""
         cell = next((c for c in self._cells if c.key == key), None) or self._jobs_by_key.get(key)
         if cell is None:
-            return
+            raise InvalidParams(f"No cell {key!r} in this comparison.", field="key")
         job = cell.job
-        if job is not None and not (job.status in ("failed", "lost") or (job.id is None and job.error is not None)):
-            raise InvalidParams(f"Cell {key} is {job.status}: only a failed cell can be run again.", field="key")
-        if job is not None and job.id is None and job.error is not None and job.error.paid_usd > 0:
-            self._bridge.spawn(self._feed._resume_ledger(), self._fail)  # may be paid already: find it, never re-pay
-            return
-        self._bridge.spawn(self._run_cell(cell), self._fail)
+        status = job.status if job is not None else (cell.record or {}).get("status")
+        refused = job is not None and job.id is None and job.error is not None  # ended before the service had it
+        if status is None and self.state in ("quoting", "ready"):
+            raise InvalidParams(f"Cell {key} has not run yet: Run pays for every cell.", field="key")
+        if status is not None and status not in FAILED and not refused:
+            raise InvalidParams(f"Cell {key} is {status}: only a failed cell can be run again.", field="key")
+        if refused and job.error.paid_usd > 0:
+            return self._feed.resume_ledger()  # may be paid already: find it, never re-pay
+        self._bridge.spawn(self._pay_cell(cell, self._new_job(cell)))
+        return None
+
+    def _resume(self, key: str) -> Awaitable[Any] | None:
+        """Poll a cell's paid job again; a cell restored from the ledger resumes the ledger's jobs."""
+        cell = self._cell(key)
+        if cell.job is not None:
+            return self._feed.act("resume", cell.job.key)
+        if not ((cell.record or {}).get("error") or {}).get("resumable"):
+            raise InvalidParams(f"Cell {key} has nothing to resume.", field="key")
+        return self._resume_restored()
+
+    async def _resume_restored(self) -> None:
+        for job in await self._feed.resume_ledger():
+            for cell in self._cells:
+                if cell.job is None and cell.job_id == job.id:
+                    cell.job = job
+                    self._jobs_by_key[job.key] = cell
 
     # --- votes --------------------------------------------------------------------------------
     def vote(self, prompt_index: int, a: str, b: str, choice: str) -> None:
@@ -332,24 +376,21 @@ class Compare(FeedWidget):
                 self.quote = {**self.quote, "per_cell_usd": self._per_cell}
             self._refresh_summary()
 
-    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
-        kind = content.get("type")
-        try:
-            if kind == "run":
-                self.run()
-            elif kind == "retry":
-                self.retry(str(content.get("key")))
-            elif kind == "vote":
-                self.vote(int(content["prompt_index"]), str(content["a"]), str(content["b"]), str(content["choice"]))
-            elif kind == "rate":
-                self.rate(str(content["key"]), int(content["rating"]))
-            elif kind == "reveal":
-                self.reveal()
-        except (StableStudioError, KeyError, ValueError) as e:
-            self._fail(e)
+    def _handlers(self) -> dict[str, Handler]:
+        """The front end's requests (answered by FeedWidget._answer); ``key`` is a cell key."""
+        return {
+            "run": lambda _c, _b: self._request_run(),
+            "retry": lambda c, _b: self._retry(str(c.get("key"))),
+            "resume": lambda c, _b: self._resume(str(c.get("key"))),
+            "vote": lambda c, _b: self.vote(int(c["prompt_index"]), str(c["a"]), str(c["b"]), str(c["choice"])),
+            "rate": lambda c, _b: self.rate(str(c["key"]), int(c["rating"])),
+            "reveal": lambda _c, _b: self.reveal(),
+        }
 
-    def _fail(self, exc: BaseException) -> None:
-        self.error = f"{type(exc).__name__}: {exc}"
+    async def _request_run(self) -> None:
+        """Answered once the cells start (or with why not); they go on paying and polling."""
+        await self._start()
+        self._ran = self._bridge.spawn(self._run_cells())
 
     # --- persistence -----------------------------------------------------------------------------
     def _save(self) -> None:

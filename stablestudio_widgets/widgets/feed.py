@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anywidget
 
-from ..errors import StableStudioError
+from ..errors import InvalidParams, StableStudioError
 from ..jobs import AsyncJob
+from ..status import VOCABULARY, JobStatus
 from ._runtime import Bridge
 from .records import job_record
 
@@ -100,36 +103,48 @@ class JobFeed:
         self._unsubscribe()
 
     # --- the actions every job card offers --------------------------------------------------
-    def handle(self, content: dict[str, Any]) -> bool:
-        """Retry (a new payment, at the user's request) or resume (poll again) a card's job."""
-        kind, key = content.get("type"), content.get("key")
-        job = self.jobs.get(key)
-        if job is None and kind == "resume" and key in self.extra:
-            self.bridge.spawn(self._resume_ledger())  # a past job from the ledger: finish every unfinished one
-            return True
-        if job is None or kind not in ("retry", "resume"):
-            return False
-        if job.id is None and job.error is not None and job.error.paid_usd > 0:
-            self.bridge.spawn(self._resume_ledger())  # paid, answer lost: find the job, never pay again
-            return True
-        if kind == "resume" or (job.id and not job.done):
-            self.bridge.spawn(self._quiet(job.wait()))
-        else:
-            self.bridge.spawn(self._retry(job))
-        return True
+    def act(self, kind: str, key: Any) -> Awaitable[Any] | None:
+        """Retry (a new payment, at the user's request) or resume (poll again) a card's job.
 
-    async def _retry(self, job: AsyncJob) -> None:
+        Returns what to finish before the request is answered (None: nothing); raises with the
+        reason when there is nothing to do. A retry is answered once its new card exists.
+        """
+        job = self.jobs.get(key)
+        if job is None:
+            if kind == "resume" and key in self.extra:
+                return self.resume_ledger()  # a past job from the ledger: finish every unfinished one
+            raise InvalidParams(f"No job card {key!r} here (a retry replaces its card).", field="key")
+        if job.id is None and job.error is not None and job.error.paid_usd > 0:
+            return self.resume_ledger()  # paid, answer lost: find the job, never pay again
+        if job.id and not job.done:
+            self.bridge.spawn(self._quiet(job.wait()))  # paid and unfinished: poll it again
+            return None
+        if kind == "retry" and job.error is not None and job.status != JobStatus.COMPLETE:
+            self._retry(job)
+            return None
+        label = VOCABULARY["job_status"].get(job.status, {}).get("label", job.status)
+        raise InvalidParams(f"Job {job.id or job.key} is {label}: nothing to {kind}.", field="key")
+
+    def _retry(self, job: AsyncJob) -> None:
         client = self.bridge.aio
         fresh = client.tracker.new_job(job.route.id, dict(job.params))
         self.replace(job, fresh)
-        await self._quiet(client.submit(job.route.id, dict(job.params), confirm=True, job=fresh))
-        if fresh.id:
-            await self._quiet(fresh.wait())
 
-    async def _resume_ledger(self) -> None:
-        for job in await self._quiet(self.bridge.aio.resume()) or []:
+        async def pay_and_poll() -> None:
+            await self._quiet(client.submit(job.route.id, dict(job.params), confirm=True, job=fresh))
+            if fresh.id:
+                await self._quiet(fresh.wait())
+        self.bridge.spawn(pay_and_poll())
+
+    async def resume_ledger(self) -> list[AsyncJob]:
+        """Finish every paid, unfinished job of the ledger; the jobs it found take their cards."""
+        jobs = await self.bridge.aio.resume()
+        if not jobs:
+            raise InvalidParams("Nothing to resume: every paid job in the ledger has finished.", field="key")
+        for job in jobs:
             self.extra.pop(job.id, None)
             self.track(job)
+        return jobs
 
     @staticmethod
     async def _quiet(coro: Any) -> Any:
@@ -140,14 +155,47 @@ class JobFeed:
             return None
 
 
+Handler = Callable[[dict[str, Any], list], Awaitable[Any] | None]
+
+
 class FeedWidget(anywidget.AnyWidget):
-    """A widget whose cards come from a :class:`JobFeed`: card actions and clean closing, once."""
+    """A widget whose cards come from a :class:`JobFeed`: requests answered, card actions and clean
+    closing, once for every widget."""
 
     _feed: JobFeed
     _bridge: Bridge
 
-    def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: list) -> None:
-        self._feed.handle(content)
+    def _handlers(self) -> dict[str, Handler]:
+        """The front end's requests this widget answers, by ``type``; each handler may return an
+        awaitable to finish before the reply, and raises to refuse the request."""
+        return {"retry": self._card_action, "resume": self._card_action}
+
+    def _card_action(self, content: dict[str, Any], _buffers: list) -> Awaitable[Any] | None:
+        return self._feed.act(content["type"], content.get("key"))
+
+    def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list) -> None:
+        # Front-end messages may arrive on a kernel subshell thread: answer on the client's loop.
+        self._bridge.spawn(self._answer(content, buffers))
+
+    async def _answer(self, content: dict[str, Any], buffers: list) -> None:
+        """Run the handler for one request and send exactly one reply with its ``request_id``:
+        ``ok: true``, or ``ok: false`` with the error's type and message (and field, if any).
+        Cards the handler changed are flushed first, so the front end sees them with the reply."""
+        reply: dict[str, Any] = {"type": "reply", "request_id": content.get("request_id"), "ok": True}
+        try:
+            handler = self._handlers().get(content.get("type"))
+            if handler is None:
+                raise InvalidParams(f"Unknown request {content.get('type')!r}.", field="type")
+            result = handler(content, buffers)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as e:  # every request is answered, whatever went wrong
+            error = {"type": type(e).__name__, "message": str(e)}
+            if getattr(e, "field", None):
+                error["field"] = e.field
+            reply.update(ok=False, error=error)
+        self._feed.flush()
+        self.send(reply)
 
     def close(self) -> None:
         if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input

@@ -11,11 +11,11 @@ from typing import Any
 
 import traitlets
 
-from ..errors import ConfirmationRequired, StableStudioError, fmt_usd
+from ..errors import ConfirmationRequired, InvalidParams, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
 from ..x402 import NETWORK_NAMES
-from ._runtime import Bridge, css, esm
-from .feed import FeedWidget, JobFeed
+from ._runtime import Bridge, css, describe, esm
+from .feed import FeedWidget, Handler, JobFeed
 
 QUOTE_DEBOUNCE_S = 0.3
 THUMB_PX = 96
@@ -47,14 +47,13 @@ class Studio(FeedWidget):
     pending_confirmation = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     jobs = traitlets.List(traitlets.Dict()).tag(sync=True)
     total_spent_usd = traitlets.Float(0.0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, client: Any = None, *, model: str = "nano-banana", **kwargs: Any):
         self._bridge = Bridge.for_client(client)
         aio = self._bridge.aio
         route = aio.catalog.generate_route(model)
         self._uploads: dict[str, bytes] = {}  # attached images stay in the kernel, never in widget state
-        self._awaiting: dict[str, tuple[dict[str, Any], AsyncJob]] = {}
+        self._awaiting: dict[str, tuple[dict[str, Any], AsyncJob, dict[str, Any]]] = {}  # by confirmation id
         self._quote_handle: Any = None
         super().__init__(catalog=aio.catalog.data, model=model, route_id=route.id, **kwargs)
         self._feed = JobFeed(self, self._bridge, inspector=INSPECTED_JOBS, follow_all=True)
@@ -85,8 +84,8 @@ class Studio(FeedWidget):
         def arm() -> None:
             if self._quote_handle is not None:
                 self._quote_handle.cancel()
-            self._quote_handle = self._bridge.loop.call_later(
-                QUOTE_DEBOUNCE_S, lambda: self._bridge.spawn(self._requote(), self._fail))
+            self._quote_handle = self._bridge.loop.call_later(QUOTE_DEBOUNCE_S,
+                                                              lambda: self._bridge.spawn(self._requote()))
         self._bridge.call_soon(arm)
 
     async def _requote(self) -> None:
@@ -95,9 +94,9 @@ class Studio(FeedWidget):
         try:
             params = self._call_params(for_quote=True)
             q = await self._bridge.aio.quote(route_id, **params)
-        except StableStudioError as e:
+        except Exception as e:  # no request waits for a quote: its failure shows where the price would
             if route_id == self.route_id:
-                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": str(e)}
+                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": describe(e)}
             return
         if route_id == self.route_id:
             uploads = f" incl. {q.uploads} upload(s)" if q.uploads else ""
@@ -127,24 +126,15 @@ class Studio(FeedWidget):
                     params[slot] = PLACEHOLDER
         return params
 
-    # --- front-end events (may arrive on a subshell thread: hand them to the client's loop) ------
-    def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list) -> None:
-        kind = content.get("type")
-        if kind == "upload" and buffers:
-            self._bridge.call_soon(self._attach, content, bytes(buffers[0]))
-        elif kind == "remove_input":
-            self._bridge.call_soon(self._detach, content.get("index"))
-        elif kind == "generate":
-            self._bridge.spawn(self._generate(content.get("request_id") or uuid.uuid4().hex), self._fail)
-        elif kind == "confirm":
-            self._bridge.spawn(self._confirm(content.get("request_id"), bool(content.get("accept"))), self._fail)
-        else:
-            self._feed.handle(content)
+    # --- requests from the front end (answered on the client's loop by FeedWidget._answer) ------
+    def _handlers(self) -> dict[str, Handler]:
+        return {**super()._handlers(), "generate": self._generate, "confirm": self._confirm,
+                "upload": self._attach, "remove_input": self._detach}
 
-    def _fail(self, exc: BaseException) -> None:
-        self.error = f"{type(exc).__name__}: {exc}"
-
-    def _attach(self, content: dict[str, Any], data: bytes) -> None:
+    def _attach(self, content: dict[str, Any], buffers: list) -> None:
+        if not buffers:
+            raise InvalidParams("No file data arrived with the upload: pick the image again.", field="upload")
+        data = bytes(buffers[0])
         name = str(content.get("name") or f"image-{len(self._uploads) + 1}.png")
         while name in self._uploads:
             name = "copy-" + name
@@ -153,51 +143,54 @@ class Studio(FeedWidget):
         self.inputs = [*self.inputs, {"name": name, "size": len(data), "status": "local", "url": None,
                                       "param": slot, "thumb": _thumbnail(data)}]
 
-    def _detach(self, index: Any) -> None:
-        if isinstance(index, int) and 0 <= index < len(self.inputs):
-            gone = self.inputs[index]
-            self._uploads.pop(gone.get("name"), None)
-            self.inputs = [x for i, x in enumerate(self.inputs) if i != index]
+    def _detach(self, content: dict[str, Any], _buffers: list) -> None:
+        index = content.get("index")
+        if not isinstance(index, int) or not 0 <= index < len(self.inputs):
+            raise InvalidParams(f"No attached image at position {index!r}: the list changed.", field="index")
+        gone = self.inputs[index]
+        self._uploads.pop(gone.get("name"), None)
+        self.inputs = [x for i, x in enumerate(self.inputs) if i != index]
 
-    async def _generate(self, request_id: str, confirm: bool = False) -> None:
+    def _generate(self, content: dict[str, Any], _buffers: list) -> None:
+        """Answered once the job's card exists (or with why there is none); paying and polling go on."""
         aio = self._bridge.aio
-        self.error = ""
-        try:
-            params = self._call_params()
-            route = aio.catalog.route(self.route_id)
-            job = aio.tracker.new_job(route.id, route.validate(params, uploadable=True))
-        except StableStudioError as e:
-            self.error = str(e)
-            return
+        params = self._call_params()
+        route = aio.catalog.route(self.route_id)
+        job = aio.tracker.new_job(route.id, route.validate(params, uploadable=True))
         self._feed.track(job)
-        await self._pay_and_wait(request_id, params, job, confirm)
+        self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job, False))
 
-    async def _pay_and_wait(self, request_id: str, params: dict[str, Any], job: AsyncJob, confirm: bool) -> None:
+    async def _pay_and_wait(self, confirmation_id: str, params: dict[str, Any], job: AsyncJob, confirm: bool) -> None:
         aio = self._bridge.aio
         try:
             await aio.submit(job.route.id, params, confirm=confirm, job=job)
         except ConfirmationRequired as e:
-            self._awaiting[request_id] = (params, job)
             job.awaiting_confirmation(e.price_usd)
-            self.pending_confirmation = {"request_id": request_id, "price_usd": e.price_usd,
-                                         "route_id": job.route.id, "message": str(e)}
+            self._awaiting[confirmation_id] = (params, job, {
+                "id": confirmation_id, "price_usd": e.price_usd, "route_id": job.route.id, "message": str(e)})
+            self._ask_next()
             return
         except StableStudioError:
             return  # the job record carries the error; the card shows it
         self._refresh_money()
         await JobFeed._quiet(job.wait())
 
-    async def _confirm(self, request_id: str | None, accept: bool) -> None:
-        self.pending_confirmation = None
-        pending = self._awaiting.pop(request_id or "", None)
-        if pending is None:
-            return
-        params, job = pending
-        if not accept:
-            job.cancel()
-            return
-        await self._pay_and_wait(request_id or "", params, job, confirm=True)
+    def _ask_next(self) -> None:
+        """Show the oldest payment waiting for the user's OK (a second Generate may be waiting too)."""
+        self.pending_confirmation = next((panel for *_, panel in self._awaiting.values()), None)
 
+    def _confirm(self, content: dict[str, Any], _buffers: list) -> None:
+        confirmation_id = str(content.get("confirmation_id"))
+        pending = self._awaiting.pop(confirmation_id, None)
+        if pending is None:
+            raise InvalidParams("No payment is waiting for this confirmation: it was answered already.",
+                                field="confirmation_id")
+        params, job, _panel = pending
+        self._ask_next()
+        if content.get("accept") is True:
+            self._bridge.spawn(self._pay_and_wait(confirmation_id, params, job, confirm=True))
+        else:
+            job.cancel()
 
 
 def _needs_image(route: Any) -> bool:

@@ -171,6 +171,9 @@ def test_studio_generates_an_image(studio, quickstart, screenshot):
     key = generate(studio, model="nano-banana-pro", prompt="a lighthouse on a cliff at dawn, watercolour",
                    price="$0.13")
     card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    # Only the kernel's reply to this click frees Generate (no timer does): the round trip worked.
+    expect(studio.get_by_test_id("generate")).to_be_enabled()
+    expect(studio.get_by_test_id("generate-error")).to_be_hidden()
     expect(card).to_have_attribute("data-status", "complete", timeout=30_000)
     seen = statuses(studio, key)
     assert RUNNING & set(seen), f"never seen running: {seen}"
