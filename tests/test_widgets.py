@@ -303,7 +303,9 @@ def test_gallery_resumes_unfinished_paid_jobs_from_the_ledger(ss, sandbox):
     until(lambda: g.jobs[0]["status"] == "complete")
     assert ss.ledger.job(job.id)["status"] == "complete" and len(sandbox.settlements) == 1
     g.show_ledger = False
-    g.show_ledger = True  # the ledger's rows again
+    g.show_ledger = True  # the ledger's rows again: the live job keeps its one card
+    g._feed.flush()  # what the next flush shows, now
+    assert job.id in g._feed.extra and [(j["id"], j["status"]) for j in g.jobs] == [(job.id, "complete")]
     nothing = replies.request({"type": "resume", "key": job.id})  # a stale Resume: every paid job finished
     assert not nothing["ok"] and "Nothing to resume" in nothing["error"]["message"]
     later.close()

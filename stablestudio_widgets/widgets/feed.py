@@ -86,7 +86,8 @@ class JobFeed:
                 cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep))
                 self._cache[j.key] = cached
             live.append(cached[1])
-        rows = live + [r for k, r in self.extra.items() if k not in self.jobs]
+        shown = {j.id for j in self.jobs.values() if j.id}
+        rows = live + [r for k, r in self.extra.items() if k not in shown]  # a live job hides its ledger row
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
 
     def flush(self) -> None:
