@@ -57,7 +57,11 @@ class SignInInvalid(Exception):
 
 
 def siwe_message(fields: dict[str, Any], address: str) -> str:
-    """The EIP-4361 text for ``fields`` (header names), exactly as ``siwe.prepare_message``."""
+    """The EIP-4361 text for ``fields`` (header names), exactly as ``siwe.prepare_message``.
+
+    Deliberately not shared with the client's ``siwx.message_text``: the server's builder is its
+    own so it cannot be tuned to our client's reading; both are tested byte for byte against ``siwe``.
+    """
     chain = int(str(fields["chainId"]).split(":", 1)[1])
     prefix = f"{fields['domain']} wants you to sign in with your Ethereum account:\n{address}"
     suffix = [f"URI: {fields['uri']}", f"Version: {fields['version']}", f"Chain ID: {chain}",
