@@ -19,8 +19,6 @@ from ..catalog import Route
 from .wire import iso
 
 PENDING_SHARE = 0.15
-#: Params that carry input images (uploaded blob URLs).
-INPUT_PARAMS = ("images", "image", "lastFrame")
 
 
 @dataclass
@@ -59,14 +57,19 @@ class Job:
             return self.created_at + PENDING_SHARE * self.duration_s
         return self.created_at
 
-    def view(self, now: float | None = None) -> dict[str, Any]:
-        """The job object the API answers with."""
+    def view(self, now: float | None = None, *, loading: bool = False) -> dict[str, Any]:
+        """The job object the API answers with; ``loading``: say "loading" with a ``progress``
+        percentage while it works, as StableStudio does now, instead of "processing"."""
+        now = time.time() if now is None else now
         status = self.status(now)
         out: dict[str, Any] = {
             "id": self.id, "jobId": self.id, "type": self.type, "route": self.route.id,
             "status": status, "createdAt": iso(self.created_at), "updatedAt": iso(self.updated_at(now)),
             "params": self.params,
         }
+        if loading and status == "processing":
+            out["status"] = "loading"
+            out["progress"] = min(99, int(100 * (now - self.created_at) / max(self.duration_s, 1e-6)))
         if status == "complete" and self.result:
             out["result"] = dict(self.result)
         if status == "failed":
@@ -79,7 +82,9 @@ def _render(job: Job) -> dict[str, tuple[bytes, str]]:
     from . import media
 
     common = dict(prompt=str(job.params.get("prompt", "")), model=job.route.model,
-                  route_id=job.route.id, params=job.params, inputs=job.inputs)
+                  route_id=job.route.id, params=job.params, inputs=job.inputs, route=job.route)
+    if job.route.operation == "vectorize":
+        return {f"{job.id}.svg": (media.render_svg(**common), "image/svg+xml")}
     if job.route.media == "video":
         video, mime, thumb = media.render_video(**common)
         ext = "webm" if "webm" in mime else "mp4"
@@ -103,7 +108,7 @@ async def run(job: Job, executor: Executor) -> None:
                 video = next(n for n in files if n != thumb)
                 job.result = {"videoUrl": urls[video], "thumbnailUrl": urls[thumb]}
             else:
-                job.result = {"imageUrl": urls[f"{job.id}.png"]}
+                job.result = {"imageUrl": next(iter(urls.values()))}
     else:
         job.error = job.fate_error
     job.finished_at = time.time()

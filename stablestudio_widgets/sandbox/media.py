@@ -26,10 +26,10 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..catalog import Route, load
 
-__all__ = ["image_size", "render_image", "render_video"]
+__all__ = ["image_size", "render_image", "render_svg", "render_video"]
 
 IMAGE_LONG_SIDE = 1024  # models without a size parameter return about 1 MP
-LONG_SIDES = {"1K": 1024, "2K": 2048, "4K": 4096}
+LONG_SIDES = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 VIDEO_LONG_SIDE = 640  # small on purpose: a 25 s video has to render in a couple of seconds
 VIDEO_FPS = 12
 PNG_LEVEL = 1  # several times faster than zlib's default; the scenes are smooth and compress anyway
@@ -50,7 +50,7 @@ def image_size(route: Route, params: dict, inputs: Sequence[bytes] = ()) -> Size
     edit): like the real model they keep the first input image's aspect ratio.
     """
     size = _value(route, params, "size")
-    if size:
+    if size and size != "auto":
         return _dims(size)
     ratio = _ratio_of(route, params, _input_ratio(inputs) or 1.0)
     resolution = str(_value(route, params, "resolution") or "")
@@ -63,13 +63,14 @@ def image_size(route: Route, params: dict, inputs: Sequence[bytes] = ()) -> Size
     return max(1, round(long_side * ratio)), long_side
 
 
-def render_image(*, prompt: str, model: str, route_id: str, params: dict, inputs: list[bytes]) -> bytes:
+def render_image(*, prompt: str, model: str, route_id: str, params: dict, inputs: list[bytes],
+                 route: Route | None = None) -> bytes:
     """PNG bytes at the requested aspect ratio and size.
 
     With input images (edit routes) the first one, tinted and framed, is the picture and the
     others are shown as thumbnails, so anyone can see the inputs were used.
     """
-    size = image_size(load().route(route_id), params, inputs)
+    size = image_size(route or load().route(route_id), params, inputs)
     rng = _rng(prompt, model, route_id, params, inputs)
     images = _decode(inputs)
     img = _edited(images[0], size, rng) if images else _Scene(rng, size).frame(0.0)
@@ -79,15 +80,36 @@ def render_image(*, prompt: str, model: str, route_id: str, params: dict, inputs
     return _png(img)
 
 
+def render_svg(*, prompt: str, model: str, route_id: str, params: dict, inputs: list[bytes],
+               route: Route | None = None) -> bytes:
+    """A vectorized image (``*/vectorize``): flat shapes in the input's main colours, as SVG text."""
+    side = int(params.get("target_size") or 1024)
+    rng = _rng(prompt, model, route_id, params, inputs)
+    images = _decode(inputs[:1])
+    if images:
+        palette = images[0].convert("RGB").resize((64, 64)).quantize(4).convert("RGB").getcolors(4096) or []
+        colours = [c for _, c in sorted(palette, reverse=True)][:4]
+    else:
+        colours = [_accent(rng) for _ in range(4)]
+    fill = [f"rgb({r},{g},{b})" for r, g, b in colours]
+    shapes = [f'<rect width="{side}" height="{side}" fill="{fill[0]}"/>']
+    for i, colour in enumerate(fill[1:], 1):
+        r = side * (0.42 - 0.1 * i)
+        cx, cy = side * rng.uniform(0.3, 0.7), side * rng.uniform(0.3, 0.7)
+        shapes.append(f'<circle cx="{cx:.0f}" cy="{cy:.0f}" r="{r:.0f}" fill="{colour}"/>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{side}" height="{side}" viewBox="0 0 {side} {side}">'
+            + "".join(shapes) + "</svg>").encode()
+
+
 def render_video(
-    *, prompt: str, model: str, route_id: str, params: dict, inputs: list[bytes]
+    *, prompt: str, model: str, route_id: str, params: dict, inputs: list[bytes], route: Route | None = None
 ) -> tuple[bytes, str, bytes]:
     """(video bytes, mime type e.g. 'video/mp4', PNG thumbnail bytes = first frame).
 
     Text-to-video pans across a generated landscape while the sun moves; image-to-video starts
     on the input image, slowly zooms in and, given a second (last-frame) input, cross-fades to it.
     """
-    route = load().route(route_id)
+    route = route or load().route(route_id)
     size = _video_size(route, params, inputs)
     seconds = _duration(route, params)
     rng = _rng(prompt, model, route_id, params, inputs)
@@ -163,7 +185,8 @@ def _video_size(route: Route, params: dict, inputs: Sequence[bytes]) -> Size:
         w, h = _dims(size)
     else:
         ratio = _ratio_of(route, params, _input_ratio(inputs[:1]) or 16 / 9)
-        short = int(str(_value(route, params, "resolution") or "720p").lower().rstrip("p"))
+        resolution = _value(route, params, "resolution") or _value(route, params, "outputResolution")
+        short = int(str(resolution or "720p").lower().rstrip("p"))
         w, h = (short * ratio, short) if ratio >= 1 else (short, short / ratio)
     scale = min(1.0, VIDEO_LONG_SIDE / max(w, h))
     return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)

@@ -71,17 +71,6 @@ def requirement(amount: int, pay_to: str, *, omit_extra: bool = False) -> dict[s
     return req
 
 
-def payment_required(url: str, description: str, accepts: list[dict[str, Any]],
-                     error: str | None = None) -> dict[str, Any]:
-    """The ``PaymentRequired`` object that goes (base64) into the 402's header."""
-    out: dict[str, Any] = {"x402Version": 2}
-    if error:
-        out["error"] = error
-    out["resource"] = {"url": url, "description": description, "mimeType": "application/json"}
-    out["accepts"] = accepts
-    return out
-
-
 @dataclass(frozen=True)
 class Payment:
     """A payment whose terms and signature check out (its nonce and time window not yet)."""
@@ -172,8 +161,18 @@ def _recover(auth: dict[str, Any], signature: str, asset: str) -> str:
         raise PaymentInvalid(f"invalid_signature: cannot recover a signer ({e})") from None
 
 
-def verify(header: str, accepts: list[dict[str, Any]]) -> Payment:
-    """Decode a ``PAYMENT-SIGNATURE`` header and check its terms and signature.
+def _deep_match(accepted: dict[str, Any], accepts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The requirement ``accepted`` equals in every key and value, as the router compares it."""
+    found = next((r for r in accepts if r == accepted), None)
+    if found is None:
+        raise PaymentInvalid("requirements_mismatch: Signed payment requirements did not match any "
+                             "server-built requirement")
+    return _match(accepted, [found])
+
+
+def verify(header: str, accepts: list[dict[str, Any]], *, deep: bool = False) -> Payment:
+    """Decode a ``PAYMENT-SIGNATURE`` header and check its terms and signature. ``deep``: the
+    echoed ``accepted`` must equal a requirement exactly (every key, unknown ones included).
 
     The nonce's freshness and the validity window are checked separately (:func:`check_window`),
     after the caller has looked the nonce up: a replay is reported as a replay, not as "expired".
@@ -188,7 +187,7 @@ def verify(header: str, accepts: list[dict[str, Any]]) -> Payment:
     accepted = _field(payload, "accepted", "payment")
     if not isinstance(accepted, dict):
         raise PaymentInvalid("invalid_payload: payment.accepted must be an object")
-    req = _match(accepted, accepts)
+    req = (_deep_match if deep else _match)(accepted, accepts)
     inner = _field(payload, "payload", "payment")
     signature = _field(inner, "signature", "payload")
     raw = _field(inner, "authorization", "payload")

@@ -16,8 +16,10 @@ import uvicorn
 from eth_account import Account
 from eth_utils import keccak
 
+from ..catalog import Catalog
 from .faults import Faults
 from .jobs import Job
+from .router import Mode
 from .server import build_app
 from .state import State
 
@@ -45,19 +47,29 @@ class _Server(uvicorn.Server):
 class Sandbox:
     """A local StableStudio-compatible server that really verifies payments and sign-ins.
 
+    By default it answers like the service's real server stack (``router=True``: single-use
+    sign-ins, empty 402 bodies, ``accepted`` deep-compared …); ``router=False`` answers as the
+    written spec does. ``siwx_reuse``, ``body_402``, ``extra_fields``, ``pricing_format``,
+    ``replay`` and ``omit_extra`` switch single behaviours (see :mod:`.router`); ``catalog`` is the
+    route table it serves (``set_catalog`` changes it while running).
+
     >>> with Sandbox(time_scale=0.01) as sb:   # doctest: +SKIP
     ...     sb.url, sb.merchant, sb.settlements, sb.jobs
     """
 
-    def __init__(self, *, time_scale: float = 0.1, faults: Faults | None = None, replay: str = "refuse",
-                 omit_extra: bool = False, port: int = 0, merchant: str | None = None,
+    def __init__(self, *, time_scale: float = 0.1, faults: Faults | None = None, router: bool = True,
+                 siwx_reuse: str | None = None, body_402: str | None = None, extra_fields: bool = False,
+                 pricing_format: str = "price", replay: str = "refuse", omit_extra: bool = False,
+                 catalog: Catalog | dict[str, Any] | None = None, port: int = 0, merchant: str | None = None,
                  blob_limit_bytes: int = BLOB_LIMIT_BYTES, log_level: str = "warning",
                  access_log: bool = False):
         if time_scale < 0:
             raise ValueError("time_scale must not be negative")
-        self.state = State(time_scale=time_scale, faults=faults or Faults(), replay=replay,
-                           omit_extra=omit_extra, merchant=merchant or DEFAULT_MERCHANT,
-                           blob_limit_bytes=blob_limit_bytes)
+        mode = Mode.make(router=router, siwx_reuse=siwx_reuse, body_402=body_402, extra_fields=extra_fields,
+                         pricing_format=pricing_format, replay=replay, omit_extra=omit_extra)
+        self.state = State(time_scale=time_scale, faults=faults or Faults(), mode=mode,
+                           merchant=merchant or DEFAULT_MERCHANT, blob_limit_bytes=blob_limit_bytes,
+                           catalog=_catalog(catalog))
         self.app = build_app(self.state)
         self.port = port
         self._log_level, self._access_log = log_level, access_log
@@ -148,6 +160,18 @@ class Sandbox:
         return self.state.faults
 
     @property
+    def mode(self) -> Mode:
+        return self.state.mode
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.state.catalog
+
+    def set_catalog(self, catalog: Catalog | dict[str, Any]) -> None:
+        """Serve another route table (``routes.json`` form): its ``/openapi.json`` changes with it."""
+        self.state.set_catalog(_catalog(catalog))
+
+    @property
     def settlements(self) -> list[dict[str, Any]]:
         """The settlement ledger, oldest first (copies)."""
         with self.state.lock:
@@ -166,4 +190,9 @@ class Sandbox:
 
     def __repr__(self) -> str:
         where = self.url if self._server else "stopped"
-        return f"<Sandbox {where} merchant={self.merchant} time_scale={self.state.time_scale}>"
+        mode = "router" if self.mode.router else "spec"
+        return f"<Sandbox {where} {mode} mode merchant={self.merchant} time_scale={self.state.time_scale}>"
+
+
+def _catalog(catalog: Catalog | dict[str, Any] | None) -> Catalog | None:
+    return Catalog(catalog) if isinstance(catalog, dict) else catalog

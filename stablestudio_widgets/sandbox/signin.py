@@ -2,19 +2,30 @@
 
 The sandbox rebuilds the EIP-4361 message from the header's fields, recovers the signer with
 eth-account and checks that the message was made for *this* server and *this* URL, recently.
-Rules a client must know:
+Rules a client must know, in spec mode (``router=False``) and, where it differs, as the router
+checks them (``router=True``, the default; notes/router.md §3):
 
-- ``domain`` must equal the ``Host`` the client addressed (``127.0.0.1:8402``).
-- ``uri`` must be the request URL ``scheme://host:port/path``; the query string is ignored on
-  both sides, so ``/api/jobs`` and ``/api/jobs?limit=5`` accept the same sign-in.
+- ``domain`` must equal the ``Host`` the client addressed (``127.0.0.1:8402``); the router also
+  takes the bare hostname (``127.0.0.1``), which is what its own challenges say.
+- ``uri`` must be the request URL ``scheme://host:port/path`` (the query string is ignored on
+  both sides); the router compares the origin only.
 - ``issuedAt`` no older than ``siwx_max_age_s`` (default 600 s) and at most 60 s in the future;
-  ``expirationTime`` (if any) in the future; ``notBefore`` (if any) in the past.
-- SIWX nonces are not tracked: a sign-in may be reused for the same URL until it expires.
+  the router: at most 5 minutes old and never in the future. ``expirationTime`` (if any) in the
+  future; ``notBefore`` (if any) in the past.
+- Nonces: with a :class:`NonceStore` each is accepted once (the router records it *before* it
+  checks the signature, so a bad signature burns it too); without one (spec mode) a sign-in may
+  be reused for the same URL until it expires.
+
+Every refusal carries a router code (``siwx_malformed``, ``siwx_expired``, ``siwx_nonce_used``,
+``siwx_invalid_signature``) and a detailed reason.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +38,7 @@ from .wire import HeaderError, alnum, decode_header, iso, parse_iso
 
 SUPPORTED_CHAINS = (NETWORK,)
 STATEMENT = "Sign in to StableStudio sandbox"
+ROUTER_STATEMENT = "Sign in to verify your wallet identity"
 CHALLENGE_TTL_S = 300
 FUTURE_SKEW_S = 60
 _NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
@@ -48,12 +60,43 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+#: Detailed reasons → the router's codes (everything not expiry, nonce or signature is "malformed").
+_CODES = {"invalid_siwx_expired": "siwx_expired", "invalid_siwx_issued_at_too_old": "siwx_expired",
+          "siwx_nonce_used": "siwx_nonce_used", "invalid_siwx_signature": "siwx_invalid_signature",
+          "invalid_siwx_malformed_signature": "siwx_invalid_signature", "siwx_required": "siwx_required"}
+
+
 class SignInInvalid(Exception):
-    """Why a sign-in was refused; ``reason`` goes verbatim into the 402's ``error``."""
+    """Why a sign-in was refused: ``reason`` (detailed, the spec-mode challenge's ``error``) and
+    ``code`` (the router's)."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+        self.code = _CODES.get(reason.split(":", 1)[0], "siwx_malformed")
+
+
+class NonceStore:
+    """Nonces seen in the last ``ttl_s`` seconds (the router's in-memory store: 5 minutes)."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, nonce: str, now: float | None = None) -> bool:
+        """True the first time ``nonce`` is seen (and records it); False for a re-use."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if len(self._seen) > 1000:
+                self._seen = {n: t for n, t in self._seen.items() if t > now}
+            if self._seen.get(nonce, 0.0) > now:
+                return False
+            self._seen[nonce] = now + self.ttl_s
+            return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 def siwe_message(fields: dict[str, Any], address: str) -> str:
@@ -85,6 +128,11 @@ def without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.lower(), "", "", ""))
+
+
 def _time(fields: dict[str, Any], name: str) -> float | None:
     value = fields.get(name)
     if value is None:
@@ -96,17 +144,22 @@ def _time(fields: dict[str, Any], name: str) -> float | None:
         raise SignInInvalid(f"invalid_siwx_{code[name]}: {name} {value!r:.40} is not ISO 8601") from None
 
 
-def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age_s: float) -> None:
+def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age_s: float, router: bool) -> None:
     missing = [k for k in _REQUIRED if not isinstance(f.get(k), str) or not f[k]]
     if missing:
         raise SignInInvalid(f"invalid_siwx_header: missing or non-string field(s) {', '.join(missing)}")
-    if f["domain"] != host:
-        raise SignInInvalid(f"invalid_siwx_domain_mismatch: expected {host!r} got {f['domain']!r}")
-    if without_query(f["uri"]) != without_query(url):
+    hosts = (host, urlsplit(f"//{host}").hostname or host) if router else (host,)
+    if f["domain"] not in hosts:
+        raise SignInInvalid(f"invalid_siwx_domain_mismatch: expected {' or '.join(map(repr, hosts))} got "
+                            f"{f['domain']!r}")
+    if router and origin(f["uri"]) != origin(url):
+        raise SignInInvalid(f"invalid_siwx_uri_mismatch: expected the origin {origin(url)!r} got {f['uri']!r}")
+    if not router and without_query(f["uri"]) != without_query(url):
         raise SignInInvalid(f"invalid_siwx_uri_mismatch: expected {without_query(url)!r} got {f['uri']!r}")
     if f["version"] != "1":
         raise SignInInvalid(f"invalid_siwx_version: expected '1' got {f['version']!r}")
-    if f["chainId"] not in SUPPORTED_CHAINS or f["type"] != "eip191":
+    chain_ok = f["chainId"].startswith("eip155:") if router else f["chainId"] in SUPPORTED_CHAINS
+    if not chain_ok or f["type"] != "eip191":
         raise SignInInvalid(f"invalid_siwx_unsupported_chain: {f['chainId']} / {f['type']} (supported: "
                             f"{', '.join(SUPPORTED_CHAINS)} with eip191)")
     if not _NONCE.match(f["nonce"]):
@@ -119,7 +172,7 @@ def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age
         raise SignInInvalid("invalid_siwx_header: resources must be a list of URIs")
     issued = _time(f, "issuedAt")
     assert issued is not None
-    if issued > now + FUTURE_SKEW_S:
+    if issued > now + (0 if router else FUTURE_SKEW_S):
         raise SignInInvalid(f"invalid_siwx_issued_at_in_future: issuedAt {f['issuedAt']} is in the future")
     if now - issued > max_age_s:
         raise SignInInvalid(f"invalid_siwx_issued_at_too_old: issued {round(now - issued)}s ago, "
@@ -132,15 +185,20 @@ def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age
         raise SignInInvalid(f"invalid_siwx_not_yet_valid: notBefore {f['notBefore']} is in the future")
 
 
-def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: float) -> str:
-    """Check a ``SIGN-IN-WITH-X`` header for ``url``; return the signer's EIP-55 address."""
+def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: float, router: bool = False,
+           nonces: NonceStore | None = None) -> str:
+    """Check a ``SIGN-IN-WITH-X`` header for ``url``; return the signer's EIP-55 address.
+
+    With ``nonces`` each nonce is accepted once, and recorded before the signature is checked."""
     if not header:
         raise SignInInvalid("siwx_required: this route needs a SIGN-IN-WITH-X header signed for its URL")
     try:
         fields = decode_header(header)
     except HeaderError as e:
         raise SignInInvalid(f"invalid_siwx_header: {e}") from None
-    _check_fields(fields, host=host, url=url, now=now, max_age_s=max_age_s)
+    _check_fields(fields, host=host, url=url, now=now, max_age_s=max_age_s, router=router)
+    if nonces is not None and not nonces.check(fields["nonce"], now):
+        raise SignInInvalid(f"siwx_nonce_used: nonce {fields['nonce']} was used before; sign a new message")
     address = fields["address"]
     if not re.match(r"^0x[0-9a-fA-F]{40}$", address):
         raise SignInInvalid(f"invalid_siwx_header: address {address!r:.50} is not an EVM address")
@@ -158,8 +216,23 @@ def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: fl
     raise SignInInvalid(f"invalid_siwx_signature: recovered {recovered} != address {address}")
 
 
-def challenge(*, url: str, host: str, error: str, now: float) -> dict[str, Any]:
-    """The 402 ``PaymentRequired`` asking for a sign-in (no payment options, SIWX extension)."""
+def challenge(*, url: str, host: str, error: str, now: float, router: bool = False) -> dict[str, Any]:
+    """The 402 ``PaymentRequired`` asking for a sign-in (no payment options, SIWX extension).
+
+    The router's says ``domain`` = the hostname, ``uri`` = the full request URL, and nests the SDK's
+    bare declaration (empty ``supportedChains``, no nonce) under ``schema``."""
+    if router:
+        info = {"domain": urlsplit(url).hostname, "uri": url, "version": "1", "chainId": NETWORK,
+                "type": "eip191", "nonce": secrets.token_hex(16), "issuedAt": iso(now),
+                "expirationTime": iso(now + CHALLENGE_TTL_S), "statement": ROUTER_STATEMENT}
+        declaration = {"sign-in-with-x": {"info": {"version": "1"}, "supportedChains": [], "schema": SCHEMA,
+                                          "_options": {}}}
+        return {"x402Version": 2, "error": "SIWX authentication required",
+                "resource": {"url": url, "description": "Poll job status and retrieve results",
+                             "mimeType": "application/json"},
+                "accepts": [],
+                "extensions": {"sign-in-with-x": {"info": info, "supportedChains": [
+                    {"chainId": c, "type": "eip191"} for c in SUPPORTED_CHAINS], "schema": declaration}}}
     uri = without_query(url)
     info = {"domain": host, "uri": uri, "version": "1", "nonce": alnum(24), "issuedAt": iso(now),
             "expirationTime": iso(now + CHALLENGE_TTL_S), "statement": STATEMENT}

@@ -22,6 +22,8 @@ from ..catalog import Catalog, load
 from .faults import Dice, Faults
 from .jobs import Job
 from .payments import Payment, PaymentInvalid
+from .router import SIWX_WINDOW_S, Mode
+from .signin import NonceStore
 from .wire import iso
 
 
@@ -56,14 +58,12 @@ class Receipt:
 
 
 class State:
-    def __init__(self, *, time_scale: float, faults: Faults, replay: str, omit_extra: bool,
-                 merchant: str, blob_limit_bytes: int, catalog: Catalog | None = None):
-        if replay not in ("refuse", "idempotent"):
-            raise ValueError(f"replay must be 'refuse' or 'idempotent', got {replay!r}")
+    def __init__(self, *, time_scale: float, faults: Faults, mode: Mode, merchant: str, blob_limit_bytes: int,
+                 catalog: Catalog | None = None):
         self.catalog = catalog or load()
         self.time_scale = time_scale
-        self.replay = replay
-        self.omit_extra = omit_extra
+        self.mode = mode
+        self.siwx_nonces = NonceStore(SIWX_WINDOW_S)
         self.merchant = merchant
         self.blob_limit_bytes = blob_limit_bytes
         self.lock = threading.RLock()
@@ -80,6 +80,11 @@ class State:
     def faults(self) -> Faults:
         return self.dice.faults
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve another route table from now on (running jobs keep their routes)."""
+        with self.lock:
+            self.catalog = catalog
+
     def set_faults(self, faults: Faults) -> None:
         """Install new faults; the dice restart from ``faults.seed``."""
         self.dice = Dice(faults)
@@ -88,7 +93,7 @@ class State:
         """The original answer for a replayed nonce, or the refusal that tells the client so."""
         with self.lock:
             receipt = self.receipts[payment.key]
-        if self.replay == "idempotent" and receipt.fingerprint == payment.fingerprint \
+        if self.mode.replay == "idempotent" and receipt.fingerprint == payment.fingerprint \
                 and receipt.route == route:
             return receipt
         raise PaymentInvalid(f"nonce_already_used: nonce {payment.nonce} of {payment.payer} was settled "
@@ -151,7 +156,7 @@ class State:
             statuses = [j.status(now) for j in self.jobs.values()]
             return {
                 "merchant": self.merchant, "network": "eip155:84532", "time_scale": self.time_scale,
-                "replay": self.replay, "omit_extra": self.omit_extra, "faults": self.faults.to_dict(),
+                "mode": self.mode.to_dict(), "routes": len(self.catalog.routes), "faults": self.faults.to_dict(),
                 "settlements": len(self.settlements), "uploads": len(self.uploads),
                 "blobs": len(self.blobs),
                 "jobs": {s: statuses.count(s) for s in ("pending", "processing", "complete", "failed")},

@@ -1,4 +1,5 @@
-"""Small wire-format helpers shared by the sandbox modules: header base64, timestamps, ids.
+"""Small wire-format helpers shared by the sandbox modules: header base64, timestamps, ids, JSON
+bodies in and errors out.
 
 Kept separate so that the payment and sign-in verifiers decode headers exactly the same way
 (tolerant on input, strict on output), as PROTOCOL.md asks of every x402 peer.
@@ -14,6 +15,11 @@ import secrets
 import string
 from datetime import datetime, timezone
 from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..errors import InvalidParams
 
 _ALNUM = string.ascii_lowercase + string.digits
 _ALNUM_MIXED = string.ascii_letters + string.digits
@@ -71,3 +77,26 @@ def job_id() -> str:
 def alnum(n: int) -> str:
     """``n`` random alphanumerics (SIWX nonces, blob client tokens)."""
     return "".join(secrets.choice(_ALNUM_MIXED) for _ in range(n))
+
+
+def json_error(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if status == 400:
+        body["field"] = field
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status)
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or :class:`InvalidParams` saying why not."""
+    try:
+        body = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidParams(f"The request body is not valid JSON ({e}).") from None
+    if not isinstance(body, dict):
+        raise InvalidParams("The request body must be a JSON object of parameters.")
+    return body
+
+
+def base_url(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
