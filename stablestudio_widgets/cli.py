@@ -24,9 +24,10 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     faults = Faults(fail_rate=args.fail_rate, error_rate=args.error_rate, error_status=args.error_status,
                     poll_404_s=args.poll_404_s, drop_after_settle_rate=args.drop_rate,
                     drop_mode=args.drop_mode, seed=args.seed)
-    sandbox = Sandbox(port=args.port, time_scale=args.time_scale, faults=faults, replay=args.replay,
-                      omit_extra=args.omit_extra, log_level=args.log_level,
-                      access_log=args.log_level in ("info", "debug"))
+    sandbox = Sandbox(port=args.port, time_scale=args.time_scale, faults=faults, router=args.router,
+                      siwx_reuse=args.siwx_reuse, body_402=args.body_402, extra_fields=args.extra_fields,
+                      pricing_format=args.pricing_format, replay=args.replay, omit_extra=args.omit_extra,
+                      log_level=args.log_level, access_log=args.log_level in ("info", "debug"))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -41,8 +42,13 @@ def _run_sandbox(args: argparse.Namespace) -> int:
                   "(0 picks a free one).", file=sys.stderr)
             return 1
         wallet = Account.create()
+        mode = sandbox.mode
         print(f"StableStudio sandbox listening on {sandbox.url}  (Base Sepolia terms, eip155:84532; "
               f"merchant {sandbox.merchant})", flush=True)
+        print(f"Answers like {'the real router (@agentcash/router)' if mode.router else 'the written spec'}: "
+              f"re-sent sign-ins {mode.siwx_reuse}, 402 body {mode.body_402}, replayed payments {mode.replay}"
+              + (", unknown fields in requirements" if mode.extra_fields else "")
+              + f". Discovery: {sandbox.url}/openapi.json, {sandbox.url}/llms.txt")
         print("Throwaway wallet -- sandbox only, testnet terms, worthless; never fund it:")
         print(f"  address: {wallet.address}")
         print("Use it with:")
@@ -69,6 +75,17 @@ def add_sandbox(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8402, help="port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--time-scale", type=float, default=0.1,
                    help="job duration as a fraction of the route's typical time (default 0.1)")
+    p.add_argument("--router", action=argparse.BooleanOptionalAction, default=True,
+                   help="answer like the real service's x402 router (default); --no-router: like the written spec")
+    p.add_argument("--siwx-reuse", choices=("bare", "challenge", "allow"), default=None,
+                   help="answer to a re-sent sign-in nonce: a bare 402 with an error (router default), a fresh "
+                        "challenge, or allow it (spec default)")
+    p.add_argument("--402-body", dest="body_402", choices=("empty", "json", "repeat"), default=None,
+                   help="the body of a 402: empty (router default), {} (spec default), or the requirements again")
+    p.add_argument("--extra-fields", action="store_true",
+                   help="add fields clients do not know to every payment requirement (they must echo them)")
+    p.add_argument("--pricing-format", choices=("price", "pricingMode"), default="price",
+                   help="x-payment-info in /openapi.json: the structured price object or the older flat form")
     p.add_argument("--replay", choices=("refuse", "idempotent"), default="refuse",
                    help="answer to a re-sent payment: refuse (402 nonce_already_used) or the original job")
     p.add_argument("--omit-extra", action="store_true",
@@ -221,7 +238,7 @@ def add_generate(sub: Any) -> None:
 def add_jobs(sub: Any) -> None:
     p = sub.add_parser("jobs", help="list this wallet's jobs on the service")
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--status", choices=("pending", "processing", "complete", "failed"))
+    p.add_argument("--status", choices=("pending", "processing", "loading", "complete", "failed"))
     _client_options(p)
     p.set_defaults(func=_run_jobs)
 

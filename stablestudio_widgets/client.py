@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
 from . import catalog as catalog_mod
-from .catalog import Catalog, Route
+from .catalog import Catalog, Route, live
+from .catalog.live import RouteTableWarning
+from .catalog.schema import NotUnderstood
 from .errors import JobNotFound, ServiceError, StableStudioError, fmt_usd
 from .jobs import AsyncJob
 from .ledger import Ledger, home
@@ -26,7 +30,7 @@ from .recovery import Recovery
 from .service import DEFAULT_BASE_URL, Service
 from .status import JobStatus
 from .tracker import JobTracker
-from .uploads import Uploads, placeholder_uploads
+from .uploads import Uploads, media_params, placeholder_uploads
 from .wallet import Wallet
 
 ENV_BASE_URL = "STABLESTUDIO_BASE_URL"
@@ -43,10 +47,13 @@ class AsyncStableStudio:
                  confirm_above_usd: float | None = _UNSET, ledger_budget_usd: float | None = None,
                  policy: SpendingPolicy | None = None, ledger: Ledger | str | os.PathLike | None = None,
                  save_results: bool | str | os.PathLike = False, time_scale: float = 1.0, dry_run: bool = False,
-                 timeout: float = 60.0, max_retries: int = 4, transport: Any = None):
+                 strict: bool = True, timeout: float = 60.0, max_retries: int = 4, transport: Any = None):
         base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         wallet = wallet if wallet is not None else Wallet.from_env()
-        self.catalog: Catalog = catalog_mod.load()
+        # The route table: the service's, as read last time (if recent), else the bundled one.
+        self.catalog: Catalog = live.load_cached(home(), base_url, catalog_mod.load(),
+                                                 max_age_s=live.CACHE_FRESH_S) or catalog_mod.bundled()
+        self.strict = strict  # parameters the route table does not know: refused (True) or sent with a warning
         if policy is None:
             policy = SpendingPolicy(max_usd_per_request=max_usd_per_request, budget_usd=budget_usd,
                                     ledger_budget_usd=ledger_budget_usd)
@@ -126,17 +133,49 @@ class AsyncStableStudio:
     def routes(self) -> list[Route]:
         return list(self.catalog.routes.values())
 
+    async def refresh_routes(self) -> Catalog:
+        """Read the service's route table (``/openapi.json``) into this client: new models appear,
+        removed ones disappear, validation follows the service's own schemas, and a copy is kept
+        on disk for the next start. When it cannot be read or used (offline, a document this
+        client does not understand) the disk copy, else the bundled table, stands in, with a
+        :class:`RouteTableWarning` saying why. Returns the catalog (``.source``, ``.age_s``)."""
+        now = time.time()
+        try:
+            raw = await self._discovery_document()
+            fresh = live.from_document(raw, catalog_mod.load(), fetched_at=now)
+            live.save(home(), self.base_url, raw, now)
+        except (ServiceError, NotUnderstood) as e:
+            fresh = live.load_cached(home(), self.base_url, catalog_mod.load(), max_age_s=None) or catalog_mod.bundled()
+            instead = (f"the copy read {fresh.age_s / 3600:.1f} h ago" if fresh.age_s is not None
+                       else "the bundled route table")
+            warnings.warn(f"Could not use the route table of {self.base_url} ({e}); using {instead}.",
+                          RouteTableWarning, stacklevel=2)
+        self.catalog.replace(fresh)
+        return self.catalog
+
+    async def _discovery_document(self) -> bytes:
+        for path in ("/openapi.json", "/api/openapi.json"):
+            status, body = await self.service.get_bounded(path, live.MAX_DOC_BYTES)
+            if status == 200:
+                return body
+            if status != 404:
+                raise ServiceError(f"GET {path} answered HTTP {status}.", status=status)
+        raise ServiceError("the service serves no /openapi.json.", status=404)
+
+    def _strict(self, strict: bool | None) -> bool:
+        return self.strict if strict is None else strict
+
     def _resolve(self, route_or_model: str, params: dict[str, Any]) -> Route:
         if "/" in route_or_model:
             return self.catalog.route(route_or_model)
         return self.catalog.generate_route(route_or_model, with_image="image" in params)
 
-    async def quote(self, route_or_model: str, /, **params: Any) -> Quote:
+    async def quote(self, route_or_model: str, /, *, strict: bool | None = None, **params: Any) -> Quote:
         """The exact price of a call from the server's unpaid 402. Pays nothing, signs nothing."""
         route = self._resolve(route_or_model, params)
-        wire = route.validate(params, uploadable=True)
-        body, uploads = placeholder_uploads(wire)
-        req = (await self.payments.learn(route.path, body, Payments.price_key(route, wire))).requirement
+        wire = route.validate(params, uploadable=True, strict=self._strict(strict))
+        body, uploads = placeholder_uploads(route, wire)
+        req = (await self.payments.learn(route.path, body, Payments.price_key(route, body))).requirement
         upload_amount = (await self.payments.upload_terms()).requirement.amount if uploads else 0
         return Quote(route.id, req.amount, req.network, req.pay_to, len(uploads), upload_amount)
 
@@ -145,37 +184,39 @@ class AsyncStableStudio:
         return list(await asyncio.gather(*(self.quote(r, **p) for r, p in calls)))
 
     # --- generation ------------------------------------------------------------------------------
-    async def generate(self, model: str, prompt: str | None = None, *, image: Any = None,
-                       confirm: bool = False, dry_run: bool = False, **params: Any) -> AsyncJob:
+    async def generate(self, model: str, prompt: str | None = None, *, image: Any = None, confirm: bool = False,
+                       dry_run: bool = False, strict: bool | None = None, **params: Any) -> AsyncJob:
         """Text-to-image/video with ``model``; with ``image`` its image-to-video route."""
         if prompt is not None:
             params["prompt"] = prompt
         if image is not None:
             params["image"] = image
         route = self.catalog.generate_route(model, with_image=image is not None)
-        return await self.submit(route.id, params, confirm=confirm, dry_run=dry_run)
+        return await self.submit(route.id, params, confirm=confirm, dry_run=dry_run, strict=strict)
 
-    async def edit(self, model: str, prompt: str | None = None, *, images: Any = None,
-                   confirm: bool = False, dry_run: bool = False, **params: Any) -> AsyncJob:
+    async def edit(self, model: str, prompt: str | None = None, *, images: Any = None, confirm: bool = False,
+                   dry_run: bool = False, strict: bool | None = None, **params: Any) -> AsyncJob:
         """Edit images with ``model`` (local files and PIL images are uploaded first)."""
         if prompt is not None:
             params["prompt"] = prompt
         if images is not None:
             params["images"] = images
-        return await self.submit(self.catalog.edit_route(model).id, params, confirm=confirm, dry_run=dry_run)
+        return await self.submit(self.catalog.edit_route(model).id, params, confirm=confirm, dry_run=dry_run,
+                                 strict=strict)
 
-    async def submit(self, route_id: str, params: dict[str, Any] | None = None, *,
-                     confirm: bool = False, dry_run: bool = False, job: AsyncJob | None = None) -> AsyncJob:
+    async def submit(self, route_id: str, params: dict[str, Any] | None = None, *, confirm: bool = False,
+                     dry_run: bool = False, strict: bool | None = None, job: AsyncJob | None = None) -> AsyncJob:
         """Pay for one generation on an explicit route and return its job (not yet finished).
 
         Every check that can fail runs before money moves: parameters, the exact price of the
         generation and of any uploads it needs, the policy for their total. With ``dry_run``
         (here or on the client) it stops there and returns the exact :class:`Quote` instead.
+        ``strict=False`` sends parameters the route table does not know, unchecked.
         """
         route = self.catalog.route(route_id)
-        wire = route.validate(dict(params or {}), uploadable=True)
+        wire = route.validate(dict(params or {}), uploadable=True, strict=self._strict(strict))
         if dry_run or self.dry_run:
-            return await self.quote(route_id, **(params or {}))  # type: ignore[return-value]
+            return await self.quote(route_id, strict=strict, **(params or {}))  # type: ignore[return-value]
         if job is None:
             job = self.tracker.new_job(route.id, wire)
         job.host = self.tracker
@@ -188,8 +229,8 @@ class AsyncStableStudio:
             raise
 
     async def _pay(self, route: Route, wire: dict[str, Any], job: AsyncJob, confirm: bool) -> AsyncJob:
-        body, uploads = placeholder_uploads(wire)
-        key = Payments.price_key(route, wire)
+        body, uploads = placeholder_uploads(route, wire)
+        key = Payments.price_key(route, body)
         terms = await self.payments.learn(route.path, body, key)
         extra = await self.uploads.extra_cost(uploads, route.path)
         self.payments.check(terms.requirement, route.path)
@@ -199,8 +240,8 @@ class AsyncStableStudio:
         self.spending.release(terms.requirement.amount)
         if uploads:
             job.stage(JobStatus.UPLOADING, f"Uploading {len(uploads)} image(s)")
-            wire = await self.uploads.upload_inputs(wire, confirm=confirm)
-            job.params = {**job.params, **{k: v for k, v in wire.items() if k in ("image", "images", "lastFrame")}}
+            wire = await self.uploads.upload_inputs(route, wire, confirm=confirm)
+            job.params = {**job.params, **{k: wire[k] for k in media_params(route, wire)}}
         job.stage(JobStatus.PAYING, "Signing and sending the payment")
         paid = await self.payments.post(route.path, wire, key, kind="generate", route=route, confirm=confirm, job=job)
         job_id = paid.data.get("jobId") or paid.data.get("id")

@@ -137,7 +137,9 @@ class AsyncJob:
         status = data.get("status") if isinstance(data.get("status"), str) else self.status
         res = data.get("result") if isinstance(data.get("result"), dict) else {}
         url = res.get("imageUrl") or res.get("videoUrl") or res.get("url")
-        fields: dict[str, Any] = {"status": status, "raw": data, "detail": "", "error": None}
+        progress = data.get("progress")
+        detail = f"{progress:.0f}% done" if isinstance(progress, (int, float)) and 0 <= progress <= 100 else ""
+        fields: dict[str, Any] = {"status": status, "raw": data, "detail": detail, "error": None}
         if status == JobStatus.COMPLETE and url:
             fields["result"] = Result(url=url, media=self.route.media, thumbnail_url=res.get("thumbnailUrl"),
                                       downloads=self.host.downloads if self.host else None)

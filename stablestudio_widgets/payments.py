@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -110,9 +111,12 @@ class Payments:
 
     # --- terms -------------------------------------------------------------------------------------
     @staticmethod
-    def price_key(route: Route, wire: dict[str, Any]) -> tuple:
-        """Routes whose price depends on parameters get one terms entry per price point."""
-        return (route.id, *sorted((n, str(wire.get(n, route.params[n].default))) for n in route.price_factors))
+    def price_key(route: Route, body: dict[str, Any]) -> tuple:
+        """Routes whose price depends on parameters get one terms entry per price point; a route
+        whose price model we do not know (only the live table has it) one per request body."""
+        if not route.price_known:
+            return (route.id, json.dumps(body, sort_keys=True, default=str))
+        return (route.id, *sorted((n, str(body.get(n, route.params[n].default))) for n in route.price_factors))
 
     def choose(self, required: PaymentRequired, path: str) -> Requirement:
         """The first requirement we can sign and the policy allows; otherwise say what was offered."""
@@ -139,8 +143,8 @@ class Payments:
             t0 = time.time()
             r = await self.service.unpaid("POST", path, json=body)
             if r.status_code != 402:
-                if r.status_code in (400, 422):
-                    raise InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}")
+                if r.status_code in (400, 422) or route_gone(r):
+                    raise _rejected(r, path)
                 raise ServiceError(f"Expected a 402 with payment terms from {path}, got HTTP {r.status_code}: "
                                    f"{r.text[:200]}. Nothing was paid.", status=r.status_code, body=r.text)
             required = decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
@@ -322,18 +326,39 @@ class Payments:
         if r.status_code == 402:
             return PaymentRejected(f"The service refused the payment for {path}: {reason or 'no reason given'}. "
                                    "Nothing was paid.", reason=reason, nonce=signed.nonce)
-        if r.status_code in (400, 422):
-            return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}")
+        if r.status_code in (400, 422) or route_gone(r):
+            return _rejected(r, path)
         return ServiceError(f"The paid request to {path} got HTTP {r.status_code}: {r.text[:200]}",
                             status=r.status_code, body=r.text)
 
 
 def _refusal(r: httpx.Response) -> PaymentRequired | None:
-    """A 402's terms, or None when they cannot be read (the refusal still counts as one)."""
+    """A 402's terms, or None when they cannot be read (the refusal still counts as one). The
+    router puts a refusal's reason in the body (``{"error": "Payment rejected (…)", "reason"}``)
+    and keeps the header a plain challenge: the reason is taken from there when the header has none."""
+    body = json_or_none(r)
     try:
-        return decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
+        required = decode_payment_required(r.headers.get("payment-required"), body)
     except PaymentRequiredError:
-        return None
+        required = None
+    said = body.get("error") if isinstance(body, dict) else None
+    if isinstance(said, str) and said and (required is None or not required.error):
+        said = said[:500]
+        required = dataclasses.replace(required, error=said) if required else PaymentRequired([], {}, said, {}, {})
+    return required
+
+
+def route_gone(r: httpx.Response) -> bool:
+    """The router's answer for a path it does not serve (a model that was removed)."""
+    body = json_or_none(r) if r.status_code == 404 else None
+    return isinstance(body, dict) and body.get("code") == "route_not_found"
+
+
+def _rejected(r: httpx.Response, path: str) -> InvalidParams:
+    if route_gone(r):
+        return InvalidParams(f"The service no longer offers {path} (404 route_not_found): the model or operation was "
+                             "removed. ss.refresh_routes() reads the service's current route table.", field="route")
+    return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}")
 
 
 def _nonce_used(error: str | None) -> bool:

@@ -71,6 +71,24 @@ class Service:
     async def unpaid(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await self.retrying(lambda: self.http.request(method, path, **kwargs))
 
+    async def get_bounded(self, path: str, limit: int) -> tuple[int, bytes]:
+        """``GET path`` reading at most ``limit`` bytes of (decoded) body: a larger answer is a
+        :class:`ServiceError`, never a large allocation. Returns (status, body)."""
+        async def send() -> httpx.Response:
+            async with self.http.stream("GET", path, headers={"accept": "application/json"}) as r:
+                if int(r.headers.get("content-length") or 0) > limit:
+                    raise ServiceError(f"{path} is larger than {limit} bytes; not read.", status=r.status_code)
+                chunks, size = [], 0
+                async for chunk in r.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ServiceError(f"{path} is larger than {limit} bytes; not read.", status=r.status_code)
+                    chunks.append(chunk)
+                keep = {k: v for k, v in r.headers.items() if k.lower() == "retry-after"}  # the body is decoded
+                return httpx.Response(r.status_code, headers=keep, content=b"".join(chunks))
+        r = await self.retrying(send)
+        return r.status_code, r.content
+
     # --- Sign-In-With-X ----------------------------------------------------------------------
     async def signed_in(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request with a fresh SIGN-IN-WITH-X proof (servers accept each nonce once).

@@ -26,6 +26,9 @@ EXTENSION = "sign-in-with-x"
 _NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
 _ALNUM = string.ascii_letters + string.digits
 _CHALLENGE_KEYS = ("domain", "nonce", "issuedAt")  # a challenge without them is only a declaration
+#: Our own messages say they were issued this many seconds ago: the router refuses an ``issuedAt``
+#: in its future with no tolerance, so a clock a little ahead of the server's still signs in.
+ISSUED_AT_SLACK_S = 5.0
 
 
 def iso_now(offset_s: float = 0.0) -> str:
@@ -81,7 +84,7 @@ def own_info(url: str, chain_id: str, ttl_s: float = 300.0) -> dict[str, Any]:
     """Fields of a message we choose ourselves for one request URL."""
     return {"domain": host_of(url), "uri": url.split("?", 1)[0], "version": "1", "chainId": chain_id,
             "nonce": "".join(secrets.choice(_ALNUM) for _ in range(16)),
-            "issuedAt": iso_now(), "expirationTime": iso_now(ttl_s)}
+            "issuedAt": iso_now(-ISSUED_AT_SLACK_S), "expirationTime": iso_now(ttl_s)}
 
 
 def refusal(header: str | None, body: Any) -> tuple[str | None, dict[str, Any]]:
@@ -112,7 +115,8 @@ def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -
     if not isinstance(supported, list) or not supported or not all(info.get(k) for k in _CHALLENGE_KEYS):
         return None
     expected = host_of(url)
-    if info.get("domain") != expected:
+    # Routers write the bare hostname in their challenges (and accept it, or host:port, back).
+    if info.get("domain") not in (expected, urlsplit(url).hostname):
         raise AuthError(f"Refusing to sign in: the challenge is for {info.get('domain')!r} but we are "
                         f"talking to {expected!r}. Nothing was signed.")
     if not isinstance(info.get("nonce"), str) or not _NONCE.match(info["nonce"]):

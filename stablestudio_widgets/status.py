@@ -24,8 +24,9 @@ PaymentStatus.__str__ = str.__str__  # type: ignore[method-assign]
 
 #: Statuses after which nothing more happens to a job (``resume()`` leaves them alone).
 FINAL = frozenset(s for s, d in _JOB.items() if d["final"])
-#: Statuses the service itself reports while it works on a job.
-RUNNING_ON_SERVICE = frozenset(("pending", "processing"))
+#: Statuses the service itself reports while it works on a job (StableStudio now says "loading",
+#: with a ``progress`` percentage, where the spec said "processing").
+RUNNING_ON_SERVICE = frozenset(s for s, d in _JOB.items() if d["kind"] == "running" and not d["local"])
 #: Stages of our own request before the service knows the job.
 LOCAL = frozenset(s for s, d in _JOB.items() if d["local"])
 #: Payments that may still settle or have settled without our knowing what they bought.

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
-from .catalog import Route
+from .catalog import Catalog, Route
 from .client import AsyncStableStudio
 from .jobs import AsyncJob
 from .payments import Quote
@@ -131,6 +131,10 @@ class StableStudio:
 
     def routes(self) -> list[Route]:
         return self.aio.routes()
+
+    def refresh_routes(self) -> Catalog:
+        """Read the service's route table (``/openapi.json``); see :meth:`AsyncStableStudio.refresh_routes`."""
+        return self._run(self.aio.refresh_routes())
 
     def quote(self, route_or_model: str, /, **params: Any) -> Quote:
         return self._run(self.aio.quote(route_or_model, **params))

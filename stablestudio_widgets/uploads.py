@@ -10,29 +10,35 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .catalog import Route
 from .errors import InvalidParams, ServiceError
 from .payments import Payments
 from .service import DEFAULT_BASE_URL, Service
 
 PRODUCTION_BLOB_PUT = "https://vercel.com/api/blob/"
 PLACEHOLDER_URL = "https://upload.invalid/pending.png"  # stands in for a local image when quoting
-MEDIA_SLOTS = ("image", "lastFrame")
 
 
 def is_url(v: Any) -> bool:
     return isinstance(v, str) and v.startswith(("http://", "https://"))
 
 
-def placeholder_uploads(wire: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+def media_params(route: Route, wire: dict[str, Any]) -> list[str]:
+    """The parameters of ``wire`` that carry images (image, images, lastFrame, referenceImages …)."""
+    return [n for n in wire if n in route.params and route.params[n].is_media]
+
+
+def placeholder_uploads(route: Route, wire: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     """The body to quote with (local images stand in as placeholder URLs) and the images to upload."""
     body, uploads = dict(wire), []
-    for name, value in wire.items():
-        if name in MEDIA_SLOTS and not is_url(value):
-            uploads.append(value)
-            body[name] = PLACEHOLDER_URL
-        elif name == "images":
+    for name in media_params(route, wire):
+        value = wire[name]
+        if isinstance(value, list):
             uploads.extend(v for v in value if not is_url(v))
             body[name] = [v if is_url(v) else PLACEHOLDER_URL for v in value]
+        elif not is_url(value):
+            uploads.append(value)
+            body[name] = PLACEHOLDER_URL
     return body, uploads
 
 
@@ -45,8 +51,8 @@ class Uploads:
     async def upload(self, source: Any, *, confirm: bool = False) -> str:
         """Upload a local image (path, bytes or PIL image); returns the blob URL to use in calls."""
         data, filename, mime = read_image(source)
-        paid = await self.payments.post("/api/upload", {"filename": filename, "contentType": mime}, ("upload",),
-                                        kind="upload", route=None, confirm=confirm)
+        body = {"filename": filename, "contentType": mime, "size": len(data)}
+        paid = await self.payments.post("/api/upload", body, ("upload",), kind="upload", route=None, confirm=confirm)
         token, usd_ = paid.data, paid.signed.requirement.amount_usd
         try:
             upload_id, client_token, pathname = token["uploadId"], token["clientToken"], token["pathname"]
@@ -71,14 +77,15 @@ class Uploads:
                                status=c.status_code, body=c.text, paid_usd=usd_)
         return c.json().get("upload", {}).get("blobUrl") or blob_url
 
-    async def upload_inputs(self, wire: dict[str, Any], *, confirm: bool) -> dict[str, Any]:
+    async def upload_inputs(self, route: Route, wire: dict[str, Any], *, confirm: bool) -> dict[str, Any]:
         """``wire`` with every local image replaced by its uploaded blob URL."""
         out = dict(wire)
-        for name, value in wire.items():
-            if name in MEDIA_SLOTS and not is_url(value):
-                out[name] = await self.upload(value, confirm=confirm)
-            elif name == "images":
+        for name in media_params(route, wire):
+            value = wire[name]
+            if isinstance(value, list):
                 out[name] = [v if is_url(v) else await self.upload(v, confirm=confirm) for v in value]
+            elif not is_url(value):
+                out[name] = await self.upload(value, confirm=confirm)
         return out
 
     async def extra_cost(self, uploads: list[Any], path: str) -> int:
