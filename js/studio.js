@@ -159,10 +159,11 @@ function render({ model, el, signal: outer }) {
   // --- reading traits into the view ---
   function syncPicker() {
     const cat = catalog();
-    const key = JSON.stringify([cat.routes?.length, cat.routes?.map((r) => r.id), get("model")]);
+    const groups = modelGroups(cat); // a refreshed catalog may change prices and times, not only models
+    const key = JSON.stringify([groups, get("model")]);
     if (key !== pickerKey) {
       pickerKey = key;
-      modelSelect.replaceChildren(...modelGroups(cat).map((g) => h("optgroup", { label: g.label },
+      modelSelect.replaceChildren(...groups.map((g) => h("optgroup", { label: g.label },
         g.models.map((m) => h("option", { value: m.model, title: m.description }, m.text)))));
       const r = routeFor(cat, get("model"), "generate");
       const modes = modesFor(cat, get("model"));

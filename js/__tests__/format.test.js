@@ -56,10 +56,15 @@ describe("catalog helpers", () => {
   });
 
   it("normalizes params: keeps valid values, fills defaults, drops unknown, coerces wire forms", () => {
-    const seedance = routeFor(catalog, "seedance", "generate");
-    expect(normalizeParams(seedance, { duration: 10, resolution: "8K", generate_audio: "true", bogus: 1 })).toEqual({
-      duration: "10", resolution: "720p", aspect_ratio: "16:9", generate_audio: true, camera_fixed: false,
+    const wan = routeFor(catalog, "wan-2.6", "generate");
+    expect(normalizeParams(wan, { duration: 10, size: "8K", multiShots: "true", seed: "7", bogus: 1 })).toEqual({
+      duration: "10", size: "1280*720", enablePromptExpansion: true, multiShots: true, seed: 7,
     });
+    const seedance = routeFor(catalog, "seedance", "generate");  // required, no default: the first value
+    expect(normalizeParams(seedance, { duration: 10 })).toEqual({ duration: "10", aspectRatio: "1:1", outputResolution: "480p" });
+    const arrow = routeFor(catalog, "arrow-1.1", "vectorize");
+    expect(normalizeParams(arrow, { target_size: 99999 })).toEqual({ target_size: 1024, auto_crop: false });
+    expect(normalizeParams(arrow, { target_size: "512" })).toEqual({ target_size: 512, auto_crop: false });
   });
 
   it("assigns inputs to image params by name, then in order", () => {

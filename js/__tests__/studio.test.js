@@ -43,7 +43,8 @@ describe("Studio: model picker", () => {
     const groups = [...select.querySelectorAll("optgroup")];
     expect(groups.map((g) => g.label)).toEqual(["Image", "Video"]);
     const text = (m) => select.querySelector(`option[value="${m}"]`).textContent;
-    expect(text("nano-banana")).toBe("Nano Banana — $0.039 · ~5 s");
+    expect(text("nano-banana")).toBe("Nano Banana — $0.045–$0.151 · ~5 s");
+    expect(text("gpt-image-2")).toBe("GPT Image 2 — $0.005–$0.21 · ~1–3 min");
     expect(text("nano-banana-pro")).toBe("Nano Banana Pro — $0.13–$0.24 · ~10 s");
     expect(text("veo-3.1")).toBe("Veo 3.1 — $1.60–$3.20 · ~1–2 min");
     expect(groups[0].querySelector('option[value="seedance"]')).toBeNull();
@@ -55,7 +56,7 @@ describe("Studio: model picker", () => {
   it("writes back a consistent route_id and default params on first render", () => {
     const model = show();
     expect(model.get("route_id")).toBe("nano-banana/generate");
-    expect(model.get("params")).toEqual({ aspectRatio: "1:1" });
+    expect(model.get("params")).toEqual({ aspectRatio: "1:1", imageSize: "1K" });
     expect(model.saves).toBe(1);
   });
 
@@ -103,13 +104,59 @@ describe("Studio: model picker", () => {
   it("keeps params that stay valid and resets the rest to defaults", () => {
     const model = show();
     choose(param("aspectRatio"), "16:9");
-    expect(model.get("params")).toEqual({ aspectRatio: "16:9" });
+    choose(param("imageSize"), "512");
+    expect(model.get("params")).toEqual({ aspectRatio: "16:9", imageSize: "512" });
     choose(view.$("model-select"), "nano-banana-pro");
     expect(model.get("params")).toEqual({ aspectRatio: "16:9", imageSize: "1K" });
     choose(view.$("model-select"), "veo-3.1");
-    expect(model.get("params")).toEqual({ durationSeconds: "8", aspectRatio: "16:9" });
-    choose(view.$("model-select"), "gpt-image-1");
+    expect(model.get("params")).toEqual({ durationSeconds: "8", aspectRatio: "16:9", resolution: "720p" });
+    choose(view.$("model-select"), "gpt-image-1.5");
     expect(model.get("params")).toEqual({ quality: "medium", size: "1024x1024" });
+    choose(view.$("model-select"), "seedance");  // required choices without a default start at their first value
+    expect(model.get("params")).toEqual({ duration: "4", aspectRatio: "1:1", outputResolution: "480p" });
+  });
+});
+
+describe("Studio: a refreshed catalog", () => {
+  const aurora = {
+    id: "aurora-1/generate", model: "aurora-1", operation: "generate", label: "Aurora 1", media: "image",
+    description: "A model only the live table knows",
+    params: {
+      prompt: { type: "string", required: true, min_length: 1 },
+      style: { type: "enum", values: ["ink", "oil"], default: "ink" },
+      steps: { type: "integer", minimum: 1, maximum: 50, default: 20 },
+    },
+    price: { base: 30000, factors: {} }, price_usd: [0.03, 0.09], typical_s: 150, typical_range_s: [60, 180],
+    poll: { interval_s: 3 }, source: "live",
+  };
+
+  it("shows new models, drops removed ones and moves off a removed model while open", () => {
+    const model = show({ model: "grok" });
+    expect(model.get("route_id")).toBe("grok/generate");
+    const fresh = structuredClone(catalog);
+    fresh.routes = [...fresh.routes.filter((r) => r.model !== "grok"), structuredClone(aurora)];
+    model.kernelSet("catalog", fresh);
+    const select = view.$("model-select");
+    expect(optionValues(select)).toContain("aurora-1");
+    expect(optionValues(select)).not.toContain("grok");
+    expect([model.get("model"), model.get("route_id")]).toEqual(["gpt-image-2", "gpt-image-2/generate"]);
+    choose(select, "aurora-1");
+    expect(model.get("params")).toEqual({ style: "ink", steps: 20 });
+    expect(param("steps").type).toBe("number");
+    const cheaper = structuredClone(fresh);
+    cheaper.routes.find((r) => r.model === "aurora-1").price_usd = [0.01, 0.02];
+    model.kernelSet("catalog", cheaper); // same models, new prices: the picker says so
+    expect(select.querySelector('option[value="aurora-1"]').textContent).toBe("Aurora 1 — $0.01–$0.02 · ~1–3 min");
+    expect(model.get("route_id")).toBe("aurora-1/generate");
+  });
+
+  it("offers an operation it has no name for as its own mode (vectorize)", () => {
+    const model = show();
+    choose(view.$("model-select"), "arrow-1.1");
+    expect([model.get("mode"), model.get("route_id")]).toEqual(["vectorize", "arrow-1.1/vectorize"]);
+    expect([...view.$("mode-select").options].map((o) => o.textContent)).toEqual(["Image to SVG"]);
+    expect(view.$$("image-input").map((i) => i.dataset.param)).toEqual(["image"]);
+    expect(model.get("params")).toEqual({ target_size: 1024, auto_crop: false });
   });
 });
 
@@ -126,13 +173,17 @@ describe("Studio: parameter form from the catalog", () => {
       const el = form.querySelector(`[data-param="${name}"]`);
       if (name === "prompt") expect(el).toBe(view.$("prompt"));
       else if (spec.type === "enum") {
+        const optional = !spec.required && spec.default == null;
         expect(el.tagName).toBe("SELECT");
-        expect(optionValues(el)).toEqual(spec.values);
-        expect(el.value).toBe(spec.default);
+        expect(optionValues(el)).toEqual([...(optional ? [""] : []), ...spec.values]);
+        expect(el.value).toBe(spec.default ?? (spec.required ? spec.values[0] : ""));
         expect(el.closest("label").textContent).toMatch(/\w/);
       } else if (spec.type === "boolean") {
         expect(el.type).toBe("checkbox");
-        expect(el.checked).toBe(spec.default);
+        expect(el.checked).toBe(!!spec.default);
+      } else if (spec.type === "integer") {
+        expect([el.type, el.min, el.max]).toEqual(["number", String(spec.minimum), String(spec.maximum)]);
+        expect(el.value).toBe(spec.default == null ? "" : String(spec.default));
       } else if (spec.type === "url" || spec.type === "url_list") {
         if (mode === "generate") expect(el).toBeNull();
         else {
@@ -143,20 +194,23 @@ describe("Studio: parameter form from the catalog", () => {
       }
     }
     const expected = Object.fromEntries(Object.entries(route.params)
-      .filter(([n, s]) => n !== "prompt" && s.default !== undefined)
-      .map(([n, s]) => [n, s.default]));
+      .filter(([n, s]) => n !== "prompt" && (s.default !== undefined || (s.required && s.type === "enum")))
+      .map(([n, s]) => [n, s.default ?? s.values[0]]));
     expect(model.get("params")).toEqual(expected);
   });
 
   it("sends form changes to the kernel", () => {
-    const model = show({ model: "seedance" });
-    const box = param("generate_audio");
+    const model = show({ model: "wan-2.6" });
+    const box = param("multiShots");
     box.checked = true;
     box.dispatchEvent(new Event("change"));
-    expect(model.get("params").generate_audio).toBe(true);
+    expect(model.get("params").multiShots).toBe(true);
     choose(param("duration"), "10");
-    expect(model.get("params")).toMatchObject({ duration: "10", generate_audio: true, resolution: "720p" });
-    expect(model.saves).toBe(3);
+    const seed = param("seed");
+    seed.value = "42";
+    seed.dispatchEvent(new Event("change"));
+    expect(model.get("params")).toMatchObject({ duration: "10", multiShots: true, size: "1280*720", seed: 42 });
+    expect(model.saves).toBe(4);
   });
 
   it("never lets a kernel update overwrite a prompt that is not saved yet", () => {
@@ -298,9 +352,9 @@ describe("Studio: price and Generate", () => {
     const model = show({ prompt: "waves", model: "veo-3.1", mode: "i2v" });
     okQuote(model, 3.2);
     expect(view.$("generate").disabled).toBe(true);
-    expect(view.$$("image-input").map((i) => i.dataset.param)).toEqual(["image", "lastFrame"]);
+    expect(view.$$("image-input").map((i) => i.dataset.param)).toEqual(["image", "lastFrame", "referenceImages"]);
     const labels = view.$$("drop-zone").map((z) => z.parentElement.querySelector(".ssw-field__label").textContent);
-    expect(labels).toEqual(["Image", "Last frame (optional)"]);
+    expect(labels).toEqual(["Image", "Last frame (optional)", "Reference images (optional)"]);
     model.kernelSet("inputs", [{ name: "last.png", size: 1, status: "local", url: null, thumb: null, param: "lastFrame" }]);
     expect(view.$("generate").disabled).toBe(true);
     model.kernelSet("inputs", [

@@ -1,5 +1,6 @@
 // Parameter form generated from a route's params: prompt -> textarea, enum -> <select> with only
-// the allowed values, boolean -> checkbox, url/url_list -> image drop zone, anything else -> text.
+// the allowed values, boolean -> checkbox, integer/number -> number field within its bounds,
+// url/url_list -> image drop zone, anything else -> text.
 // Every control carries data-param="<name>".
 
 import "../css/form.css";
@@ -37,6 +38,14 @@ export function createParamForm(handlers) {
     if (spec.type === "boolean") {
       const box = h("input", { type: "checkbox", "data-param": name, title, onchange: () => handlers.onParam(name, box.checked) });
       return [box, h("label", { class: "ssw-field ssw-field--check" }, box, h("span", {}, humanize(name)))];
+    }
+    if (spec.type === "integer" || spec.type === "number") {
+      const box = h("input", {
+        type: "number", "data-param": name, title, min: spec.minimum, max: spec.maximum,
+        step: spec.type === "integer" ? 1 : "any", placeholder: spec.default == null ? "(default)" : null,
+        onchange: () => handlers.onParam(name, box.value === "" ? "" : Number(box.value)),
+      });
+      return [box, h("label", { class: "ssw-field" }, h("span", { class: "ssw-field__label" }, humanize(name)), box)];
     }
     const text = h("input", { type: "text", "data-param": name, title, onchange: () => handlers.onParam(name, text.value) });
     return [text, h("label", { class: "ssw-field" }, h("span", { class: "ssw-field__label" }, humanize(name)), text)];

@@ -65,7 +65,24 @@ class Studio(FeedWidget):
         self.network_name = NETWORK_NAMES.get(net, net) + (" (sandbox)" if aio.is_sandbox else "")
         self._refresh_money()
         self.on_msg(self._on_msg)
+        self._unsubscribe_catalog = aio.catalog.subscribe(self._follow_catalog)
         self._schedule_quote()
+
+    def _follow_catalog(self, catalog: Any, added: list[str], removed: list[str]) -> None:
+        """A refreshed route table (``refresh_routes()``): the picker shows it at once, and a model
+        that is gone gives way to the recommended one (the front end does the same when open)."""
+        with self.hold_sync():
+            self.catalog = catalog.data
+            if self.route_id not in catalog.routes:
+                recommended = catalog.data.get("service", {}).get("recommended", {}).get("image")
+                model = self.model if self.model in catalog.models else (
+                    recommended if recommended in catalog.models else catalog.models[0])
+                self.model, self.mode, self.route_id = model, "generate", catalog.generate_route(model).id
+
+    def close(self) -> None:
+        if hasattr(self, "_unsubscribe_catalog"):
+            self._unsubscribe_catalog()
+        super().close()
 
     # --- money ----------------------------------------------------------------------------------
     def _refresh_money(self) -> None:
@@ -111,19 +128,12 @@ class Studio(FeedWidget):
         # Attached images are kept across mode switches (they may be paid uploads) but only sent
         # when the mode uses them: Veo and Grok Video share one route for text and image to video.
         inputs = [i for i in self.inputs if i.get("name") in self._uploads] if self.mode != "generate" else []
-        if "images" in route.params:
-            images = [self._uploads[i["name"]] for i in inputs]
-            if images or for_quote and _needs_image(route):
-                params["images"] = images or [PLACEHOLDER]
-        else:
-            for slot in ("image", "lastFrame"):
-                if slot not in route.params:
-                    continue
-                chosen = [i for i in inputs if i.get("param", "image") == slot]
-                if chosen:
-                    params[slot] = self._uploads[chosen[0]["name"]]
-                elif for_quote and route.params[slot].required:
-                    params[slot] = PLACEHOLDER
+        for name, chosen in _assign(route, inputs).items():
+            data = [self._uploads[i["name"]] for i in chosen]
+            if not data and for_quote and route.params[name].required:
+                data = [PLACEHOLDER]
+            if data:
+                params[name] = data if route.params[name].type == "url_list" else data[0]
         return params
 
     # --- requests from the front end (answered on the client's loop by FeedWidget._answer) ------
@@ -139,7 +149,8 @@ class Studio(FeedWidget):
         while name in self._uploads:
             name = "copy-" + name
         self._uploads[name] = data
-        slot = content.get("param") if content.get("param") in ("image", "images", "lastFrame") else "image"
+        media = {n for r in self._bridge.aio.catalog.routes.values() for n, p in r.params.items() if p.is_media}
+        slot = content.get("param") if content.get("param") in media else "image"
         self.inputs = [*self.inputs, {"name": name, "size": len(data), "status": "local", "url": None,
                                       "param": slot, "thumb": _thumbnail(data)}]
 
@@ -193,8 +204,22 @@ class Studio(FeedWidget):
             job.cancel()
 
 
-def _needs_image(route: Any) -> bool:
-    return any(p.required and p.is_media for p in route.params.values())
+def _assign(route: Any, inputs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Which attached images feed which image parameter, as the front end shows them
+    (js/components/catalog.js assignInputs): by name, then empty single slots, then the list."""
+    media = [p for p in route.params.values() if p.is_media]
+    out: dict[str, list[dict[str, Any]]] = {p.name: [] for p in media}
+    rest = [i for i in inputs if i.get("param") not in out]
+    for i in inputs:
+        if i.get("param") in out:
+            out[i["param"]].append(i)
+    for p in media:
+        if rest and p.type != "url_list" and not out[p.name]:
+            out[p.name].append(rest.pop(0))
+    target = next((p.name for p in media if p.type == "url_list"), media[0].name if media else None)
+    if rest and target:
+        out[target].extend(rest)
+    return out
 
 
 def _thumbnail(data: bytes) -> str | None:
