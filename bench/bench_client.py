@@ -8,12 +8,13 @@ after another, then all at once, against ONE sandbox running in a separate proce
 
 - ours: ``job = await AsyncStableStudio.generate(...)`` then ``await job.wait()``. It learns the
   route's 402 terms once and then signs up front (one round trip per paid request); it polls on
-  its own schedule with a SIGN-IN-WITH-X header it signs once per job URL.
+  its own schedule with a fresh SIGN-IN-WITH-X proof per request (the router accepts a nonce once).
 - reference: an ``httpx.AsyncClient`` on the SDK's ``x402AsyncTransport`` (x402Client with the
   EVM exact scheme registered for eip155:84532 and an eth-account key) does the paid POST
   (402 -> sign -> retry); then ``GET /api/jobs/{id}`` with a SIGN-IN-WITH-X header made by the
   SDK's helpers (``create_siwx_payload`` from a self-made EIP-4361 info, ``encode_siwx_header``;
-  one sign-in per job URL, like ours), polled right after the POST and then every
+  a fresh one per request, like ours, as the router-mode sandbox refuses a re-sent nonce), polled
+  right after the POST and then every
   ``poll_interval_s * time_scale`` of the route (3 ms at 0.001: the interval ours settles on).
 
 Requests are counted on the wire by a counting transport under each client, signatures as the
@@ -162,9 +163,8 @@ class Reference:
         if r.status_code != 200:
             raise RuntimeError(f"reference paid POST got HTTP {r.status_code}: {r.text[:200]}")
         uri = f"{self.base}/api/jobs/{r.json()['jobId']}"
-        header = await self.siwx_header(uri)
         while True:
-            g = await self.http.get(uri, headers={"SIGN-IN-WITH-X": header})
+            g = await self.http.get(uri, headers={"SIGN-IN-WITH-X": await self.siwx_header(uri)})
             if g.status_code != 200:
                 raise RuntimeError(f"reference poll got HTTP {g.status_code}: {g.text[:200]}")
             if g.json()["status"] in ("complete", "failed"):

@@ -209,7 +209,7 @@ IMAGES = [("nano-banana", {{"aspectRatio": "1:1"}}), ("grok", {{"aspect_ratio": 
           ("flux-2-pro", {{"aspect_ratio": "1:1"}}), ("gpt-image-1.5", {{"quality": "low"}}),
           ("nano-banana-pro", {{}})]
 VIDEOS = [("veo-3.1-fast", {{"durationSeconds": "4"}}), ("grok-video", {{"duration": "3"}}),
-          ("seedance-fast", {{"duration": "4"}})]
+          ("seedance-fast", {{"duration": "4", "aspectRatio": "16:9", "outputResolution": "480p"}})]
 jobs = []
 for i in range({n}):
     model, params = VIDEOS[i // 10 % 3] if i % 10 == 9 else IMAGES[i % 5]

@@ -17,7 +17,7 @@ def test_quickstart_pays_for_an_image_and_a_video(tmp_path):
     out = tmp_path / "qs"
     r = cli("quickstart", "--out", str(out), "--time-scale", "0.01")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("paid: job ") == 2 and "Base Sepolia" in r.stdout and "Spent $0.439" in r.stdout
+    assert r.stdout.count("paid: job ") == 2 and "Base Sepolia" in r.stdout and "Spent $0.467" in r.stdout
     assert len(list(out.glob("*.png"))) == 1 and len(list(out.glob("*.mp4"))) == 1
     assert [p["status"] for p in Ledger(out / "ledger.sqlite3").payments()] == ["settled", "settled"]
 
@@ -38,5 +38,5 @@ def test_ledger_summary_and_csv(tmp_path):
     assert cli("quickstart", "--out", str(tmp_path), "--time-scale", "0.01").returncode == 0
     r = cli("ledger", "--path", str(tmp_path / "ledger.sqlite3"), "--csv", str(tmp_path / "r.csv"))
     assert r.returncode == 0, r.stderr
-    assert "in all $0.439" in r.stdout and "veo-3.1-fast/generate" in r.stdout and "settled" in r.stdout
+    assert "in all $0.467" in r.stdout and "veo-3.1-fast/generate" in r.stdout and "settled" in r.stdout
     assert "nano-banana/generate" in (tmp_path / "r.csv").read_text()

@@ -87,8 +87,9 @@ SIZES = [
     ("nano-banana-pro/generate", {}, (1024, 1024)),
     ("nano-banana-pro/generate", {"imageSize": "2K", "aspectRatio": "9:16"}, (1152, 2048)),
     ("nano-banana-pro/generate", {"imageSize": "4K", "aspectRatio": "16:9"}, (4096, 2304)),
-    ("gpt-image-1/generate", {}, (1024, 1024)),
-    ("gpt-image-1/generate", {"size": "1536x1024"}, (1536, 1024)),
+    ("gpt-image-2/generate", {}, (1024, 1024)),  # size "auto"
+    ("gpt-image-2/generate", {"size": "1536x1024"}, (1536, 1024)),
+    ("nano-banana/generate", {"imageSize": "512", "aspectRatio": "8:1"}, (512, 64)),
     ("gpt-image-1.5/generate", {"size": "1024x1536", "quality": "high"}, (1024, 1536)),
     ("flux-2-pro/generate", {}, (1024, 1024)),
     ("flux-2-pro/generate", {"aspect_ratio": "16:9", "resolution": "0.5 MP"}, (960, 544)),
@@ -142,7 +143,7 @@ def test_different_prompts_look_different():
 def test_model_and_params_change_the_picture():
     a = image("nano-banana/generate", {"aspectRatio": "1:1"})
     b = image("nano-banana/generate", {"aspectRatio": "1:1"}, prompt="a lighthouse at dusk!")
-    c = image("gpt-image-1/generate", {"size": "1024x1024"})
+    c = image("gpt-image-2/generate", {"size": "1024x1024"})
     assert difference(a, b, box=(0, 0, 1, 1)) > 5
     assert difference(a, c, box=(0, 0, 1, 1)) > 5
 
@@ -179,10 +180,10 @@ def test_edit_uses_the_input_image():
 
 def test_edit_keeps_structure_of_the_input():
     src = pattern((800, 600))
-    out = image("gpt-image-1/edit", {"images": ["u"], "size": "1024x1024"}, inputs=[encoded(src, "JPEG")])
+    out = image("gpt-image-1.5/edit", {"images": ["u"], "size": "1024x1024"}, inputs=[encoded(src, "JPEG")])
     assert out.size == (1024, 1024)
     assert difference(out, media._fit(src, out.size)) < 40
-    other = image("gpt-image-1/edit", {"images": ["u"], "size": "1024x1024"}, inputs=[solid((128, 128, 128))])
+    other = image("gpt-image-1.5/edit", {"images": ["u"], "size": "1024x1024"}, inputs=[solid((128, 128, 128))])
     assert difference(other, media._fit(src, out.size)) > 60
 
 

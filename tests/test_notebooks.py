@@ -36,7 +36,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
         assert text.count("application/vnd.jupyter.widget-view+json") >= 4  # Studio, two cards, Gallery
         assert "<img src=" in text and "<video src=" in text and "settled" in text
     elif name == "ab_compare.ipynb":
-        assert "6 generations for $0.318" in text and text.count("complete") >= 6
+        assert "6 generations for $0.334" in text and text.count("complete") >= 6
     else:
         assert "nonce_already_used" in text and "Chain ID: 84532" in text and "validBefore" in text
     path = tmp_path / name

@@ -22,30 +22,35 @@ from stablestudio_widgets.sandbox import Faults, Sandbox
 
 pytestmark = pytest.mark.anyio
 
+# Router mode (the default) answers like the real service; the sign-in-expiry round runs in spec
+# mode, where a refused proof gets a challenge to sign (the router's 5-minute window cannot expire
+# in a test, and our own proofs are backdated a few seconds).
 FAULT_ROUNDS = [
     pytest.param(Faults(seed=1, drop_after_settle_rate=0.4, drop_mode="reset", error_rate=0.15, error_status=503,
-                        retry_after_s=0), "refuse", id="reset+503"),
+                        retry_after_s=0), {}, id="reset+503"),
     pytest.param(Faults(seed=2, drop_after_settle_rate=0.4, drop_mode="5xx", error_rate=0.15, error_status=429,
-                        retry_after_s=0, poll_404_s=0.02), "refuse", id="5xx+429+404"),
+                        retry_after_s=0, poll_404_s=0.02), {}, id="5xx+429+404"),
     pytest.param(Faults(seed=3, drop_after_settle_rate=0.3, drop_mode="delay", delay_s=0.6, fail_rate=0.2,
-                        siwx_max_age_s=0.2), "refuse", id="delay+failures+siwx-expiry"),
+                        siwx_max_age_s=0.2), {"router": False}, id="delay+failures+siwx-expiry"),
     pytest.param(Faults(seed=4, drop_after_settle_rate=0.5, drop_mode="reset", error_rate=0.2, error_status=500,
-                        fail_rate=0.1), "idempotent", id="idempotent-replay"),
+                        fail_rate=0.1), {"replay": "idempotent"}, id="idempotent-replay"),
 ]
-MODELS = ["nano-banana", "grok", "flux-2-pro", "gpt-image-1.5", "seedance-fast"]
+MODELS = [("nano-banana", {}), ("grok", {}), ("flux-2-pro", {}), ("gpt-image-1.5", {}),
+          ("seedance-fast", {"duration": "4", "aspectRatio": "16:9", "outputResolution": "480p"})]
 
 
-@pytest.mark.parametrize("faults,replay", FAULT_ROUNDS)
-async def test_fault_suite_reconciles_with_the_sandbox_ledger(faults, replay, tmp_path):
+@pytest.mark.parametrize("faults,mode", FAULT_ROUNDS)
+async def test_fault_suite_reconciles_with_the_sandbox_ledger(faults, mode, tmp_path):
     """No double settlement, no paid job lost, no payment above policy, whatever goes wrong."""
     cap, budget = 0.20, 3.0
-    with Sandbox(time_scale=0.002, faults=faults, replay=replay) as sb:
+    with Sandbox(time_scale=0.002, faults=faults, **mode) as sb:
         ss = AsyncStableStudio(sb.url, Wallet.generate(), ledger=Ledger(tmp_path / "l.db"), time_scale=0.002,
                                timeout=0.4, max_usd_per_request=cap, budget_usd=budget)
 
         async def one(i: int):
             try:
-                job = await ss.generate(MODELS[i % len(MODELS)], f"fault suite prompt {i}")
+                model, params = MODELS[i % len(MODELS)]
+                job = await ss.generate(model, f"fault suite prompt {i}", **params)
                 await job.wait()
             except StableStudioError as e:
                 return e
@@ -126,7 +131,7 @@ def test_killed_while_polling_then_resumed_in_a_new_process(tmp_path):
         job_id = line.split()[1]
         payer.send_signal(signal.SIGKILL)
         payer.wait()
-        assert Ledger(tmp_path / "ledger.sqlite3").job(job_id)["status"] in ("pending", "processing")
+        assert Ledger(tmp_path / "ledger.sqlite3").job(job_id)["status"] in ("pending", "processing", "loading")
         out = _child("resume", env).communicate(timeout=120)[0]
         assert f"RESUMED {job_id} complete http" in out, out
         assert len(sb.settlements) == 1
@@ -182,10 +187,10 @@ async def test_ledger_answers_and_exports(make_client, tmp_path):
     b = await ss.generate("nano-banana", "two")
     await asyncio.gather(a.wait(), b.wait())
     led = ss.ledger
-    assert led.spent_usd(session=ss.session) == pytest.approx(0.109)
-    assert led.spent_today_usd() == pytest.approx(0.109)
+    assert led.spent_usd(session=ss.session) == pytest.approx(0.137)
+    assert led.spent_today_usd() == pytest.approx(0.137)
     assert led.spent_by_route_usd() == {"grok/generate": pytest.approx(0.07),
-                                        "nano-banana/generate": pytest.approx(0.039)}
+                                        "nano-banana/generate": pytest.approx(0.067)}
     df = led.to_dataframe()
     assert list(df["route"]) == ["grok/generate", "nano-banana/generate"]
     assert set(df["job_status"]) == {"complete"} and df["tx"].str.startswith("0x").all()

@@ -1,4 +1,5 @@
-"""The sandbox server over real HTTP on loopback, paid and signed-in with real signatures.
+"""The sandbox server over real HTTP on loopback, paid and signed-in with real signatures, in
+spec mode (``router=False``: the protocol as written; tests/test_router.py covers router mode).
 
 The payments and sign-ins here are made by this file's own helpers (eth-account directly, and
 the reference ``x402`` SDK for interop), never by the package's client, so the sandbox is
@@ -168,7 +169,7 @@ def refusal(r: httpx.Response) -> str:
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    with Sandbox(time_scale=TIME_SCALE) as sandbox:
+    with Sandbox(time_scale=TIME_SCALE, router=False) as sandbox:
         yield sandbox
 
 
@@ -187,6 +188,7 @@ def payer(sb: Sandbox, http: httpx.Client) -> Payer:
 def private_sandbox(**kw: Any) -> Iterator[tuple[Sandbox, httpx.Client]]:
     """A private sandbox (for faults and modes) with its own client."""
     kw.setdefault("time_scale", TIME_SCALE)
+    kw.setdefault("router", False)
     with Sandbox(**kw) as s, httpx.Client(base_url=s.url, timeout=10) as client:
         yield s, client
 
@@ -201,13 +203,13 @@ def test_unpaid_request_gets_402_with_requirements_in_header(sb: Sandbox, http: 
         "x402Version": 2,
         "resource": {"url": f"{sb.url}{NANO}", "description": "Nano Banana - generate",
                      "mimeType": "application/json"},
-        "accepts": [{"scheme": "exact", "network": NETWORK, "amount": "39000", "asset": ASSET,
+        "accepts": [{"scheme": "exact", "network": NETWORK, "amount": "67000", "asset": ASSET,
                      "payTo": sb.merchant, "maxTimeoutSeconds": 300,
                      "extra": {"name": "USDC", "version": "2"}}],
     }
     # The reference SDK parses it too.
     from x402.http.utils import decode_payment_required_header
-    assert decode_payment_required_header(r.headers["PAYMENT-REQUIRED"]).accepts[0].amount == "39000"
+    assert decode_payment_required_header(r.headers["PAYMENT-REQUIRED"]).accepts[0].amount == "67000"
 
 
 def test_price_follows_the_params(http: httpx.Client) -> None:
@@ -262,11 +264,11 @@ def test_valid_payment_creates_one_job_and_one_settlement_and_a_png(sb: Sandbox,
     assert re.fullmatch(r"cm[a-z0-9]{23}", body["jobId"])
     receipt = unb64(r.headers["PAYMENT-RESPONSE"])
     assert receipt["success"] is True and receipt["network"] == NETWORK
-    assert receipt["payer"] == payer.address and receipt["amount"] == "39000"
+    assert receipt["payer"] == payer.address and receipt["amount"] == "67000"
     assert re.fullmatch(r"0x[0-9a-f]{64}", receipt["transaction"])
     [settled] = payer.settlements()
     assert settled["job_id"] == body["jobId"] and settled["transaction"] == receipt["transaction"]
-    assert settled["amount"] == "39000" and settled["payTo"] == sb.merchant and settled["asset"] == ASSET
+    assert settled["amount"] == "67000" and settled["payTo"] == sb.merchant and settled["asset"] == ASSET
     assert settled["route"] == "nano-banana/generate" and re.fullmatch(r"0x[0-9a-f]{64}", settled["nonce"])
     assert len(payer.jobs()) == 1
 
@@ -322,8 +324,8 @@ def _other() -> Any:
 REFUSALS = {
     "forged signature": (lambda p: {"signer": _other()}, "invalid_signature: recovered"),
     "underpaid (accepted and value)": (lambda p: {"accepted": {"amount": "1000"}, "value": 1000},
-                                       "amount_mismatch: expected 39000 got 1000"),
-    "underpaid value": (lambda p: {"value": 1000}, "amount_mismatch: expected 39000 got 1000"),
+                                       "amount_mismatch: expected 67000 got 1000"),
+    "underpaid value": (lambda p: {"value": 1000}, "amount_mismatch: expected 67000 got 1000"),
     "expired": (lambda p: {"valid_before": int(time.time()) - 10}, "expired"),
     "too long": (lambda p: {"valid_before": int(time.time()) + 86400}, "valid_before_too_far"),
     "not yet valid": (lambda p: {"valid_after": int(time.time()) + 600}, "not_yet_valid"),
@@ -341,7 +343,7 @@ def test_bad_payments_are_refused_without_job_or_settlement(sb: Sandbox, payer: 
     r = payer.pay(NANO, {"prompt": "x"}, **make(payer))
     assert r.json() == {}
     assert refusal(r).startswith(reason.split(":")[0]) and reason in refusal(r)
-    assert unb64(r.headers["PAYMENT-REQUIRED"])["accepts"][0]["amount"] == "39000"  # fresh terms
+    assert unb64(r.headers["PAYMENT-REQUIRED"])["accepts"][0]["amount"] == "67000"  # fresh terms
     assert payer.settlements() == [] and payer.jobs() == []
 
 
@@ -700,7 +702,7 @@ def test_admin_api() -> None:
         Payer(s, client).generate()
         assert client.get("/_sandbox/ledger").json() == {"settlements": s.settlements}
         state = client.get("/_sandbox/state").json()
-        assert state["settlements"] == 1 and state["merchant"] == s.merchant and state["replay"] == "refuse"
+        assert state["settlements"] == 1 and state["merchant"] == s.merchant and state["mode"]["replay"] == "refuse"
         r = client.post("/_sandbox/faults", json={"fail_rate": 1, "seed": 3})
         assert r.status_code == 200 and s.faults.fail_rate == 1 and s.faults.seed == 3
         assert client.post("/_sandbox/faults", json={"fail_rat": 1}).status_code == 400
@@ -744,7 +746,7 @@ def test_reference_sdk_client_pays_and_signs_in(sb: Sandbox) -> None:
 
 
 def test_in_process_asgi_app_works_without_a_server() -> None:
-    sb = Sandbox(time_scale=TIME_SCALE)
+    sb = Sandbox(time_scale=TIME_SCALE, router=False)
     account = Account.create()
 
     async def run() -> None:

@@ -45,7 +45,7 @@ def test_widget_state_reprs_and_exceptions_hold_no_key(sandbox, key, tmp_path, c
     caplog.set_level(logging.DEBUG)
     logging.getLogger().setLevel(logging.DEBUG)
     ss = StableStudio(sandbox.url, Wallet.from_key("0x" + key), ledger=tmp_path / "l.db", time_scale=0.002,
-                      budget_usd=0.05)
+                      budget_usd=0.10)
     studio, gallery = Studio(ss), Gallery(ss)
     job = ss.generate("nano-banana", "a secretless fox")
     job.wait()

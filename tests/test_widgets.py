@@ -77,7 +77,7 @@ def png_bytes(colour=(255, 0, 0)) -> bytes:
 
 def test_studio_quote_generate_and_state(ss):
     st = Studio(ss, model="grok")
-    assert st.route_id == "grok/generate" and len(st.catalog["routes"]) == 23
+    assert st.route_id == "grok/generate" and len(st.catalog["routes"]) == 27
     until(lambda: st.quote["status"] == "ok")
     assert st.quote["amount_usd"] == 0.07 and st.sandbox  # loopback + a generated key: sandbox terms
     st.prompt = "a fox from the studio"
@@ -145,6 +145,7 @@ def test_studio_asks_for_each_waiting_payment_in_turn(ss):
 def test_studio_uploads_stay_in_the_kernel(ss, sandbox):
     st = Studio(ss, model="seedance-fast")
     st.mode, st.route_id, st.prompt = "i2v", "seedance-fast/i2v", "animate the red square"
+    st.params = {"duration": "4", "aspectRatio": "16:9", "outputResolution": "480p"}  # required, no defaults
     data = png_bytes()
     replies = Replies(st)
     assert replies.request({"type": "upload", "name": "red.png", "mime": "image/png", "param": "image"},
@@ -278,7 +279,7 @@ def test_gallery_session_jobs_ledger_and_total(ss):
     second.wait()
     until(lambda: len(g.jobs) == 2 and all(j["status"] == "complete" for j in g.jobs))
     assert [j["id"] for j in g.jobs] == [second.id, first.id]  # newest first
-    assert g.total_spent_usd == pytest.approx(0.109) and all(j["inspector"] == [] for j in g.jobs)
+    assert g.total_spent_usd == pytest.approx(0.137) and all(j["inspector"] == [] for j in g.jobs)
     past = StableStudio(ss.base_url, Wallet.generate(), ledger=ss.ledger, time_scale=TIME_SCALE)
     g2 = Gallery(past)
     assert g2.jobs == []
@@ -319,7 +320,7 @@ def make_compare(ss, **kw) -> Compare:
 def test_compare_blind_grid_hides_models_until_reveal(ss, sandbox):
     c = make_compare(ss)
     until(lambda: c.state == "ready")
-    assert c.quote["total_usd"] == pytest.approx(2 * (0.039 + 0.07 + 0.05)) and sandbox.settlements == []
+    assert c.quote["total_usd"] == pytest.approx(2 * (0.067 + 0.07 + 0.03)) and sandbox.settlements == []
     replies = Replies(c)
     assert replies.request({"type": "run"})["ok"] and c.state == "running"
     until(lambda: c.state == "done" and all(x["job"] and x["job"]["status"] == "complete" for x in c.cells))
@@ -362,7 +363,7 @@ def test_compare_results_votes_and_persistence_across_a_restart(ss, tmp_path):
     summary = {r["model"]: r for r in c.summary_rows()}
     assert summary["nano-banana"]["wins"] == 1 and summary["nano-banana"]["ties"] == 1
     assert summary["nano-banana"]["win_rate"] == pytest.approx(0.75)
-    assert summary["nano-banana"]["cost_per_win"] == pytest.approx(0.078)
+    assert summary["nano-banana"]["cost_per_win"] == pytest.approx(0.134)
     assert summary["flux-2-pro"]["wins"] == 1 and summary["grok"]["losses"] == 2
     csv = (tmp_path / "r.csv")
     c.to_csv(str(csv))
