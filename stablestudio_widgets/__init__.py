@@ -10,7 +10,8 @@ without the widget stack.
 
 from typing import Any
 
-from .catalog import Route
+from .catalog import Route, UnknownParameterWarning
+from .catalog.live import RouteTableWarning
 from .client import AsyncStableStudio
 from .errors import (
     AuthError,
@@ -60,6 +61,6 @@ __all__ = [
     "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded",
     "ConfirmationRequired", "InvalidParams",
     "Job", "JobFailed", "JobNotFound", "JobTimeout", "Ledger", "PaymentRejected", "PaymentRequiredError",
-    "PolicyViolation", "Quote", "Result", "Route", "ServiceError", "SpendingPolicy", "StableStudio",
-    "StableStudioError", "Wallet", "WalletError",
+    "PolicyViolation", "Quote", "Result", "Route", "RouteTableWarning", "ServiceError", "SpendingPolicy",
+    "StableStudio", "StableStudioError", "UnknownParameterWarning", "Wallet", "WalletError",
 ]
