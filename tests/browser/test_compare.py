@@ -18,7 +18,7 @@ PROMPTS = ["a red fox in fresh snow, golden hour", "a lighthouse in a storm, oil
 MODELS = ["nano-banana", "grok", "flux-2-pro"]
 LABELS = {"Nano Banana", "Grok Imagine", "FLUX.2 [pro]"}
 NAMES = re.compile(r"nano.?banana|grok|flux|gemini|xai|black forest", re.IGNORECASE)
-TOTAL = 2 * (0.039 + 0.07 + 0.05)  # per prompt: one image from each model
+TOTAL = 2 * (0.067 + 0.07 + 0.03)  # per prompt: one image from each model (nano-banana, grok, flux-2-pro)
 
 SETUP = f"""\
 from stablestudio_widgets import Compare, StableStudio

@@ -150,7 +150,7 @@ def test_notebook_outputs_render(quickstart, screenshot):
     gallery.scroll_into_view_if_needed()
     expect(gallery.get_by_test_id("job-card")).to_have_count(2)
     expect(gallery.locator("[data-testid=job-card][data-status=complete]")).to_have_count(2)
-    expect(gallery.get_by_test_id("total-spent")).to_contain_text("$0.439")  # $0.039 image + $0.40 video
+    expect(gallery.get_by_test_id("total-spent")).to_contain_text("$0.467")  # $0.067 image + $0.40 video
     expect(nb.output(7).locator("table tbody tr")).to_have_count(2)  # the ledger DataFrame
     screenshot(gallery, "gallery")
 
@@ -244,3 +244,30 @@ def test_keystrokes_stay_in_the_widget(studio, quickstart):
     expect(select).to_have_value(before)
     assert cells.count() == count
     assert cells.evaluate_all(active) == selected
+
+
+# Runs last in this module: it changes the sandbox's route table (and puts it back).
+SWAP_TABLE = ('import copy; from stablestudio_widgets.catalog import load; table = copy.deepcopy(load().data); '
+              'new = dict(next(r for r in table["routes"] if r["id"] == "nano-banana/generate"), '
+              'id="aurora-1/generate", model="aurora-1", label="Aurora 1"); '
+              'table["routes"] = [r for r in table["routes"] if r["model"] != "grok"] + [new]; '
+              'ss.aio._sandbox.set_catalog(table); ss.refresh_routes()')
+RESTORE_TABLE = "ss.aio._sandbox.set_catalog(load().data); ss.refresh_routes()"
+
+
+def test_studio_follows_a_refreshed_route_table(studio, quickstart, screenshot):
+    """The service adds a model and drops one; refresh_routes() in another cell: the open Studio's
+    picker follows at once, and the new model is quoted and generated like any other."""
+    picker = studio.get_by_test_id("model-select")
+    expect(picker.locator("option[value=grok]")).to_have_count(1)
+    quickstart.append_and_run(SWAP_TABLE)
+    expect(picker.locator("option[value='aurora-1']")).to_have_count(1)
+    expect(picker.locator("option[value=grok]")).to_have_count(0)
+    key = generate(studio, model="aurora-1", prompt="a fox from a model added after the release", price="$0.067")
+    card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    expect(card).to_have_attribute("data-status", "complete", timeout=60_000)
+    screenshot(studio, "refreshed")
+    quickstart.append_and_run(RESTORE_TABLE)
+    expect(picker.locator("option[value=grok]")).to_have_count(1)
+    expect(picker.locator("option[value='aurora-1']")).to_have_count(0)
+    expect(picker).not_to_have_value("aurora-1")  # the removed model gave way

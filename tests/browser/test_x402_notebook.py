@@ -18,7 +18,7 @@ def test_jobcard_payment_inspector(open_notebook, screenshot):
     card = nb.output(3).get_by_test_id("job-card")  # JobCard(job)
     card.scroll_into_view_if_needed()
     expect(card).to_have_attribute("data-status", "complete")
-    expect(card.get_by_test_id("cost-amount")).to_have_text("$0.039")
+    expect(card.get_by_test_id("cost-amount")).to_have_text("$0.067")
     expect(card.get_by_test_id("receipt")).to_have_text(re.compile(r"^tx 0x[0-9a-f]{4}…[0-9a-f]{4}$"))
     expect(card.get_by_test_id("cost-badge")).to_contain_text("Base Sepolia")
 
