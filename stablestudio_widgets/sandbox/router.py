@@ -21,7 +21,13 @@ invalid body                  400 ``{success, error, issues}``            400 ``
 unknown route                 404 ``route_not_found`` + discovery links   404 ``{error}``
 ============================  ==========================================  =================================
 
-Both modes validate the body before any 402 (the live service was seen to), keep EIP-3009 nonces
+Two choices differ from the router on purpose: the body is validated before any 402 in both modes
+(the live service was seen to answer 400; router 1.20 would quote its maximum price), and
+``accepted`` must equal what was sent in every key, where the router falls back to comparing six
+fields (scheme, network, payTo, asset, amount, maxTimeoutSeconds) and lets ``extra`` through: the
+stricter check is what proves a client echoes the terms verbatim.
+
+Both modes keep EIP-3009 nonces
 single-use and answer a replayed payment with a refusal (``replay="idempotent"`` returns the
 original job instead). ``body_402="repeat"`` repeats the requirements in the 402 body;
 ``extra_fields`` adds fields a client does not know to every requirement, which it must echo.
