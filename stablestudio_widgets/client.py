@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog as catalog_mod
+from .boundary import job_id as boundary_job_id
+from .boundary import job_path, refuse_local_files
 from .catalog import Catalog, Route, live
 from .catalog.live import RouteTableWarning
 from .catalog.schema import NotUnderstood
-from .errors import JobNotFound, ServiceError, StableStudioError, fmt_usd
+from .errors import InvalidParams, JobNotFound, ServiceError, StableStudioError, fmt_usd
 from .jobs import AsyncJob
 from .ledger import Ledger, home
 from .payments import Payments, Quote
-from .policy import Spending, SpendingPolicy, is_loopback
+from .policy import DEFAULT_MAX_USD_PER_REQUEST, Consent, Spending, SpendingPolicy, is_loopback
 from .recovery import Recovery
 from .service import DEFAULT_BASE_URL, Service
 from .status import JobStatus
@@ -43,11 +45,12 @@ class AsyncStableStudio:
     """Async client: every method is awaitable and many jobs can be in flight at once."""
 
     def __init__(self, base_url: str | None = None, wallet: Wallet | None = None, *,
-                 budget_usd: float | None = None, max_usd_per_request: float | None = None,
+                 budget_usd: float | None = None, max_usd_per_request: float | None = DEFAULT_MAX_USD_PER_REQUEST,
                  confirm_above_usd: float | None = _UNSET, ledger_budget_usd: float | None = None,
                  policy: SpendingPolicy | None = None, ledger: Ledger | str | os.PathLike | None = None,
-                 save_results: bool | str | os.PathLike = False, time_scale: float = 1.0, dry_run: bool = False,
-                 strict: bool = True, timeout: float = 60.0, max_retries: int = 4, transport: Any = None):
+                 save_results: bool | str | os.PathLike = False, download_limits: dict[str, int] | None = None,
+                 time_scale: float = 1.0, dry_run: bool = False, strict: bool = True, timeout: float = 60.0,
+                 max_retries: int = 4, transport: Any = None):
         base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         wallet = wallet if wallet is not None else Wallet.from_env()
         # The route table: the service's, as read last time (if recent), else the bundled one.
@@ -70,10 +73,9 @@ class AsyncStableStudio:
         save_dir = None if save_results is False else (home() / "results" if save_results is True
                                                        else Path(save_results))
         self.tracker = JobTracker(self.service, self.ledger, self.catalog, session=self.session, save_dir=save_dir,
-                                  resubmit=lambda job, confirm: self.submit(job.route.id, dict(job.params),
-                                                                            confirm=confirm))
+                                  download_limits=download_limits, resubmit=self._resubmit)
         self.tracker.client = self
-        self.payments = Payments(self.service, policy, self.spending, self.ledger, session=self.session,
+        self.payments = Payments(self.service, policy, self.spending, self.ledger, self.catalog, session=self.session,
                                  on_chain=not (is_loopback(base_url) and wallet.sandbox),
                                  find_job=lambda *a: self.recovery.find_paid_job(*a))
         self.recovery = Recovery(self.catalog, self.ledger, self.tracker, self.payments, self.jobs)
@@ -185,36 +187,50 @@ class AsyncStableStudio:
 
     # --- generation ------------------------------------------------------------------------------
     async def generate(self, model: str, prompt: str | None = None, *, image: Any = None, confirm: bool = False,
-                       dry_run: bool = False, strict: bool | None = None, **params: Any) -> AsyncJob:
+                       confirm_usd: float | None = None, dry_run: bool = False, strict: bool | None = None,
+                       **params: Any) -> AsyncJob:
         """Text-to-image/video with ``model``; with ``image`` its image-to-video route."""
         if prompt is not None:
             params["prompt"] = prompt
         if image is not None:
             params["image"] = image
         route = self.catalog.generate_route(model, with_image=image is not None)
-        return await self.submit(route.id, params, confirm=confirm, dry_run=dry_run, strict=strict)
+        return await self.submit(route.id, params, confirm=confirm, confirm_usd=confirm_usd, dry_run=dry_run,
+                                 strict=strict)
 
     async def edit(self, model: str, prompt: str | None = None, *, images: Any = None, confirm: bool = False,
-                   dry_run: bool = False, strict: bool | None = None, **params: Any) -> AsyncJob:
+                   confirm_usd: float | None = None, dry_run: bool = False, strict: bool | None = None,
+                   **params: Any) -> AsyncJob:
         """Edit images with ``model`` (local files and PIL images are uploaded first)."""
         if prompt is not None:
             params["prompt"] = prompt
         if images is not None:
             params["images"] = images
-        return await self.submit(self.catalog.edit_route(model).id, params, confirm=confirm, dry_run=dry_run,
-                                 strict=strict)
+        return await self.submit(self.catalog.edit_route(model).id, params, confirm=confirm, confirm_usd=confirm_usd,
+                                 dry_run=dry_run, strict=strict)
 
     async def submit(self, route_id: str, params: dict[str, Any] | None = None, *, confirm: bool = False,
-                     dry_run: bool = False, strict: bool | None = None, job: AsyncJob | None = None) -> AsyncJob:
+                     confirm_usd: float | None = None, dry_run: bool = False, strict: bool | None = None,
+                     job: AsyncJob | None = None, local_files: bool = True) -> AsyncJob:
         """Pay for one generation on an explicit route and return its job (not yet finished).
 
         Every check that can fail runs before money moves: parameters, the exact price of the
-        generation and of any uploads it needs, the policy for their total. With ``dry_run``
-        (here or on the client) it stops there and returns the exact :class:`Quote` instead.
-        ``strict=False`` sends parameters the route table does not know, unchecked.
+        generation and of any uploads it needs, the policy and your consent for their total.
+        ``confirm=True`` consents to exactly the quoted price; ``confirm_usd`` is the most you agree
+        to pay for the whole call. With ``dry_run`` (here or on the client) it stops there and
+        returns the exact :class:`Quote` instead. ``strict=False`` sends parameters the route table
+        does not know, unchecked. ``local_files=False`` (retries, params from the service) refuses
+        paths: only URLs and in-memory images are sent.
         """
         route = self.catalog.route(route_id)
-        wire = route.validate(dict(params or {}), uploadable=True, strict=self._strict(strict))
+        try:
+            if not local_files:
+                refuse_local_files(route, dict(params or {}))
+            wire = route.validate(dict(params or {}), uploadable=True, strict=self._strict(strict))
+        except InvalidParams as e:
+            if job is not None:  # a card waiting for this call shows why it did not run
+                job.refused(e)
+            raise
         if dry_run or self.dry_run:
             return await self.quote(route_id, strict=strict, **(params or {}))  # type: ignore[return-value]
         if job is None:
@@ -222,50 +238,61 @@ class AsyncStableStudio:
         job.host = self.tracker
         job.stage(JobStatus.QUOTING)
         try:
-            return await self._pay(route, wire, job, confirm)
+            return await self._pay(route, wire, job, confirm, confirm_usd)
         except StableStudioError as e:
             if job.id is None:
                 job.refused(e)
             raise
 
-    async def _pay(self, route: Route, wire: dict[str, Any], job: AsyncJob, confirm: bool) -> AsyncJob:
+    async def _resubmit(self, job: AsyncJob, confirm: bool, confirm_usd: float | None) -> AsyncJob:
+        """A retry: the same route and params, a new payment, and no local file read by path."""
+        return await self.submit(job.route.id, dict(job.params), confirm=confirm, confirm_usd=confirm_usd,
+                                 local_files=False)
+
+    async def _pay(self, route: Route, wire: dict[str, Any], job: AsyncJob, confirm: bool,
+                   confirm_usd: float | None) -> AsyncJob:
         body, uploads = placeholder_uploads(route, wire)
         key = Payments.price_key(route, body)
         terms = await self.payments.learn(route.path, body, key)
-        extra = await self.uploads.extra_cost(uploads, route.path)
+        extra, upload_consent = await self.uploads.extra_cost(uploads, route.path, confirm or confirm_usd is not None)
         self.payments.check(terms.requirement, route.path)
-        # The policy sees the total (generation + uploads) before the first upload is paid for.
-        self.spending.reserve(terms.requirement.amount, extra=extra, confirm=confirm,
-                              ledger_spent=self.payments.ledger_spent())
-        self.spending.release(terms.requirement.amount)
+        # The policy and the user's consent see the total (generation + uploads) before the first upload is paid.
+        req = terms.requirement
+        consent = Consent.given(confirm, confirm_usd, req.amount + extra, req.pay_to)
+        self.spending.reserve(req.amount, extra=extra, consent=consent, ledger_spent=self.payments.ledger_spent())
+        self.spending.release(req.amount)
         if uploads:
             job.stage(JobStatus.UPLOADING, f"Uploading {len(uploads)} image(s)")
-            wire = await self.uploads.upload_inputs(route, wire, confirm=confirm)
+            wire = await self.uploads.upload_inputs(route, wire, consent=upload_consent)
             job.params = {**job.params, **{k: wire[k] for k in media_params(route, wire)}}
         job.stage(JobStatus.PAYING, "Signing and sending the payment")
-        paid = await self.payments.post(route.path, wire, key, kind="generate", route=route, confirm=confirm, job=job)
-        job_id = paid.data.get("jobId") or paid.data.get("id")
-        if not isinstance(job_id, str) or not job_id:
+        paid = await self.payments.post(route.path, wire, key, kind="generate", route=route,
+                                        consent=consent.less(extra), job=job)
+        try:
+            job_id = boundary_job_id(paid.data.get("jobId") or paid.data.get("id"))
+        except ServiceError:
             usd_ = paid.signed.requirement.amount_usd
-            raise ServiceError(f"The service took the payment ({fmt_usd(usd_)}) but returned no job id: "
+            raise ServiceError(f"The service took the payment ({fmt_usd(usd_)}) but returned no usable job id: "
                                f"{str(paid.data)[:200]}. The payment is in the ledger.",
-                               status=200, body=str(paid.data), paid_usd=usd_)
+                               status=200, body=str(paid.data), paid_usd=usd_) from None
         self.tracker.adopt(job, job_id, amount=paid.signed.requirement.amount, nonce=paid.signed.nonce,
                            payer=self.wallet.address, status=paid.data.get("status") or JobStatus.PENDING,
                            receipt=paid.receipt)
         return job
 
-    async def upload(self, source: Any, *, confirm: bool = False) -> str:
+    async def upload(self, source: Any, *, confirm: bool = False, confirm_usd: float | None = None) -> str:
         """Upload a local image (path, bytes or PIL image) with the paid three-step flow; returns
         the blob URL to use in edit and image-to-video calls."""
-        return await self.uploads.upload(source, confirm=confirm)
+        terms = await self.payments.upload_terms()
+        consent = Consent.given(confirm, confirm_usd, terms.requirement.amount, terms.requirement.pay_to)
+        return await self.uploads.upload(source, consent=consent)
 
     # --- jobs -----------------------------------------------------------------------------------------
     async def job(self, job_id: str) -> AsyncJob:
         """A job by id (from this session, the ledger, or the service)."""
         if job_id in self.tracker.jobs:
             return self.tracker.jobs[job_id]
-        r = await self.service.signed_in("GET", f"/api/jobs/{job_id}")
+        r = await self.service.signed_in("GET", job_path(job_id))
         if r.status_code == 404:
             raise JobNotFound(f"The service knows no job {job_id} for wallet {self.wallet.address}.", job_id=job_id)
         _ensure_ok(r, f"Fetching job {job_id}")
@@ -289,7 +316,7 @@ class AsyncStableStudio:
         return jobs
 
     async def delete_job(self, job_id: str) -> None:
-        r = await self.service.signed_in("DELETE", f"/api/jobs/{job_id}")
+        r = await self.service.signed_in("DELETE", job_path(job_id))
         _ensure_ok(r, f"Deleting job {job_id}")
         self.ledger.update_job(job_id, status=JobStatus.DELETED)
 

@@ -22,11 +22,12 @@ class StableStudioError(Exception):
 
 
 class InvalidParams(StableStudioError, ValueError):
-    """Parameters the route table does not allow; raised before anything is signed."""
+    """Parameters the route table (or the service) does not allow; raised before anything is signed,
+    unless ``unpaid=False`` says an authorization already left (the message then says so)."""
 
     def __init__(self, message: str, *, route: str | None = None, field: str | None = None,
-                 allowed: list[Any] | None = None):
-        super().__init__(message + " Nothing was paid.")
+                 allowed: list[Any] | None = None, unpaid: bool = True):
+        super().__init__(message + (" Nothing was paid." if unpaid else ""))
         self.route, self.field, self.allowed = route, field, allowed
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,11 +61,17 @@ class PolicyViolation(StableStudioError):
 
 
 class ConfirmationRequired(PolicyViolation):
-    """The price is above the confirmation threshold and ``confirm=True`` was not given."""
+    """The price needs the user's consent: it is above the confirmation threshold with none given,
+    above the amount consented to, or the payee changed since the quote. Nothing was signed for it."""
 
-    def __init__(self, message: str, *, price_usd: float, threshold_usd: float):
+    def __init__(self, message: str, *, price_usd: float, threshold_usd: float | None,
+                 consented_usd: float | None = None, pay_to: str | None = None):
         super().__init__(message)
         self.price_usd, self.threshold_usd = price_usd, threshold_usd
+        self.consented_usd, self.pay_to = consented_usd, pay_to
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "price_usd": self.price_usd, "consented_usd": self.consented_usd}
 
 
 class AuthError(StableStudioError):

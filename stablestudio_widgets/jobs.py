@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from .boundary import result_url
 from .catalog import Route
 from .errors import AuthError, JobFailed, JobNotFound, JobTimeout, ServiceError, StableStudioError, fmt_usd, usd
 from .results import Result
@@ -43,8 +44,8 @@ class JobHost(Protocol):
     async def completed(self, job: AsyncJob) -> None:
         """The job finished with a result (keep a local copy if asked)."""
 
-    async def resubmit(self, job: AsyncJob, confirm: bool) -> AsyncJob:
-        """Pay again for the same route and parameters."""
+    async def resubmit(self, job: AsyncJob, confirm: bool, confirm_usd: float | None) -> AsyncJob:
+        """Pay again for the same route and parameters (never reading a local file by path)."""
 
 
 @dataclass
@@ -132,20 +133,33 @@ class AsyncJob:
             self.host.changed(self)
 
     def apply(self, data: dict[str, Any]) -> None:
-        """Take the service's view of the job: its status verbatim, result URLs when complete.
-        What the service says now replaces an earlier timeout or not-found verdict."""
+        """Take the service's view of the job: its status verbatim, result URLs when complete (only
+        URLs we may fetch: others never reach the ledger or a widget). What the service says now
+        replaces an earlier timeout or not-found verdict."""
         status = data.get("status") if isinstance(data.get("status"), str) else self.status
+        status = status[:40]
         res = data.get("result") if isinstance(data.get("result"), dict) else {}
-        url = res.get("imageUrl") or res.get("videoUrl") or res.get("url")
+        given = res.get("imageUrl") or res.get("videoUrl") or res.get("url")
+        downloads = self.host.downloads if self.host else None
+        service_url = downloads.service_url if downloads else ""
+        url = result_url(given, service_url)
         progress = data.get("progress")
         detail = f"{progress:.0f}% done" if isinstance(progress, (int, float)) and 0 <= progress <= 100 else ""
         fields: dict[str, Any] = {"status": status, "raw": data, "detail": detail, "error": None}
         if status == JobStatus.COMPLETE and url:
-            fields["result"] = Result(url=url, media=self.route.media, thumbnail_url=res.get("thumbnailUrl"),
-                                      downloads=self.host.downloads if self.host else None)
+            fields["result"] = Result(url=url, media=self.route.media, name=self.id, downloads=downloads,
+                                      thumbnail_url=result_url(res.get("thumbnailUrl"), service_url))
+            fields["finished_at"] = time.time()
+        elif status == JobStatus.COMPLETE and given:
+            fields["status"] = JobStatus.FAILED
+            fields["error"] = JobFailed(
+                f"Job {self.id} ({self.route.id}) finished, but the service gave a result address this client "
+                "will not open (only https, or http from a local sandbox). It cost "
+                f"{fmt_usd(self.cost_usd or 0)}; the receipt is in the ledger.",
+                job_id=self.id or "", paid_usd=self.cost_usd or 0.0)
             fields["finished_at"] = time.time()
         elif status == JobStatus.FAILED:
-            reason = data.get("error") or data.get("message") or "the service gave no reason"
+            reason = str(data.get("error") or data.get("message") or "the service gave no reason")[:300]
             fields["error"] = JobFailed(
                 f"Job {self.id} ({self.route.id}) failed: {reason}. It cost {fmt_usd(self.cost_usd or 0)}. "
                 "Retry with job.retry() (a new payment) or try another model.",
@@ -248,10 +262,11 @@ class AsyncJob:
                 raise err
             await asyncio.sleep(delay)
 
-    async def retry(self, *, confirm: bool = False) -> AsyncJob:
-        """Pay again for the same route and parameters (a new payment, at your request)."""
+    async def retry(self, *, confirm: bool = False, confirm_usd: float | None = None) -> AsyncJob:
+        """Pay again for the same route and parameters (a new payment, at your request; local
+        files are not read again — only URLs and in-memory images are sent)."""
         assert self.host is not None
-        return await self.host.resubmit(self, confirm)
+        return await self.host.resubmit(self, confirm, confirm_usd)
 
     def __repr__(self) -> str:
         cost = f" {fmt_usd(self.cost_usd)}" if self.cost_usd is not None else ""

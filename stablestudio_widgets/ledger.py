@@ -3,13 +3,15 @@ paid result is never lost.
 
 Rows are written before a request leaves and updated as it progresses, so a crash at any point
 leaves enough to finish the job (``resume()``). One file, WAL mode, short transactions and a busy
-timeout make it safe for several kernels at once. Nothing secret is stored: the signed payment
-payload (what went over the wire) is kept so a resume can re-send the very same authorization.
+timeout make it safe for several kernels at once. A signed payment payload is bearer money until
+it expires, so it is kept only while a resume may need to re-send it (an open payment that is
+still valid); after that the row keeps its hash. The directory is 0700 and the files 0600.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sqlite3
@@ -21,11 +23,13 @@ from typing import Any
 
 import platformdirs
 
-from .status import COUNTED_PAYMENTS, FINAL, OPEN_PAYMENTS
+from .status import COUNTED_PAYMENTS, COUNTED_WHILE_VALID, FINAL, OPEN_PAYMENTS, SPENT_PAYLOADS
 
 ENV_HOME = "STABLESTUDIO_HOME"
-# Payment statuses (status.py): signed → sent → settled | rejected | uncertain (may have settled;
-# resume checks) | expired (validity ran out unsettled); unsent: it never left this machine.
+# Payment statuses (status.py): signed → sent → settled | refused (counts until it expires) |
+# uncertain (may have settled; resume checks) | expired (validity ran out unsettled); unsent: it
+# never left this machine.
+DIGEST_PREFIX = "sha256:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -50,14 +54,40 @@ CREATE TABLE IF NOT EXISTS comparisons (
 """
 
 
-_COUNTED = ", ".join(f"'{s}'" for s in COUNTED_PAYMENTS)  # our own vocabulary, never user input
+def _marks(statuses: tuple[str, ...]) -> str:
+    return ", ".join(f"'{s}'" for s in statuses)  # our own vocabulary, never user input
+
+
+# What counts against a budget: settled or possibly settled, and refused authorizations until they
+# expire (the server holds a valid signature: it could still settle it).
+_COUNTED = (f"(status IN ({_marks(COUNTED_PAYMENTS)}) OR (status IN ({_marks(COUNTED_WHILE_VALID)})"
+            " AND valid_before > :now))")
+_SPENT = _marks(SPENT_PAYLOADS)
 
 
 def home() -> Path:
-    """Where the ledger and cached results live (``STABLESTUDIO_HOME`` overrides)."""
+    """Where the ledger and cached results live (``STABLESTUDIO_HOME`` overrides); only the user
+    may enter it (0700): it holds signed payments while they can settle."""
     p = Path(os.environ.get(ENV_HOME) or platformdirs.user_data_dir("stablestudio", appauthor=False))
-    p.mkdir(parents=True, exist_ok=True)
+    p.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if p.stat().st_mode & 0o077:
+        p.chmod(0o700)
     return p
+
+
+def digest(payload: str | None) -> str | None:
+    """What a spent payload leaves behind: enough to recognise it, nothing that could settle."""
+    if payload is None or payload.startswith(DIGEST_PREFIX):
+        return payload
+    return DIGEST_PREFIX + hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` (and tighten an existing one and its WAL files) to owner-only, 0600."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600))
+    for p in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(p) and os.stat(p).st_mode & 0o077:
+            os.chmod(p, 0o600)
 
 
 def _period_start(period: str) -> float:
@@ -74,14 +104,18 @@ class Ledger:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = str(path) if path is not None else str(home() / "ledger.sqlite3")
         self._lock = threading.RLock()
+        if self.path != ":memory:":
+            _private_file(self.path)  # SQLite gives its -wal and -shm files the same mode
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._db.create_function("digest", 1, digest, deterministic=True)
         self._db.execute("PRAGMA busy_timeout=30000")
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(SCHEMA)
+        self.forget_expired_payloads()
 
     def _tx(self):
         return _Transaction(self)
@@ -107,12 +141,21 @@ class Ledger:
                  valid_before, payload, session, now, now))
 
     def update_payment(self, nonce: str, **fields: Any) -> None:
+        """Update a payment; once its status says it can no longer be re-sent, its payload becomes a hash."""
         if "receipt" in fields and not isinstance(fields["receipt"], (str, type(None))):
             fields["receipt"] = json.dumps(fields["receipt"])
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE payments SET {cols}, updated_at=? WHERE nonce=?",
                        (*fields.values(), time.time(), nonce))
+            db.execute(f"UPDATE payments SET payload = digest(payload) WHERE nonce=? AND status IN ({_SPENT})",
+                       (nonce,))
+
+    def forget_expired_payloads(self) -> None:
+        """Signed payloads past their validity can no longer settle: keep only their hashes."""
+        with self._tx() as db:
+            db.execute(f"UPDATE payments SET payload = digest(payload) WHERE valid_before < ? AND payload NOT LIKE"
+                       f" '{DIGEST_PREFIX}%'", (time.time(),))
 
     def payment(self, nonce: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM payments WHERE nonce=?", (nonce,))
@@ -124,6 +167,7 @@ class Ledger:
     def open_payments(self) -> list[dict[str, Any]]:
         """Payments that may have bought something we do not know: possibly settled ones, and
         settled generations whose job id never reached the ledger (a crash in between)."""
+        self.forget_expired_payloads()
         marks = ",".join("?" * len(OPEN_PAYMENTS))
         return self._all(f"SELECT * FROM payments WHERE (status IN ({marks}) OR (status = 'settled' AND"
                          " kind = 'generate')) AND job_id IS NULL AND upload_id IS NULL ORDER BY signed_at",
@@ -188,13 +232,14 @@ class Ledger:
 
     # --- answers ------------------------------------------------------------------------------
     def spent_atomic(self, *, since: float | None = None, session: str | None = None, route: str | None = None) -> int:
-        """Settled plus possibly-settled payments (counted, to stay on the safe side of a budget)."""
-        q = f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN ({_COUNTED})"
-        args: list[Any] = []
+        """Settled plus possibly-settled payments, and refused ones while their authorization is still
+        valid (counted, to stay on the safe side of a budget)."""
+        q = f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE {_COUNTED}"
+        args: dict[str, Any] = {"now": time.time()}
         for col, val, op in (("signed_at", since, ">="), ("session", session, "="), ("route", route, "=")):
             if val is not None:
-                q += f" AND {col} {op} ?"
-                args.append(val)
+                q += f" AND {col} {op} :{col}"
+                args[col] = val
         with self._lock:
             return int(self._db.execute(q, args).fetchone()[0])
 
@@ -210,8 +255,8 @@ class Ledger:
     def spent_by_route_usd(self) -> dict[str, float]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT COALESCE(route, kind) AS r, SUM(amount) FROM payments WHERE status IN ({_COUNTED})"
-                " GROUP BY r ORDER BY r").fetchall()
+                f"SELECT COALESCE(route, kind) AS r, SUM(amount) FROM payments WHERE {_COUNTED}"
+                " GROUP BY r ORDER BY r", {"now": time.time()}).fetchall()
         return {r[0]: r[1] / 1e6 for r in rows}
 
     def receipts(self) -> list[dict[str, Any]]:

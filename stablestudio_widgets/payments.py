@@ -3,7 +3,11 @@ ledger → send, re-sending the *same* signature on ambiguous failures so it set
 
 Each attempt ends in one :class:`Outcome`, decided by :meth:`Payments._classify` from what came
 back; :meth:`Payments._apply` is the one place that turns an outcome into bookkeeping (the
-spending reservation and the ledger row). Nothing else pairs them.
+spending reservation and the ledger row). Nothing else pairs them. An authorization that left
+this machine counts against every budget until it settled or expired, whatever the answer was.
+
+Terms cross the trust boundary here: what the route table says a route may cost bounds every
+402, the user's consent bounds every signature, and a payee that changes needs new consent.
 """
 
 from __future__ import annotations
@@ -14,15 +18,24 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .catalog import Route
-from .errors import InvalidParams, PaymentRejected, PaymentRequiredError, ServiceError, fmt_usd, usd
+from .catalog import Catalog, Route
+from .errors import (
+    ConfirmationRequired,
+    InvalidParams,
+    PaymentRejected,
+    PaymentRequiredError,
+    ServiceError,
+    fmt_usd,
+    usd,
+)
 from .ledger import Ledger
-from .policy import Spending, SpendingPolicy, check_terms
+from .policy import Consent, Spending, SpendingPolicy, check_terms
 from .schedule import parse_retry_after
 from .service import Service, json_or_none
 from .status import PaymentStatus
@@ -84,7 +97,7 @@ class Outcome(str, Enum):
     """How one signed payment ended, as far as this client can know."""
 
     SETTLED = "settled"        # 200: the service took it
-    REFUSED = "refused"        # a definite answer that is not a success, to a request sent once
+    REFUSED = "refused"        # a definite answer that is not a success: its authorization stays valid
     NONCE_USED = "nonce_used"  # a 402 for a payment an earlier send may have settled
     UNCERTAIN = "uncertain"    # no definite answer after it may have left: it may have settled
     UNSENT = "unsent"          # it never left this machine (every attempt failed to connect)
@@ -102,10 +115,10 @@ class Paid:
 class Payments:
     """Terms cache, requirement choice and the paid POST for one client."""
 
-    def __init__(self, service: Service, policy: SpendingPolicy, spending: Spending, ledger: Ledger, *,
-                 session: str, on_chain: bool, find_job: FindJob):
+    def __init__(self, service: Service, policy: SpendingPolicy, spending: Spending, ledger: Ledger,
+                 catalog: Catalog, *, session: str, on_chain: bool, find_job: FindJob):
         self.service, self.policy, self.spending, self.ledger = service, policy, spending, ledger
-        self.session, self.on_chain, self.find_job = session, on_chain, find_job
+        self.catalog, self.session, self.on_chain, self.find_job = catalog, session, on_chain, find_job
         self.terms: dict[tuple, Terms] = {}
         self._learning: dict[tuple, asyncio.Lock] = {}
 
@@ -118,11 +131,32 @@ class Payments:
             return (route.id, json.dumps(body, sort_keys=True, default=str))
         return (route.id, *sorted((n, str(body.get(n, route.params[n].default))) for n in route.price_factors))
 
-    def choose(self, required: PaymentRequired, path: str) -> Requirement:
-        """The first requirement we can sign and the policy allows; otherwise say what was offered."""
+    def top_price(self, key: tuple) -> tuple[str, int]:
+        """What the route table says a call may cost at most (0: it does not know), and what to
+        call it in messages. Our own price model decides; a route only the live table lists has
+        only the service's word for it."""
+        route = self.catalog.routes.get(key[0])
+        if route is None:
+            return "an upload", self.catalog.upload["price"]
+        if not route.price_known:
+            return route.id, round(route.price_usd[1] * 1e6)
+        return route.id, self.catalog.price_range(route.id)[1]
+
+    def _too_dear(self, req: Requirement, key: tuple) -> str | None:
+        what, top = self.top_price(key)
+        if top <= 0 or req.amount <= top * (1 + self.policy.catalog_margin):
+            return None
+        return (f"{fmt_usd(req.amount_usd)} is more than the route table's top price for {what} "
+                f"({fmt_usd(usd(top))}, +{self.policy.catalog_margin:.0%} margin); if the service really raised "
+                "its price, update the package or raise SpendingPolicy.catalog_margin")
+
+    def choose(self, required: PaymentRequired, path: str, key: tuple) -> Requirement:
+        """The first requirement we can sign, the policy allows and the route table prices plausibly;
+        otherwise say what was offered."""
         reasons = []
         for req in required.accepts:
-            why = refuse_unsupported(req) or self.policy.refuse_terms(req, self.service.url(path))
+            why = (refuse_unsupported(req) or self.policy.refuse_terms(req, self.service.url(path))
+                   or self._too_dear(req, key))
             if why is None:
                 return req
             reasons.append(f"{req.describe()}: {why}")
@@ -148,7 +182,8 @@ class Payments:
                 raise ServiceError(f"Expected a 402 with payment terms from {path}, got HTTP {r.status_code}: "
                                    f"{r.text[:200]}. Nothing was paid.", status=r.status_code, body=r.text)
             required = decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
-            terms = Terms(required, self.choose(required, path), learned_at=t0, learned_ms=(time.time() - t0) * 1000)
+            terms = Terms(required, self.choose(required, path, key), learned_at=t0,
+                          learned_ms=(time.time() - t0) * 1000)
             self.terms[key] = terms
             return terms
 
@@ -165,9 +200,10 @@ class Payments:
 
     # --- the paid POST ----------------------------------------------------------------------------
     async def post(self, path: str, body: dict[str, Any], key: tuple, *, kind: str, route: Route | None,
-                   confirm: bool, job: AsyncJob | None = None) -> Paid:
+                   consent: Consent, job: AsyncJob | None = None) -> Paid:
         """POST with a payment. Signs at most twice, and the second time only after the server
-        plainly refused the first on terms we had reused: so one request never settles twice."""
+        plainly refused the first on terms we had reused, to the same payee and within the
+        user's consent: so one request never settles twice, and never above what was agreed."""
         terms = await self.learn(path, body, key)
         if job is not None:
             job.note("terms", {"PAYMENT-REQUIRED": terms.required.raw, "accepted": terms.requirement.raw,
@@ -175,7 +211,7 @@ class Payments:
                      terms.learned_at, terms.learned_ms)
         for attempt in range(2):
             req = terms.requirement
-            signed = self._sign(req, terms, path, body, kind=kind, route=route, confirm=confirm, job=job)
+            signed = self._sign(req, terms, path, body, kind=kind, route=route, consent=consent, job=job)
             try:
                 r, ambiguous = await self.send(path, body, signed, job)
             except BaseException:  # cancelled or broken mid-send: it may have left, so it may settle
@@ -197,17 +233,22 @@ class Payments:
                     return Paid({"jobId": found, "status": "pending"}, None, signed)
             fresh = refusal if refusal is not None and refusal.accepts else None
             if outcome is Outcome.REFUSED and fresh and attempt == 0 and terms.paid:
-                # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew.
-                terms = self.terms[key] = Terms(fresh, self.choose(fresh, path))
+                # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew, within consent.
+                self.terms.pop(key, None)
+                terms = Terms(fresh, self.choose(fresh, path, key))
+                _same_payee(req.pay_to, terms.requirement, signed)
+                self.terms[key] = terms
                 continue
             raise self._failure(outcome, r, refusal, path, signed)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _sign(self, req: Requirement, terms: Terms, path: str, body: dict[str, Any], *, kind: str,
-              route: Route | None, confirm: bool, job: AsyncJob | None) -> SignedPayment:
-        """Check the policy, reserve the amount, sign, and write the ledger before anything leaves."""
+              route: Route | None, consent: Consent, job: AsyncJob | None) -> SignedPayment:
+        """Check the policy and consent, reserve the amount, sign, and write the ledger before anything leaves."""
         self.check(req, path)
-        self.spending.reserve(req.amount, confirm=confirm, ledger_spent=self.ledger_spent())
+        if consent.pay_to is not None:
+            _same_payee(consent.pay_to, req)
+        self.spending.reserve(req.amount, consent=consent, ledger_spent=self.ledger_spent())
         t0 = time.time()
         try:
             signed = sign_payment(self.service.wallet, req, terms.required.resource)
@@ -221,7 +262,7 @@ class Payments:
             pay_to=req.pay_to, payer=self.service.wallet.address, valid_before=signed.valid_before,
             payload=signed.header, session=self.session)
         if job is not None:
-            job.note("signed", {"PAYMENT-SIGNATURE": signed.payload}, t0)
+            job.note("signed", {"PAYMENT-SIGNATURE": signed.payload if not self.on_chain else _shown(signed)}, t0)
         return signed
 
     async def send(self, path: str, body: dict[str, Any], signed: SignedPayment,
@@ -281,10 +322,12 @@ class Payments:
             self.spending.settle(amount)
             self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED,
                                        tx=receipt and receipt.transaction, receipt=receipt and receipt.to_dict())
-        elif outcome in (Outcome.REFUSED, Outcome.UNSENT):
+        elif outcome is Outcome.UNSENT:  # provably never left: the one case that gives the amount back
             self.spending.release(amount)
-            status = PaymentStatus.REJECTED if outcome is Outcome.REFUSED else PaymentStatus.UNSENT
-            self.ledger.update_payment(signed.nonce, status=status, error=error)
+            self.ledger.update_payment(signed.nonce, status=PaymentStatus.UNSENT, error=error)
+        elif outcome is Outcome.REFUSED:  # refused, but someone holds a valid signature until it expires
+            self.spending.hold(amount, signed.valid_before)
+            self.ledger.update_payment(signed.nonce, status=PaymentStatus.REFUSED, error=error)
         else:
             self.spending.settle(amount)
             self.ledger.update_payment(signed.nonce, status=PaymentStatus.UNCERTAIN, error=error)
@@ -319,17 +362,44 @@ class Payments:
                 f"settled ({fmt_usd(usd_)}). It is recorded in the ledger; ss.resume() will look for the job. "
                 "Nothing was signed twice.", reason=reason, nonce=signed.nonce, paid_usd=usd_)
         assert r is not None
+        held = (f"The signed authorization ({fmt_usd(usd_)}) stays valid until {valid_until(signed)} and counts "
+                "against your budgets until then; as far as we know it did not settle.")
         if outcome is Outcome.UNCERTAIN:
             return ServiceError(f"The paid request to {path} got HTTP {r.status_code} after an earlier send may have "
                                 f"settled ({fmt_usd(usd_)}): {r.text[:200]}. ss.resume() will look for the job.",
                                 status=r.status_code, body=r.text, paid_usd=usd_)
         if r.status_code == 402:
             return PaymentRejected(f"The service refused the payment for {path}: {reason or 'no reason given'}. "
-                                   "Nothing was paid.", reason=reason, nonce=signed.nonce)
+                                   + held, reason=reason, nonce=signed.nonce)
         if r.status_code in (400, 422) or route_gone(r):
-            return _rejected(r, path)
-        return ServiceError(f"The paid request to {path} got HTTP {r.status_code}: {r.text[:200]}",
+            return _rejected(r, path, held)
+        return ServiceError(f"The paid request to {path} got HTTP {r.status_code}: {r.text[:200]}. {held}",
                             status=r.status_code, body=r.text)
+
+
+def _same_payee(quoted: str, req: Requirement, refused: SignedPayment | None = None) -> None:
+    """A payee that changed between the quote and the payment needs new consent."""
+    if req.pay_to.lower() == quoted.lower():
+        return
+    held = f" The refused authorization stays valid until {valid_until(refused)}." if refused else ""
+    raise ConfirmationRequired(
+        f"The service now asks to be paid at {req.pay_to}, not at {quoted} as quoted. Nothing was signed "
+        f"to the new payee.{held} Quote again and confirm to pay it.",
+        price_usd=req.amount_usd, threshold_usd=None, pay_to=req.pay_to)
+
+
+def valid_until(signed: SignedPayment) -> str:
+    """When an authorization stops being money, in the user's local time."""
+    return datetime.fromtimestamp(signed.valid_before).strftime("%H:%M")
+
+
+def _shown(signed: SignedPayment) -> dict[str, Any]:
+    """A real wallet's payment as the inspector may show it: what and to whom, never the signature
+    or the nonce (together they are bearer money until the authorization expires)."""
+    auth = signed.payload["payload"]["authorization"]
+    return {**signed.payload, "payload": {
+        "authorization": {k: auth[k] for k in ("from", "to", "value", "validAfter", "validBefore")},
+        "signature": "(kept in the kernel: a real wallet's signature is not shown)"}}
 
 
 def _refusal(r: httpx.Response) -> PaymentRequired | None:
@@ -354,11 +424,16 @@ def route_gone(r: httpx.Response) -> bool:
     return isinstance(body, dict) and body.get("code") == "route_not_found"
 
 
-def _rejected(r: httpx.Response, path: str) -> InvalidParams:
+def _rejected(r: httpx.Response, path: str, held: str | None = None) -> InvalidParams:
+    """A request the service would not take; ``held`` says until when a signed authorization that
+    went with it stays valid (None: nothing was signed)."""
+    tail = {"unpaid": False} if held else {}
     if route_gone(r):
         return InvalidParams(f"The service no longer offers {path} (404 route_not_found): the model or operation was "
-                             "removed. ss.refresh_routes() reads the service's current route table.", field="route")
-    return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}")
+                             "removed. ss.refresh_routes() reads the service's current route table."
+                             + (f" {held}" if held else ""), field="route", **tail)
+    return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}" + (f". {held}" if held else ""),
+                         **tail)
 
 
 def _nonce_used(error: str | None) -> bool:

@@ -1,13 +1,15 @@
 """Spending policy: what may be signed, checked against the exact 402 amount before signing.
 
-Safe defaults: real-money networks only to the service's own host, testnet terms only to
-loopback (the sandbox), known USDC contracts only, and explicit consent above $1.00.
+Safe defaults: real money only to the service's own host and only over https, testnet terms only
+to loopback (the sandbox), the known USDC contracts only (as (network, asset) pairs), a per-request
+cap, and explicit consent above $1.00. Consent is an amount: a confirmation is a ceiling.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -15,6 +17,9 @@ from .errors import BudgetExceeded, ConfirmationRequired, PolicyViolation, fmt_u
 from .x402 import KNOWN_ASSETS, NETWORK_NAMES, TESTNETS, Requirement
 
 SERVICE_HOSTS = frozenset({"stablestudio.dev"})
+DEFAULT_MAX_USD_PER_REQUEST = 5.0
+#: How far above the top of a route's catalog price range a first 402 may go (prices drift a little).
+DEFAULT_CATALOG_MARGIN = 0.10
 
 
 def is_loopback(url: str) -> bool:
@@ -27,69 +32,110 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Consent:
+    """What the user agreed to for one payment: at most ``atomic`` units (None: nothing was agreed,
+    so the confirmation threshold decides), to ``pay_to`` (the payee of the terms it was quoted on)."""
+
+    atomic: int | None = None
+    pay_to: str | None = None
+
+    @classmethod
+    def given(cls, confirm: bool, confirm_usd: float | None, quoted: int, pay_to: str) -> Consent:
+        """``confirm_usd`` is a ceiling; ``confirm=True`` consents to exactly what was quoted."""
+        if confirm_usd is not None:
+            return cls(round(confirm_usd * 1e6), pay_to)
+        return cls(quoted if confirm else None, pay_to)
+
+    def less(self, rest: int) -> Consent:
+        """The consent left for one payment of a call whose other payments were quoted at ``rest``."""
+        return Consent(None if self.atomic is None else self.atomic - rest, self.pay_to)
+
+
 @dataclass
 class SpendingPolicy:
     """Limits in USD; ``None`` means no limit of that kind.
 
     ``budget_usd`` caps this client's session; ``ledger_budget_usd`` caps what the ledger
     records over ``ledger_budget_period`` ("day" or "month", across kernels).
+    ``allowed_networks`` narrows the default host rules; ``allowed_assets`` replaces the known
+    USDC contracts with your own (network, asset) pairs.
     """
 
-    max_usd_per_request: float | None = None
+    max_usd_per_request: float | None = DEFAULT_MAX_USD_PER_REQUEST
     budget_usd: float | None = None
     ledger_budget_usd: float | None = None
     ledger_budget_period: str = "day"
     confirm_above_usd: float | None = 1.0
-    allowed_networks: frozenset[str] | None = None  # None: Base for the service host, Base Sepolia for loopback
-    allowed_assets: frozenset[str] | None = None  # None: the known USDC contracts
+    allowed_networks: frozenset[str] | None = None
+    allowed_assets: frozenset[tuple[str, str]] | None = None
     allowed_hosts: frozenset[str] = field(default_factory=lambda: SERVICE_HOSTS)
+    catalog_margin: float = DEFAULT_CATALOG_MARGIN
 
     def refuse_terms(self, req: Requirement, url: str) -> str | None:
         """Why the network/asset/host of ``req`` is not allowed for ``url`` (None if allowed)."""
-        host = urlsplit(url).hostname or ""
-        loopback = is_loopback(url)
-        if self.allowed_networks is not None:
-            if req.network not in self.allowed_networks:
-                return f"network {req.network} is not in allowed_networks {sorted(self.allowed_networks)}"
-        elif req.network in TESTNETS and not loopback:
-            return (f"testnet terms ({NETWORK_NAMES[req.network]}) are only accepted from a local sandbox, "
-                    f"not from {host}")
-        elif req.network not in TESTNETS and req.network in NETWORK_NAMES and host not in self.allowed_hosts:
+        parts = urlsplit(url)
+        host, loopback = parts.hostname or "", is_loopback(url)
+        if self.allowed_networks is not None and req.network not in self.allowed_networks:
+            return f"network {req.network} is not in allowed_networks {sorted(self.allowed_networks)}"
+        if req.network in TESTNETS:
+            if not loopback:
+                return (f"testnet terms ({NETWORK_NAMES[req.network]}) are only accepted from a local sandbox, "
+                        f"not from {host}")
+        elif host not in self.allowed_hosts:
             return (f"real-money payments go only to {', '.join(sorted(self.allowed_hosts))}; {host} is not allowed "
                     "(add it to SpendingPolicy.allowed_hosts if you trust it)")
-        elif req.network not in NETWORK_NAMES:
-            return f"network {req.network} is not allowed (add it to SpendingPolicy.allowed_networks)"
-        assets = self.allowed_assets or frozenset(a for (_, a) in KNOWN_ASSETS)
-        if req.asset.lower() not in {a.lower() for a in assets}:
-            return f"asset {req.asset} is not a known USDC contract (see SpendingPolicy.allowed_assets)"
+        elif parts.scheme != "https" and not loopback:
+            return f"real-money payments go only over https, and {parts.scheme}://{host} is not"
+        pairs = {(n, a.lower()) for n, a in (self.allowed_assets or KNOWN_ASSETS)}
+        if (req.network, req.asset.lower()) not in pairs:
+            name = NETWORK_NAMES.get(req.network, req.network)
+            return (f"asset {req.asset} is not a known USDC contract on {name} "
+                    "(see SpendingPolicy.allowed_assets)")
         return None
 
 
 class Spending:
-    """Session totals with reservations, so concurrent requests cannot overshoot a budget."""
+    """Session totals with reservations, so concurrent requests cannot overshoot a budget.
+
+    An authorization that left this machine is bearer money until it expires: a refused one is
+    *held* (it counts against the budget) until its ``validBefore``; only one that never left is
+    released.
+    """
 
     def __init__(self, policy: SpendingPolicy):
         self.policy = policy
         self.spent = 0  # atomic units settled (or possibly settled) this session
         self.reserved = 0
+        self._held: list[tuple[int, float]] = []  # (amount, valid_before) of refused, still valid authorizations
         self._lock = threading.Lock()
 
-    def reserve(self, amount: int, *, ledger_spent: int, confirm: bool, extra: int = 0) -> None:
+    @property
+    def held(self) -> int:
+        """Refused authorizations that are still valid (someone holding them could settle them)."""
+        now = time.time()
+        with self._lock:
+            self._held = [(a, t) for a, t in self._held if t > now]
+            return sum(a for a, _ in self._held)
+
+    def reserve(self, amount: int, *, ledger_spent: int, consent: Consent, extra: int = 0) -> None:
         """Check ``amount`` (plus ``extra`` about to be spent with it) against every limit and
-        hold it; raises before anything is signed."""
+        the user's consent, and hold it; raises before anything is signed."""
         p = self.policy
         price = (amount + extra) / 1e6
-        how = "Nothing was signed."
+        how = "Nothing was signed for it."
         if p.max_usd_per_request is not None and price > p.max_usd_per_request + 1e-12:
             raise BudgetExceeded(
                 f"This request costs {fmt_usd(price)}, above the per-request cap of "
                 f"{fmt_usd(p.max_usd_per_request)}. {how} Raise it with max_usd_per_request=….",
                 price_usd=price, limit_usd=p.max_usd_per_request, limit="max_usd_per_request")
+        held = self.held
         with self._lock:
+            committed = self.spent + self.reserved + held
             if p.budget_usd is not None:
-                after = (self.spent + self.reserved + amount + extra) / 1e6
+                after = (committed + amount + extra) / 1e6
                 if after > p.budget_usd + 1e-12:
-                    left = max(p.budget_usd - (self.spent + self.reserved) / 1e6, 0)
+                    left = max(p.budget_usd - committed / 1e6, 0)
                     raise BudgetExceeded(
                         f"This request costs {fmt_usd(price)} but only {fmt_usd(left)} of the session budget "
                         f"of {fmt_usd(p.budget_usd)} is left. {how} Raise it with budget_usd=….",
@@ -102,10 +148,17 @@ class Spending:
                         f"this {p.ledger_budget_period} it would pass the ledger budget of "
                         f"{fmt_usd(p.ledger_budget_usd)}. {how} Raise ledger_budget_usd or wait.",
                         price_usd=price, limit_usd=p.ledger_budget_usd, limit="ledger_budget_usd")
-            if p.confirm_above_usd is not None and price > p.confirm_above_usd + 1e-12 and not confirm:
+            if consent.atomic is not None and amount + extra > consent.atomic:
+                raise ConfirmationRequired(
+                    f"This request now costs {fmt_usd(price)}, more than the {fmt_usd(consent.atomic / 1e6)} you "
+                    f"agreed to. {how} Confirm the new price to pay it.",
+                    price_usd=price, threshold_usd=p.confirm_above_usd, consented_usd=consent.atomic / 1e6)
+            if (consent.atomic is None and p.confirm_above_usd is not None
+                    and price > p.confirm_above_usd + 1e-12):
                 raise ConfirmationRequired(
                     f"This request costs {fmt_usd(price)}, above the confirmation threshold of "
-                    f"{fmt_usd(p.confirm_above_usd)}. {how} Call again with confirm=True to pay it.",
+                    f"{fmt_usd(p.confirm_above_usd)}. {how} Call again with confirm=True (or "
+                    "confirm_usd=…, the most you agree to pay) to pay it.",
                     price_usd=price, threshold_usd=p.confirm_above_usd)
             self.reserved += amount
 
@@ -115,8 +168,14 @@ class Spending:
             self.reserved -= amount
             self.spent += amount
 
+    def hold(self, amount: int, valid_before: float) -> None:
+        """The reserved amount was refused, but its authorization left and stays valid until ``valid_before``."""
+        with self._lock:
+            self.reserved -= amount
+            self._held.append((amount, valid_before))
+
     def release(self, amount: int) -> None:
-        """The reserved amount was definitely not paid."""
+        """The reserved amount provably never left this machine."""
         with self._lock:
             self.reserved -= amount
 
@@ -124,7 +183,7 @@ class Spending:
     def remaining_usd(self) -> float | None:
         if self.policy.budget_usd is None:
             return None
-        return max(self.policy.budget_usd - (self.spent + self.reserved) / 1e6, 0.0)
+        return max(self.policy.budget_usd - (self.spent + self.reserved + self.held) / 1e6, 0.0)
 
 
 def check_terms(policy: SpendingPolicy, req: Requirement, url: str) -> None:

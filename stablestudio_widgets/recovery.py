@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from .boundary import wire_params
 from .catalog import Catalog, Route
 from .errors import StableStudioError
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
@@ -20,7 +21,7 @@ from .ledger import Ledger
 from .payments import Payments
 from .service import json_or_none
 from .siwx import parse_iso
-from .status import PaymentStatus
+from .status import OPEN_PAYMENTS, PaymentStatus
 from .tracker import JobTracker, route_from_type
 from .x402 import SignedPayment, parse_requirement
 
@@ -60,11 +61,11 @@ class Recovery:
         route = self.catalog.routes.get(p["route"]) if p["route"] else None
         if route is None or p["kind"] != "generate":
             return
-        payload = json.loads(base64.b64decode(p["payload"]))
-        signed = SignedPayment(p["payload"], payload, parse_requirement(payload["accepted"], 0), p["signed_at"])
         body = json.loads(p["body"])
-        job = self.tracker.new_job(route.id, body)
-        if p["valid_before"] > time.time() + 2:
+        job = self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
+        if p["status"] in OPEN_PAYMENTS and p["valid_before"] > time.time() + 2:  # its payload is still kept
+            payload = json.loads(base64.b64decode(p["payload"]))
+            signed = SignedPayment(p["payload"], payload, parse_requirement(payload["accepted"], 0), p["signed_at"])
             r, _ = await self.payments.send(route.path, body, signed)
             if r is not None and r.status_code == 200:
                 receipt = self.payments.receipt_of(r)

@@ -1,5 +1,10 @@
 """Finished generations: :class:`Result` and the downloads behind ``read()``, ``save()`` and
 ``save_results``, made with the client's pooled connections and its timeouts.
+
+A result URL is the service's word, so a download is bounded and typed: only https (http to a
+loopback sandbox), redirects checked hop by hop, a size cap per media kind, a content type that
+matches the media, and a file suffix from an allow-list — never from the URL. Files are created
+inside the directory asked for, never through a symlink and never over an existing file.
 """
 
 from __future__ import annotations
@@ -7,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 import io
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +20,84 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .boundary import file_stem, result_url
+from .errors import ServiceError
+
 if TYPE_CHECKING:
     from .service import Service
+
+MAX_REDIRECTS = 5
+#: What a result of each media kind may be, and the suffix a saved copy gets for it.
+MEDIA_TYPES = {
+    "image": {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"},
+    "video": {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov"},
+}
+#: Download size caps per media kind in bytes (``AsyncStableStudio(download_limits=…)`` changes them).
+DEFAULT_LIMITS = {"image": 64 * 2**20, "video": 1024 * 2**20}
+_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+
+
+def sniff(head: bytes) -> str | None:
+    """The media type of a file from its first bytes (for servers that say only octet-stream)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    return None
+
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    content_type: str
+    suffix: str
+
+
+class _Body:
+    """One download as it streams in: its status and declared type checked first, its size capped
+    at every chunk, its real type decided at the end."""
+
+    def __init__(self, r: httpx.Response, media: str, limit: int):
+        where = f"{r.url.scheme}://{r.url.host}"
+        if r.status_code != 200:
+            raise ServiceError(f"Downloading the {media} from {where} got HTTP {r.status_code}.", status=r.status_code)
+        self.allowed, self.media, self.limit, self.where = MEDIA_TYPES[media], media, limit, where
+        self.declared = r.headers.get("content-type", "").split(";")[0].strip().lower()
+        if self.declared not in self.allowed and self.declared not in _GENERIC_TYPES:
+            raise ServiceError(f"Refusing the download from {where}: it says it is {self.declared[:60]!r}, "
+                               f"not an {media} ({', '.join(self.allowed)}).", status=200)
+        length = r.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            self._too_big(int(length))
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def _too_big(self, size: int) -> None:
+        raise ServiceError(f"Refusing the {self.media} from {self.where}: {size / 2**20:.0f} MB or more, above the "
+                           f"{self.limit / 2**20:.0f} MB cap for {self.media}s (download_limits=… changes it).",
+                           status=200)
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self._too_big(self.size)
+        self.chunks.append(chunk)
+
+    def done(self) -> Download:
+        data = b"".join(self.chunks)
+        kind = self.declared if self.declared in self.allowed else sniff(data[:16])
+        if kind not in self.allowed:
+            raise ServiceError(f"Refusing the download from {self.where}: it is not an {self.media} we know "
+                               f"({', '.join(self.allowed)}).", status=200)
+        return Download(data, kind, self.allowed[kind])
 
 
 class Downloads:
@@ -26,27 +108,68 @@ class Downloads:
     sync client with the same timeouts is made once and pooled.
     """
 
-    def __init__(self, service: Service):
+    def __init__(self, service: Service | None = None, limits: dict[str, int] | None = None):
         self.service = service
+        self.limits = {**DEFAULT_LIMITS, **(limits or {})}
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the sync facade
         self._sync: httpx.Client | None = None
         self._lock = threading.Lock()
 
-    async def fetch(self, url: str) -> bytes:
-        r = await self.service.http.get(url, follow_redirects=True)
-        r.raise_for_status()
-        return r.content
+    @property
+    def service_url(self) -> str:
+        return self.service.base_url if self.service is not None else ""
 
-    def fetch_blocking(self, url: str) -> bytes:
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return self.service.http.timeout if self.service is not None else httpx.Timeout(60.0)
+
+    def _checked(self, url: str) -> str:
+        if result_url(url, self.service_url) is None:
+            scheme = url.split(":", 1)[0][:20] if isinstance(url, str) else type(url).__name__
+            raise ServiceError(f"Refusing to download from a {scheme!r} URL: results come only over https "
+                               "(http only from a local sandbox).", status=200)
+        return url
+
+    def _redirect(self, r: httpx.Response) -> str | None:
+        return self._checked(str(r.url.join(r.headers["location"]))) if r.is_redirect else None
+
+    async def fetch(self, url: str, media: str) -> Download:
+        if self.service is None:
+            async with httpx.AsyncClient(timeout=self.timeout) as http:
+                return await self._fetch(http, url, media)
+        return await self._fetch(self.service.http, url, media)
+
+    async def _fetch(self, http: httpx.AsyncClient, url: str, media: str) -> Download:
+        url = self._checked(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with http.stream("GET", url, follow_redirects=False) as r:
+                nxt = self._redirect(r)
+                if nxt is None:
+                    body = _Body(r, media, self.limits[media])
+                    async for chunk in r.aiter_bytes():
+                        body.add(chunk)
+                    return body.done()
+            url = nxt
+        raise ServiceError(f"Gave up downloading the {media} after {MAX_REDIRECTS} redirects.", status=200)
+
+    def fetch_blocking(self, url: str, media: str) -> Download:
         loop = self.loop
         if loop is not None and loop.is_running() and not _on_loop(loop):
-            return asyncio.run_coroutine_threadsafe(self.fetch(url), loop).result()
+            return asyncio.run_coroutine_threadsafe(self.fetch(url, media), loop).result()
         with self._lock:
             if self._sync is None:
-                self._sync = httpx.Client(timeout=self.service.http.timeout, follow_redirects=True)
-        r = self._sync.get(url)
-        r.raise_for_status()
-        return r.content
+                self._sync = httpx.Client(timeout=self.timeout)
+        url = self._checked(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            with self._sync.stream("GET", url, follow_redirects=False) as r:
+                nxt = self._redirect(r)
+                if nxt is None:
+                    body = _Body(r, media, self.limits[media])
+                    for chunk in r.iter_bytes():
+                        body.add(chunk)
+                    return body.done()
+            url = nxt
+        raise ServiceError(f"Gave up downloading the {media} after {MAX_REDIRECTS} redirects.", status=200)
 
     def close(self) -> None:
         if self._sync is not None:
@@ -60,6 +183,35 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
+def write_new(directory: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Create a new file ``stem+suffix`` in ``directory`` (``stem-1`` … when taken): never through a
+    symlink, never over an existing file, never outside ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    root = directory.resolve()
+    for i in range(1000):
+        path = root / (f"{stem}{suffix}" if i == 0 else f"{stem}-{i}{suffix}")
+        if path.parent != root:  # stems are sanitised; this keeps it so
+            raise ValueError(f"{path} is not inside {root}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except FileExistsError:  # also a symlink planted there: O_EXCL never follows one
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+    raise FileExistsError(f"No free file name for {stem}{suffix} in {root}")
+
+
+def _write_over(path: Path, data: bytes) -> None:
+    """The file the user named: replaced if it exists, but never written through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+_standalone = Downloads()
+
+
 @dataclass
 class Result:
     """A finished generation: URLs (which expire) and, when cached, a local copy."""
@@ -68,43 +220,41 @@ class Result:
     media: str
     thumbnail_url: str | None = None
     local_path: str | None = None
+    name: str | None = None  # the job id: what a saved copy is called
     downloads: Downloads | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def _downloads(self) -> Downloads:
+        return self.downloads or _standalone
+
+    def download(self) -> Download:
+        """The result's bytes, type and file suffix, checked (see the module docstring)."""
+        if self.local_path and Path(self.local_path).exists():
+            data = Path(self.local_path).read_bytes()
+            return Download(data, "", Path(self.local_path).suffix)
+        return self._downloads.fetch_blocking(self.url, self.media)
 
     def read(self) -> bytes:
         """The bytes: from the local copy when there is one, else downloaded."""
-        if self.local_path and Path(self.local_path).exists():
-            return Path(self.local_path).read_bytes()
-        return self._blocking(self.url)
+        return self.download().data
 
     async def aread(self) -> bytes:
         if self.local_path and Path(self.local_path).exists():
             return Path(self.local_path).read_bytes()
-        if self.downloads is None:
-            async with httpx.AsyncClient(timeout=60, follow_redirects=True) as c:
-                r = await c.get(self.url)
-                r.raise_for_status()
-                return r.content
-        return await self.downloads.fetch(self.url)
-
-    def _blocking(self, url: str) -> bytes:
-        if self.downloads is None:
-            r = httpx.get(url, timeout=60, follow_redirects=True)
-            r.raise_for_status()
-            return r.content
-        return self.downloads.fetch_blocking(url)
+        return (await self._downloads.fetch(self.url, self.media)).data
 
     @property
-    def suffix(self) -> str:
-        path = self.url.split("?", 1)[0]
-        ext = Path(path).suffix
-        return ext if ext else (".png" if self.media == "image" else ".mp4")
+    def stem(self) -> str:
+        return file_stem(self.name) if self.name else "result"
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the result to ``path`` (a file, or a directory to put it in); returns the file."""
+        """Write the result to ``path``: a file you name, or a directory (default: the current one)
+        to create ``<job id>.<suffix>`` in; returns the file."""
+        download = self.download()
         target = Path(path) if path is not None else Path.cwd()
         if target.is_dir():
-            target = target / (Path(self.url.split("?", 1)[0]).name or f"result{self.suffix}")
-        target.write_bytes(self.read())
+            return write_new(target, self.stem, download.suffix, download.data)
+        _write_over(target, download.data)
         return target
 
     def image(self) -> Any:
@@ -115,7 +265,7 @@ class Result:
             return Image.open(io.BytesIO(self.read()))
         if not self.thumbnail_url:
             raise ValueError("This video has no thumbnail; use read() or save() for the video itself.")
-        return Image.open(io.BytesIO(self._blocking(self.thumbnail_url)))
+        return Image.open(io.BytesIO(self._downloads.fetch_blocking(self.thumbnail_url, "image").data))
 
     def _repr_html_(self) -> str:
         u = html.escape(self.url, quote=True)

@@ -38,7 +38,9 @@ class Service:
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
         self.stats = {"requests": 0, "signatures": 0, "siwx_signatures": 0}
-        self.siwx_signed: dict[str, dict[str, Any]] = {}  # the last signed SIWX payload per URI (no secrets)
+        # The last signed SIWX payload per URI, for the inspector; a real wallet's without its signature.
+        self.siwx_signed: dict[str, dict[str, Any]] = {}
+        self.sandbox = wallet.sandbox and is_loopback(self.base_url)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -96,12 +98,13 @@ class Service:
         A 402 means the proof was refused: with a challenge we sign that challenge, without one
         we sign afresh; either way we try once more, and a second refusal is an :class:`AuthError`.
         """
-        uri = str(self.http.build_request(method, path).url).split("?", 1)[0]
+        url = str(self.http.build_request(method, path, params=kwargs.get("params")).url)
+        uri = url.split("?", 1)[0]
         r = await self.retrying(lambda: self._send_signed(method, path, self._own_proof(uri), kwargs))
         if r.status_code != 402:
             return r
         error, extensions = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
-        info = siwx.challenge_info(extensions, url=uri, chains=self.chain_ids)
+        info = siwx.challenge_info(extensions, url=url, chains=self.chain_ids)
         header = self._sign(uri, info) if info is not None else self._own_proof(uri)
         r = await self.retrying(lambda: self._send_signed(method, path, header, kwargs))
         if r.status_code == 402:
@@ -117,7 +120,8 @@ class Service:
         return self._sign(uri, siwx.own_info(uri, self.chain_ids[0]))
 
     def _sign(self, uri: str, info: dict[str, Any]) -> str:
-        header, self.siwx_signed[uri] = siwx.sign(self.wallet, info)
+        header, payload = siwx.sign(self.wallet, info)
+        self.siwx_signed[uri] = payload if self.sandbox else {**payload, "signature": "(not shown for a real wallet)"}
         self.stats["siwx_signatures"] += 1
         return header
 

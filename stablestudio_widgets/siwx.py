@@ -1,7 +1,9 @@
 """Sign-In-With-X (CAIP-122, EIP-4361 text, EIP-191 signature) for job and upload-confirm routes.
 
-Servers accept each proof once, so we sign a fresh message of our own for every request, or
-exactly the info of a server challenge, and only ever for the host we are talking to.
+Servers accept each proof once, so we sign a fresh message of our own for every request, or the
+info of a server challenge — after checking it says only what a sign-in to this very request
+should say: our URL and host, our chain, a fresh short-lived window, no text of the server's own
+and no control characters that could forge another line.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ if TYPE_CHECKING:
 
 HEADER = "SIGN-IN-WITH-X"
 EXTENSION = "sign-in-with-x"
-_NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
+_NONCE = re.compile(r"^[A-Za-z0-9]{8,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # line breaks of any kind, and other controls
 _ALNUM = string.ascii_letters + string.digits
 _CHALLENGE_KEYS = ("domain", "nonce", "issuedAt")  # a challenge without them is only a declaration
 #: Our own messages say they were issued this many seconds ago: the router refuses an ``issuedAt``
 #: in its future with no tolerance, so a clock a little ahead of the server's still signs in.
 ISSUED_AT_SLACK_S = 5.0
+#: The only statement a server may put in what we sign (what the x402 router sends).
+ROUTER_STATEMENT = "Sign in to verify your wallet identity"
+MAX_CLOCK_SKEW_S = 300  # a challenge's issuedAt may be this far from our clock, either way
+MAX_LIFETIME_S = 3600  # a challenge's expirationTime may be at most this far away
 
 
 def iso_now(offset_s: float = 0.0) -> str:
@@ -74,6 +82,7 @@ def sign(wallet: Wallet, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     fields = ("domain", "uri", "version", "statement", "nonce", "issuedAt", "expirationTime",
               "notBefore", "requestId", "resources")
     payload = {k: info[k] for k in fields if info.get(k) is not None}
+    _refuse_control(payload)  # a last line of defence: nothing we sign can carry a forged line
     payload.setdefault("version", "1")
     payload.update(address=wallet.address, chainId=str(info["chainId"]), type="eip191")
     payload["signature"] = wallet.sign_message(message_text(payload, wallet.address))
@@ -105,8 +114,9 @@ def refusal(header: str | None, body: Any) -> tuple[str | None, dict[str, Any]]:
 def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -> dict[str, Any] | None:
     """The server's challenge to sign, checked; ``None`` when there is none to answer (no
     extension, or a bare declaration without ``supportedChains``, ``domain``, ``nonce`` and
-    ``issuedAt``). Its domain must be the host we talk to, and it must offer an EVM chain we
-    can sign for (the first of ``chains`` it supports)."""
+    ``issuedAt``). Raises :class:`AuthError` (nothing signed) unless it is for this very request
+    (``uri`` = the URL, ``domain`` = its host), on a chain we sign for, issued within minutes of
+    now, expiring within the hour, and says nothing of the server's own making."""
     ext = extensions.get(EXTENSION)
     if not isinstance(ext, dict) or not isinstance(ext.get("info"), dict):
         return None
@@ -114,18 +124,73 @@ def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -
     supported = ext.get("supportedChains") or info.get("supportedChains") or []
     if not isinstance(supported, list) or not supported or not all(info.get(k) for k in _CHALLENGE_KEYS):
         return None
-    expected = host_of(url)
-    # Routers write the bare hostname in their challenges (and accept it, or host:port, back).
-    if info.get("domain") not in (expected, urlsplit(url).hostname):
-        raise AuthError(f"Refusing to sign in: the challenge is for {info.get('domain')!r} but we are "
-                        f"talking to {expected!r}. Nothing was signed.")
+    info.pop("supportedChains", None)
+    _refuse_control(info)
+    _refuse_other_request(info, url)
     if not isinstance(info.get("nonce"), str) or not _NONCE.match(info["nonce"]):
-        raise AuthError("The sign-in challenge has no valid nonce (8+ letters or digits). Nothing was signed.")
+        raise AuthError("The sign-in challenge has no valid nonce (8 to 64 letters or digits). Nothing was signed.")
     offered = [c.get("chainId") for c in supported if isinstance(c, dict) and c.get("type", "eip191") == "eip191"]
     choice = next((c for c in chains if c in offered), None)
-    if choice is None:
-        raise AuthError(f"The sign-in challenge offers chains {offered}; this wallet signs for {chains}.")
+    if choice is None or info.get("chainId", choice) not in chains:
+        raise AuthError(f"The sign-in challenge is for chain {info.get('chainId')!r} (offering {offered}); this "
+                        f"wallet signs in on {chains}. Nothing was signed.")
+    _refuse_odd_times(info)
+    _refuse_server_text(info)
     info["chainId"] = choice
-    info.setdefault("uri", url.split("?", 1)[0])
-    info.pop("supportedChains", None)
+    info["uri"] = url.split("?", 1)[0]
     return info
+
+
+def _refuse(why: str) -> AuthError:
+    return AuthError(f"Refusing to sign in: {why}. Nothing was signed.")
+
+
+def _refuse_control(fields: dict[str, Any]) -> None:
+    for key, value in fields.items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and _CONTROL.search(v):
+                raise _refuse(f"the challenge's {key} holds control characters (they could forge a line of the "
+                              "message)")
+
+
+def _refuse_other_request(info: dict[str, Any], url: str) -> None:
+    """The challenge must be for the request we made: its URL (with or without the query), its host
+    (the router writes the host name without the port)."""
+    parts = urlsplit(url)
+    if info.get("domain") not in (host_of(url), parts.hostname):
+        raise _refuse(f"the challenge is for {str(info.get('domain'))[:80]!r} but we are talking to {host_of(url)!r}")
+    uri = info.get("uri", url)
+    if uri not in (url, url.split("?", 1)[0]):
+        raise _refuse(f"the challenge names the URI {str(uri)[:120]!r}, not the one we requested ({url})")
+    if str(info.get("version", "1")) != "1":
+        raise _refuse(f"the challenge asks for message version {str(info.get('version'))[:10]!r}, not 1")
+
+
+def _refuse_odd_times(info: dict[str, Any]) -> None:
+    now = datetime.now(timezone.utc)
+    try:
+        issued = parse_iso(str(info["issuedAt"]))
+        expires = parse_iso(str(info["expirationTime"])) if info.get("expirationTime") else None
+        not_before = parse_iso(str(info["notBefore"])) if info.get("notBefore") else None
+    except ValueError:
+        raise _refuse("the challenge's times are not ISO 8601") from None
+    if any(t is not None and t.tzinfo is None for t in (issued, expires, not_before)):
+        raise _refuse("the challenge's times carry no time zone")
+    if abs((now - issued).total_seconds()) > MAX_CLOCK_SKEW_S:
+        raise _refuse(f"the challenge was issued at {info['issuedAt']}, more than {MAX_CLOCK_SKEW_S // 60} minutes "
+                      "from now")
+    if expires is not None and not 0 < (expires - now).total_seconds() <= MAX_LIFETIME_S:
+        raise _refuse(f"the challenge expires at {info['expirationTime']}: in the past or more than an hour away")
+    if not_before is not None and (not_before - now).total_seconds() > MAX_CLOCK_SKEW_S:
+        raise _refuse(f"the challenge is not valid before {info['notBefore']}")
+
+
+def _refuse_server_text(info: dict[str, Any]) -> None:
+    """What the message says is ours to write: no statement but the router's, no resources, and a
+    request id only as a plain token."""
+    if info.get("statement") not in (None, ROUTER_STATEMENT):
+        raise _refuse(f"the challenge wants us to sign the statement {str(info['statement'])[:120]!r}")
+    if info.get("resources"):
+        raise _refuse("the challenge wants us to sign a list of resources")
+    if info.get("requestId") is not None and not _REQUEST_ID.match(str(info["requestId"])):
+        raise _refuse("the challenge's request id is not a plain token")

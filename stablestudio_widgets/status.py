@@ -32,7 +32,11 @@ LOCAL = frozenset(s for s, d in _JOB.items() if d["local"])
 #: Payments that may still settle or have settled without our knowing what they bought.
 OPEN_PAYMENTS = tuple(s for s, d in _PAYMENT.items() if d["open"])
 #: Payments whose amount counts as spent (settled, or possibly settled).
-COUNTED_PAYMENTS = tuple(s for s, d in _PAYMENT.items() if d["counts"])
+COUNTED_PAYMENTS = tuple(s for s, d in _PAYMENT.items() if d["counts"] == "always")
+#: Payments that count until their authorization expires (refused, but still valid: bearer money).
+COUNTED_WHILE_VALID = tuple(s for s, d in _PAYMENT.items() if d["counts"] == "while_valid")
+#: Payments whose signed payload can no longer be needed to settle: the ledger keeps only its hash.
+SPENT_PAYLOADS = tuple(s for s, d in _PAYMENT.items() if not d["open"])
 
 
 def kind(status: str) -> str:

@@ -68,9 +68,9 @@ class Job:
     def wait(self, timeout: float | None = None) -> Result:
         return self._runner.run(self._inner.wait(timeout))
 
-    def retry(self, *, confirm: bool = False) -> Job:
+    def retry(self, *, confirm: bool = False, confirm_usd: float | None = None) -> Job:
         """Pay again for the same route and parameters (a new payment, at your request)."""
-        return Job(self._runner.run(self._inner.retry(confirm=confirm)), self._runner)
+        return Job(self._runner.run(self._inner.retry(confirm=confirm, confirm_usd=confirm_usd)), self._runner)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 
+from .boundary import file_stem, job_path, wire_params
+from .boundary import job_id as checked_job_id
 from .catalog import Catalog
-from .errors import ServiceError
+from .errors import ServiceError, StableStudioError
 from .jobs import AsyncJob
 from .ledger import Ledger
-from .results import Downloads
+from .results import Downloads, write_new
 from .service import Service
 from .x402 import Receipt
 
@@ -29,10 +31,11 @@ class JobTracker:
     """The registry of live jobs by id and their change channel; the host every job talks to."""
 
     def __init__(self, service: Service, ledger: Ledger, catalog: Catalog, *, session: str,
-                 save_dir: Path | None, resubmit: Callable[[AsyncJob, bool], Awaitable[AsyncJob]]):
+                 save_dir: Path | None, resubmit: Callable[[AsyncJob, bool, float | None], Awaitable[AsyncJob]],
+                 download_limits: dict[str, int] | None = None):
         self.service, self.ledger, self.catalog, self.session = service, ledger, catalog, session
         self.save_dir = save_dir
-        self.downloads = Downloads(service)
+        self.downloads = Downloads(service, download_limits)
         self.jobs: dict[str, AsyncJob] = {}
         self._listeners: list[Listener] = [self._persist]
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
@@ -66,23 +69,25 @@ class JobTracker:
 
     # --- the job host interface -------------------------------------------------------------------
     async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:
-        r = await self.service.signed_in("GET", f"/api/jobs/{job_id}")
-        return r, self.service.siwx_signed.get(self.service.url(f"/api/jobs/{job_id}"), {})
+        r = await self.service.signed_in("GET", job_path(job_id))
+        return r, self.service.siwx_signed.get(str(r.request.url).split("?", 1)[0], {})
 
     async def completed(self, job: AsyncJob) -> None:
-        """Keep a local copy when asked to: result URLs expire."""
-        if self.save_dir is None or job.result is None or job.result.local_path:
+        """Keep a local copy when asked to (result URLs expire): checked like any download, named
+        after the job id (hashed unless plainly an id), with the suffix of its checked type."""
+        if self.save_dir is None or job.result is None or job.result.local_path or job.id is None:
             return
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        target = self.save_dir / f"{job.id}{job.result.suffix}"
-        r = await self.service.retrying(lambda: self.service.http.get(job.result.url))
-        if r.status_code == 200:
-            target.write_bytes(r.content)
-            job.result.local_path = str(target)
-            self.ledger.update_job(job.id, local_path=str(target))
+        try:
+            got = await self.downloads.fetch(job.result.url, job.route.media)
+        except (StableStudioError, httpx.TransportError) as e:
+            job.progress(f"Could not keep a local copy: {e}")
+            return
+        target = write_new(self.save_dir, file_stem(job.id), got.suffix, got.data)
+        job.result.local_path = str(target)
+        self.ledger.update_job(job.id, local_path=str(target))
 
-    async def resubmit(self, job: AsyncJob, confirm: bool) -> AsyncJob:
-        return await self._resubmit(job, confirm)
+    async def resubmit(self, job: AsyncJob, confirm: bool, confirm_usd: float | None) -> AsyncJob:
+        return await self._resubmit(job, confirm, confirm_usd)
 
     # --- registering jobs ---------------------------------------------------------------------------
     def adopt(self, job: AsyncJob, job_id: str, *, amount: int, nonce: str, payer: str, status: str,
@@ -101,16 +106,18 @@ class JobTracker:
         return AsyncJob(route=self.catalog.route(route_id), params=params, host=self)
 
     def from_service(self, data: dict[str, Any], job_id: str | None = None) -> AsyncJob:
-        """A job as the service (or the ledger) describes it, merged with what we know of it."""
-        job_id = job_id or data.get("id") or data.get("jobId")
-        row = self.ledger.job(job_id) if job_id else None
+        """A job as the service (or the ledger) describes it, merged with what we know of it. Its
+        params are wire data: image inputs stay only as http(s) URLs, never local paths."""
+        job_id = checked_job_id(job_id or data.get("id") or data.get("jobId"))
+        row = self.ledger.job(job_id)
         route_id = data.get("route") or (row or {}).get("route") or route_from_type(self.catalog, data.get("type"))
-        if route_id not in self.catalog.routes:
-            raise ServiceError(f"Job {job_id} has a type this client does not know ({data.get('type')!r}).",
+        if not isinstance(route_id, str) or route_id not in self.catalog.routes:
+            raise ServiceError(f"Job {job_id} has a type this client does not know ({str(data.get('type'))[:60]!r}).",
                                status=200, body=str(data)[:500], job_id=job_id)
-        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        route = self.catalog.routes[route_id]
+        params = wire_params(route, data.get("params"))
         if row and not params:
-            params = json.loads(row["params"] or "{}")
+            params = wire_params(route, json.loads(row["params"] or "{}"))
         job = self.jobs.get(job_id)
         if job is None:
             job = self.new_job(route_id, params)

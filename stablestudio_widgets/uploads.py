@@ -10,17 +10,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .boundary import is_web_url
 from .catalog import Route
 from .errors import InvalidParams, ServiceError
 from .payments import Payments
+from .policy import Consent
 from .service import DEFAULT_BASE_URL, Service
 
 PRODUCTION_BLOB_PUT = "https://vercel.com/api/blob/"
 PLACEHOLDER_URL = "https://upload.invalid/pending.png"  # stands in for a local image when quoting
-
-
-def is_url(v: Any) -> bool:
-    return isinstance(v, str) and v.startswith(("http://", "https://"))
 
 
 def media_params(route: Route, wire: dict[str, Any]) -> list[str]:
@@ -34,9 +32,9 @@ def placeholder_uploads(route: Route, wire: dict[str, Any]) -> tuple[dict[str, A
     for name in media_params(route, wire):
         value = wire[name]
         if isinstance(value, list):
-            uploads.extend(v for v in value if not is_url(v))
-            body[name] = [v if is_url(v) else PLACEHOLDER_URL for v in value]
-        elif not is_url(value):
+            uploads.extend(v for v in value if not is_web_url(v))
+            body[name] = [v if is_web_url(v) else PLACEHOLDER_URL for v in value]
+        elif not is_web_url(value):
             uploads.append(value)
             body[name] = PLACEHOLDER_URL
     return body, uploads
@@ -48,11 +46,11 @@ class Uploads:
     def __init__(self, service: Service, payments: Payments):
         self.service, self.payments = service, payments
 
-    async def upload(self, source: Any, *, confirm: bool = False) -> str:
+    async def upload(self, source: Any, *, consent: Consent) -> str:
         """Upload a local image (path, bytes or PIL image); returns the blob URL to use in calls."""
         data, filename, mime = read_image(source)
         body = {"filename": filename, "contentType": mime, "size": len(data)}
-        paid = await self.payments.post("/api/upload", body, ("upload",), kind="upload", route=None, confirm=confirm)
+        paid = await self.payments.post("/api/upload", body, ("upload",), kind="upload", route=None, consent=consent)
         token, usd_ = paid.data, paid.signed.requirement.amount_usd
         try:
             upload_id, client_token, pathname = token["uploadId"], token["clientToken"], token["pathname"]
@@ -75,26 +73,31 @@ class Uploads:
         if c.status_code != 200:
             raise ServiceError(f"Confirming upload {upload_id} failed with HTTP {c.status_code}: {c.text[:200]}",
                                status=c.status_code, body=c.text, paid_usd=usd_)
-        return c.json().get("upload", {}).get("blobUrl") or blob_url
+        confirmed = c.json().get("upload", {}).get("blobUrl") or blob_url
+        if not is_web_url(confirmed):
+            raise ServiceError(f"The upload of {filename} came back without an http(s) URL; it is not used.",
+                               status=200, body=str(confirmed)[:200], paid_usd=usd_)
+        return confirmed
 
-    async def upload_inputs(self, route: Route, wire: dict[str, Any], *, confirm: bool) -> dict[str, Any]:
+    async def upload_inputs(self, route: Route, wire: dict[str, Any], *, consent: Consent) -> dict[str, Any]:
         """``wire`` with every local image replaced by its uploaded blob URL."""
         out = dict(wire)
         for name in media_params(route, wire):
             value = wire[name]
             if isinstance(value, list):
-                out[name] = [v if is_url(v) else await self.upload(v, confirm=confirm) for v in value]
-            elif not is_url(value):
-                out[name] = await self.upload(value, confirm=confirm)
+                out[name] = [v if is_web_url(v) else await self.upload(v, consent=consent) for v in value]
+            elif not is_web_url(value):
+                out[name] = await self.upload(value, consent=consent)
         return out
 
-    async def extra_cost(self, uploads: list[Any], path: str) -> int:
-        """What the uploads a call needs will cost, checked against the policy (0 without uploads)."""
+    async def extra_cost(self, uploads: list[Any], path: str, consented: bool) -> tuple[int, Consent]:
+        """What the uploads a call needs will cost, checked against the policy (0 without uploads),
+        and the consent each of them gets: its quoted price when the user consented to the call."""
         if not uploads:
-            return 0
-        terms = await self.payments.upload_terms()
-        self.payments.check(terms.requirement, "/api/upload")
-        return terms.requirement.amount * len(uploads)
+            return 0, Consent()
+        req = (await self.payments.upload_terms()).requirement
+        self.payments.check(req, "/api/upload")
+        return req.amount * len(uploads), Consent(req.amount if consented else None, req.pay_to)
 
 
 def read_image(source: Any) -> tuple[bytes, str, str]:

@@ -50,17 +50,20 @@ class Wallet:
         """From an encrypted JSON keystore (password from the argument, the environment or a prompt)."""
         p = Path(path).expanduser()
         try:
-            keystore = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
+            text = p.read_text()
+        except OSError as e:
             raise WalletError(f"Cannot read keystore {p}: {e.__class__.__name__}.") from None
         if password is None:
             password = os.environ.get(ENV_KEYSTORE_PASSWORD)
         if password is None:
             password = getpass.getpass(f"Password for keystore {p.name}: ")
-        try:
-            return cls(Account.from_key(Account.decrypt(keystore, password)))
-        except ValueError:
-            raise WalletError(f"Cannot decrypt keystore {p}: wrong password or damaged file.") from None
+        account = _decrypt(text, password)
+        # Error reporters that capture locals must find neither the password nor the ciphertext,
+        # and the error is raised outside any ``except`` so no traceback of the decryption hangs on it.
+        del text, password
+        if account is None:
+            raise WalletError(f"Cannot decrypt keystore {p}: wrong password or damaged file.")
+        return cls(account)
 
     @classmethod
     def from_env(cls) -> Wallet:
@@ -108,3 +111,11 @@ class Wallet:
 
     def __deepcopy__(self, memo):
         raise TypeError("A Wallet cannot be copied: the private key stays in this kernel.")
+
+
+def _decrypt(text: str, password: str) -> Any:
+    """The account in a keystore, or None; no exception (and so no frame with the password) escapes."""
+    try:
+        return Account.from_key(Account.decrypt(json.loads(text), password))
+    except Exception:
+        return None

@@ -22,10 +22,16 @@ if TYPE_CHECKING:
 
 X402_VERSION = 2
 DEFAULT_TIMEOUT_S = 300
+#: The longest an authorization we sign stays valid, whatever ``maxTimeoutSeconds`` asks: a signed
+#: authorization is bearer money until it expires.
+MAX_VALIDITY_S = 600
+#: ``validAfter`` lies this far in the past, so a verifier whose clock is a little behind accepts it.
+VALID_AFTER_SKEW_S = 60
 MAX_UINT256 = 2**256 - 1
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NETWORK = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,64}$")
 _UINT = re.compile(r"[0-9]{1,78}")  # ASCII digits only: str.isdigit() accepts '²'
+_TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
 #: EIP-712 domains of the stablecoins we know, used when a 402 omits ``extra``.
@@ -223,14 +229,16 @@ def refuse_unsupported(req: Requirement) -> str | None:
 def sign_payment(wallet: Wallet, req: Requirement, resource: dict[str, Any], *,
                  now: float | None = None) -> SignedPayment:
     """Sign an EIP-3009 ``TransferWithAuthorization`` for exactly ``req`` and wrap it as
-    a ``PaymentPayload``; the nonce is 32 CSPRNG bytes, fresh for every call."""
+    a ``PaymentPayload``; the nonce is 32 CSPRNG bytes, fresh for every call, and the validity
+    window at most :data:`MAX_VALIDITY_S` long."""
     why = refuse_unsupported(req)
     if why:
         raise PaymentRequiredError(f"Cannot pay {req.describe()}: {why}. Nothing was signed.")
     domain = eip712_domain(req)
     now = time.time() if now is None else now
-    authorization = {"from": wallet.address, "to": req.pay_to, "value": str(req.amount), "validAfter": "0",
-                     "validBefore": str(int(now) + req.max_timeout_seconds),
+    authorization = {"from": wallet.address, "to": req.pay_to, "value": str(req.amount),
+                     "validAfter": str(int(now) - VALID_AFTER_SKEW_S),
+                     "validBefore": str(int(now) + min(req.max_timeout_seconds, MAX_VALIDITY_S)),
                      "nonce": "0x" + secrets.token_bytes(32).hex()}
     signature = wallet.sign_typed_data(typed_data(domain, authorization))
     payload = {"x402Version": X402_VERSION, "resource": resource, "accepted": req.raw,
@@ -257,7 +265,7 @@ class Receipt:
     @property
     def explorer_url(self) -> str | None:
         base = EXPLORERS.get(self.network or "") if self.on_chain else None
-        return base + self.transaction if base and self.transaction else None
+        return base + self.transaction if base and _TX_HASH.match(self.transaction or "") else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"success": self.success, "transaction": self.transaction, "network": self.network,

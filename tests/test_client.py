@@ -188,8 +188,10 @@ async def test_fresh_402_means_sign_again_once(make_client, sandbox, transport):
     job = await ss.generate("grok", "second")
     assert job.amount == 70000
     statuses = [p["status"] for p in ss.ledger.payments()]
-    assert statuses == ["settled", "rejected", "settled"]
+    assert statuses == ["settled", "refused", "settled"]
     assert len(sandbox.settlements) == 2
+    # The refused authorization is still valid: it counts until it expires.
+    assert ss.spending.held == 69999 and ss.ledger.spent_atomic() == 2 * 70000 + 69999
 
 
 @pytest.mark.parametrize("mode", ["reset", "5xx", "delay"])

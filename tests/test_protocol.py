@@ -71,7 +71,7 @@ def test_signature_accepted_by_reference_sdk(wallet):
     evm = ExactEIP3009Payload.from_dict(ref.payload)
     a = evm.authorization
     assert (a.from_address, a.to, a.value, a.valid_after, a.valid_before) == (
-        wallet.address, PAY_TO, "39000", "0", str(1_767_225_300 + 300))
+        wallet.address, PAY_TO, "39000", str(1_767_225_300 - 60), str(1_767_225_300 + 300))
     assert len(bytes.fromhex(a.nonce[2:])) == 32
     digest = hash_eip3009_authorization(a, 8453, BASE_USDC, "USD Coin", "2")
     assert verify_eoa_signature(digest, bytes.fromhex(evm.signature[2:]), wallet.address)
@@ -113,11 +113,15 @@ def test_decodes_what_reference_server_emits():
         resource=ResourceInfo(url="http://127.0.0.1/x", description="d"), error="payment required")
     pr = x402.decode_payment_required(encode_payment_required_header(ref))
     assert (pr.accepts[0].amount, pr.accepts[0].max_timeout_seconds, pr.error) == (130000, 60, "payment required")
-    settle = SettleResponse(success=True, transaction="0xabc", network="eip155:84532", payer=PAY_TO, amount="130000")
+    tx = "0x" + "ab" * 32
+    settle = SettleResponse(success=True, transaction=tx, network="eip155:84532", payer=PAY_TO, amount="130000")
     receipt = x402.decode_settle_response(encode_payment_response_header(settle))
     assert (receipt.success, receipt.transaction, receipt.amount, receipt.network_name) == (
-        True, "0xabc", 130000, "Base Sepolia")
-    assert receipt.explorer_url == "https://sepolia.basescan.org/tx/0xabc"
+        True, tx, 130000, "Base Sepolia")
+    assert receipt.explorer_url == "https://sepolia.basescan.org/tx/" + tx
+    odd = settle.model_copy(update={"transaction": "0x1\"><"})
+    odd = x402.decode_settle_response(encode_payment_response_header(odd))
+    assert odd.explorer_url is None  # only a transaction hash becomes a link
 
 
 @pytest.mark.parametrize("mutate,needle", [
@@ -233,14 +237,18 @@ def test_challenge_for_another_domain_is_refused(wallet):
 
 
 def test_challenge_signed_exactly(wallet):
+    """What the router sends (its statement, the full request URL as uri, the host name as domain)
+    is signed as sent; the uri is the request's."""
     fresh = {"issuedAt": siwx.iso_now(), "expirationTime": siwx.iso_now(300)}
-    ext = {"sign-in-with-x": {"info": info(statement="hi", **fresh, resources=["https://stablestudio.dev/api/jobs/cmn1"]),
+    ext = {"sign-in-with-x": {"info": info(statement=siwx.ROUTER_STATEMENT, **fresh,
+                                           uri="https://stablestudio.dev/api/jobs?limit=20"),
                               "supportedChains": [{"chainId": "eip155:84532", "type": "eip191"},
                                                   {"chainId": "eip155:8453", "type": "eip191"}]}}
-    i = siwx.challenge_info(ext, url="https://stablestudio.dev/api/jobs/cmn1", chains=["eip155:8453"])
+    i = siwx.challenge_info(ext, url="https://stablestudio.dev/api/jobs?limit=20", chains=["eip155:8453"])
     header, payload = siwx.sign(wallet, i)
     assert payload["nonce"] == "abcDEF123456" and payload["chainId"] == "eip155:8453"
-    assert payload["statement"] == "hi" and payload["issuedAt"] == fresh["issuedAt"]
+    assert payload["statement"] == siwx.ROUTER_STATEMENT and payload["issuedAt"] == fresh["issuedAt"]
+    assert payload["uri"] == "https://stablestudio.dev/api/jobs"
     ref = SIWxPayload.model_validate(json.loads(base64.b64decode(header)))
     assert asyncio.run(verify_siwx_signature(ref)).is_valid
 

@@ -76,7 +76,7 @@ async def test_fault_suite_reconciles_with_the_sandbox_ledger(faults, mode, tmp_
         for s in settlements:
             assert paid[s["nonce"]]["status"] == "settled" and paid[s["nonce"]]["job_id"] == s["job_id"]
         # Every payment we signed either settled or is known not to have.
-        assert {p["status"] for p in paid.values()} <= {"settled", "rejected"}
+        assert {p["status"] for p in paid.values()} <= {"settled", "refused"}
         assert ss.stats["signatures"] == len(paid)
         completed = [o for o in outcomes if not isinstance(o, Exception)]
         assert len(completed) >= 12, outcomes

@@ -19,11 +19,11 @@ from typing import Any
 
 import traitlets
 
-from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
+from ..errors import BudgetExceeded, ConfirmationRequired, InvalidParams, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
 from ..status import JobStatus
 from ._runtime import Bridge, css, describe, esm
-from .feed import FeedWidget, Handler, JobFeed
+from .feed import FeedWidget, Handler, JobFeed, consented_usd
 from .records import job_record, jsonable, ledger_records, mask_record
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
@@ -83,6 +83,7 @@ class Compare(FeedWidget):
         if blind:
             random.Random(seed).shuffle(order)
         self._order = _restore["order"] if _restore else order
+        self._local_files = _restore is None  # a grid restored from the ledger never reads a path it names
         self._jobs_by_key: dict[str, Cell] = {}
         super().__init__(comparison_id=comparison_id or uuid.uuid4().hex[:12], prompts=list(prompts),
                          transpose=transpose, blind=blind, vote_mode=vote_mode, repeats=int(repeats))
@@ -135,10 +136,12 @@ class Compare(FeedWidget):
         return self.quote.get("total_usd")
 
     # --- run ----------------------------------------------------------------------------------
-    def run(self) -> Compare:
-        """Pay for and run every cell concurrently (what the Run button does). A refusal (over the
-        budget, already run) is raised by :meth:`wait`."""
-        self._ran = self._bridge.spawn(self._run())
+    def run(self, *, confirm: bool = False, confirm_usd: float | None = None) -> Compare:
+        """Pay for and run every cell concurrently. Above the confirmation threshold the total needs
+        consent: ``confirm=True`` agrees to the quoted total, ``confirm_usd`` to at most that much
+        (the Run button sends the total it showed); each cell then pays at most its own quote. A
+        refusal (a price not agreed to, over the budget, already run) is raised by :meth:`wait`."""
+        self._ran = self._bridge.spawn(self._run(confirm, confirm_usd))
         return self
 
     _ran: Any = None
@@ -151,18 +154,29 @@ class Compare(FeedWidget):
         future.result(timeout)
         return self
 
-    async def _run(self) -> None:
-        await self._start()
+    async def _run(self, confirm: bool, confirm_usd: float | None) -> None:
+        await self._start(confirm, confirm_usd)
         await self._run_cells()
 
-    async def _start(self) -> None:
-        """Wait for the exact total, check it against the budget, and mark the grid running."""
+    async def _start(self, confirm: bool, confirm_usd: float | None) -> None:
+        """Wait for the exact total, check it against the user's consent and the budget, and mark
+        the grid running."""
         if self._quoted is not None:
             await asyncio.wrap_future(self._quoted)
         if self.state != "ready":
             why = self.quote.get("message") if self.state == "quoting" else f"it is {self.state} already"
             raise InvalidParams(f"This comparison cannot run: {why}.", field="state")
         aio = self._bridge.aio
+        total, threshold = self.total_usd or 0.0, aio.policy.confirm_above_usd
+        if confirm_usd is not None and total > confirm_usd + 1e-9:
+            raise ConfirmationRequired(
+                f"This comparison now costs {fmt_usd(total)}, more than the {fmt_usd(confirm_usd)} you agreed to. "
+                "Nothing was signed.", price_usd=total, threshold_usd=threshold, consented_usd=confirm_usd)
+        if confirm_usd is None and not confirm and threshold is not None and total > threshold + 1e-9:
+            raise ConfirmationRequired(
+                f"This comparison costs {fmt_usd(total)}, above the confirmation threshold of {fmt_usd(threshold)}. "
+                "Nothing was signed. Press Run, or call run(confirm=True) to pay it.",
+                price_usd=total, threshold_usd=threshold)
         remaining = aio.spending.remaining_usd
         if remaining is not None and (self.total_usd or 0) > remaining + 1e-9:
             raise BudgetExceeded(f"This comparison costs {fmt_usd(self.total_usd or 0)} but only {fmt_usd(remaining)} "
@@ -172,7 +186,7 @@ class Compare(FeedWidget):
         self.state = "running"
 
     async def _run_cells(self) -> None:
-        await asyncio.gather(*(self._pay_cell(c, self._new_job(c)) for c in self._cells))
+        await asyncio.gather(*(self._pay_cell(c, self._new_job(c), self._per_cell[c.key]) for c in self._cells))
         self.state = "done"
         self._save()
 
@@ -183,22 +197,24 @@ class Compare(FeedWidget):
         self._feed.track(job)
         return job
 
-    async def _pay_cell(self, cell: Cell, job: AsyncJob) -> None:
-        try:
-            await self._bridge.aio.submit(cell.route_id, dict(cell.params), confirm=True, job=job)  # total confirmed
+    async def _pay_cell(self, cell: Cell, job: AsyncJob, confirm_usd: float | None) -> None:
+        try:  # the user agreed to the total: each cell to its own quote, no more
+            await self._bridge.aio.submit(cell.route_id, dict(cell.params), confirm_usd=confirm_usd, job=job,
+                                          local_files=self._local_files)
             cell.job_id = job.id
             self._save()
             await job.wait()
         except StableStudioError:
             pass  # the cell's card shows the error and offers a retry
 
-    def retry(self, key: str) -> None:
-        """Run one failed cell again (a new payment)."""
-        found = self._retry(key)
+    def retry(self, key: str, confirm_usd: float | None = None) -> None:
+        """Run one failed cell again (a new payment of at most ``confirm_usd``; without it the
+        confirmation threshold decides)."""
+        found = self._retry(key, confirm_usd)
         if found is not None:
             self._bridge.spawn(found)
 
-    def _retry(self, key: str) -> Coroutine[Any, Any, Any] | None:
+    def _retry(self, key: str, confirm_usd: float | None) -> Coroutine[Any, Any, Any] | None:
         """Start a failed cell again (its new card shows at once), or, when the cell may be paid
         already, return the search for its job (never paid again)."""
         cell = next((c for c in self._cells if c.key == key), None) or self._jobs_by_key.get(key)
@@ -213,7 +229,7 @@ class Compare(FeedWidget):
             raise InvalidParams(f"Cell {key} is {status}: only a failed cell can be run again.", field="key")
         if refused and job.error.paid_usd > 0:
             return self._feed.resume_ledger()  # may be paid already: find it, never re-pay
-        self._bridge.spawn(self._pay_cell(cell, self._new_job(cell)))
+        self._bridge.spawn(self._pay_cell(cell, self._new_job(cell), confirm_usd))
         return None
 
     def _resume(self, key: str) -> Awaitable[Any] | None:
@@ -379,17 +395,18 @@ class Compare(FeedWidget):
     def _handlers(self) -> dict[str, Handler]:
         """The front end's requests (answered by FeedWidget._answer); ``key`` is a cell key."""
         return {
-            "run": lambda _c, _b: self._request_run(),
-            "retry": lambda c, _b: self._retry(str(c.get("key"))),
+            "run": lambda c, _b: self._request_run(consented_usd(c.get("total_usd"))),
+            "retry": lambda c, _b: self._retry(str(c.get("key")), consented_usd(c.get("amount_usd"))),
             "resume": lambda c, _b: self._resume(str(c.get("key"))),
             "vote": lambda c, _b: self.vote(int(c["prompt_index"]), str(c["a"]), str(c["b"]), str(c["choice"])),
             "rate": lambda c, _b: self.rate(str(c["key"]), int(c["rating"])),
             "reveal": lambda _c, _b: self.reveal(),
         }
 
-    async def _request_run(self) -> None:
-        """Answered once the cells start (or with why not); they go on paying and polling."""
-        await self._start()
+    async def _request_run(self, confirm_usd: float | None) -> None:
+        """The Run button, consenting to the total it showed: answered once the cells start (or
+        with why not); they go on paying and polling."""
+        await self._start(False, confirm_usd)
         self._ran = self._bridge.spawn(self._run_cells())
 
     # --- persistence -----------------------------------------------------------------------------

@@ -104,8 +104,9 @@ class JobFeed:
         self._unsubscribe()
 
     # --- the actions every job card offers --------------------------------------------------
-    def act(self, kind: str, key: Any) -> Awaitable[Any] | None:
-        """Retry (a new payment, at the user's request) or resume (poll again) a card's job.
+    def act(self, kind: str, key: Any, amount_usd: float | None = None) -> Awaitable[Any] | None:
+        """Retry (a new payment of at most ``amount_usd``, what the Retry button showed) or resume
+        (poll again) a card's job.
 
         Returns what to finish before the request is answered (None: nothing); raises with the
         reason when there is nothing to do. A retry is answered once its new card exists.
@@ -121,18 +122,21 @@ class JobFeed:
             self.bridge.spawn(self._quiet(job.wait()))  # paid and unfinished: poll it again
             return None
         if kind == "retry" and job.error is not None and job.status != JobStatus.COMPLETE:
-            self._retry(job)
+            self._retry(job, amount_usd)
             return None
         label = VOCABULARY["job_status"].get(job.status, {}).get("label", job.status)
         raise InvalidParams(f"Job {job.id or job.key} is {label}: nothing to {kind}.", field="key")
 
-    def _retry(self, job: AsyncJob) -> None:
+    def _retry(self, job: AsyncJob, confirm_usd: float | None) -> None:
+        """Pay again for a card's job: at most the amount its Retry button showed (without one, the
+        confirmation threshold decides), never reading a local file by path."""
         client = self.bridge.aio
         fresh = client.tracker.new_job(job.route.id, dict(job.params))
         self.replace(job, fresh)
 
         async def pay_and_poll() -> None:
-            await self._quiet(client.submit(job.route.id, dict(job.params), confirm=True, job=fresh))
+            await self._quiet(client.submit(job.route.id, dict(job.params), confirm_usd=confirm_usd, job=fresh,
+                                            local_files=False))
             if fresh.id:
                 await self._quiet(fresh.wait())
         self.bridge.spawn(pay_and_poll())
@@ -159,6 +163,13 @@ class JobFeed:
 Handler = Callable[[dict[str, Any], list], Awaitable[Any] | None]
 
 
+def consented_usd(value: Any) -> float | None:
+    """The amount a button consented to, as the front end sent it (a number, or nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
+
+
 class FeedWidget(anywidget.AnyWidget):
     """A widget whose cards come from a :class:`JobFeed`: requests answered, card actions and clean
     closing, once for every widget."""
@@ -172,7 +183,7 @@ class FeedWidget(anywidget.AnyWidget):
         return {"retry": self._card_action, "resume": self._card_action}
 
     def _card_action(self, content: dict[str, Any], _buffers: list) -> Awaitable[Any] | None:
-        return self._feed.act(content["type"], content.get("key"))
+        return self._feed.act(content["type"], content.get("key"), consented_usd(content.get("amount_usd")))
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: list) -> None:
         # Front-end messages may arrive on a kernel subshell thread: answer on the client's loop.

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..boundary import result_url, wire_params
 from ..catalog import Catalog, Route
-from ..errors import JobFailed, JobNotFound, JobTimeout, StableStudioError
+from ..errors import ConfirmationRequired, JobFailed, JobNotFound, JobTimeout, StableStudioError
 from ..jobs import AsyncJob, JobEvent
 from ..siwx import message_text
 from ..status import FINAL
@@ -59,12 +60,25 @@ def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -
     return mask_record(record) if masked else record
 
 
-def recovery(job: AsyncJob, err: StableStudioError) -> dict[str, bool]:
+def recovery(job: AsyncJob, err: StableStudioError) -> dict[str, Any]:
     """What a card may offer. A request whose payment may have settled (no job id yet, money
-    possibly moved) is resumable, never retryable: a retry would sign a second payment."""
+    possibly moved) is resumable, never retryable: a retry would sign a second payment. A retry
+    shows the amount it consents to (``retry_usd``): what the job cost, or the price it was last
+    asked, or the route table's estimate."""
     maybe_paid = job.id is None and err.paid_usd > 0
-    return {"retryable": isinstance(err, (JobFailed, JobNotFound)) or (job.id is None and not maybe_paid),
-            "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid}
+    retryable = isinstance(err, (JobFailed, JobNotFound)) or (job.id is None and not maybe_paid)
+    return {"retryable": retryable,
+            "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid,
+            "retry_usd": retry_price(job, err) if retryable else None}
+
+
+def retry_price(job: AsyncJob, err: StableStudioError | None) -> float:
+    """What a retry of ``job`` consents to pay: its last known price."""
+    if job.cost_usd is not None:
+        return job.cost_usd
+    if isinstance(err, ConfirmationRequired):
+        return err.price_usd
+    return job.route.price_atomic(job.params) / 1e6
 
 
 def mask_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -83,15 +97,17 @@ def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 50
         route = catalog.routes.get(row["route"])
         if route is None:
             continue
+        url = result_url(row["result_url"], row["base_url"])  # what the ledger kept is checked again
         unfinished = row["status"] not in FINAL and row["base_url"] == base_url
         error = None
         if row["error"] or unfinished:
             error = {"type": "Unfinished" if unfinished else "Error", "retryable": False, "resumable": unfinished,
                      "message": row["error"] or "Paid but never finished here: Resume polls it to the end."}
-        result = ({"url": row["result_url"], "thumbnail_url": row["thumbnail_url"], "local_path": row["local_path"]}
-                  if row["result_url"] else None)
+        result = ({"url": url, "thumbnail_url": result_url(row["thumbnail_url"], row["base_url"]),
+                   "local_path": row["local_path"]} if url else None)
         out[row["id"]] = _record(
-            route, key=row["id"], id=row["id"], params=json.loads(row["params"] or "{}"), status=row["status"],
+            route, key=row["id"], id=row["id"], params=wire_params(route, json.loads(row["params"] or "{}")),
+            status=row["status"],
             detail="from the ledger", created_at=row["created_at"], finished_at=row["finished_at"],
             typical_s=route.typical_s, cost_usd=row["amount"] / 1e6 if row["amount"] is not None else None,
             receipt=None, result=result, error=error, inspector=[])
@@ -123,8 +139,9 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
         return "402 Payment Required", f"{what} — {how}", {"PAYMENT-REQUIRED": required}
     if e.kind == "signed":
         auth = d["PAYMENT-SIGNATURE"]["payload"]["authorization"]
-        return ("Signed authorization", f"EIP-3009 TransferWithAuthorization of {auth['value']} atomic units, nonce "
-                f"{auth['nonce'][:10]}…, valid until {auth['validBefore']}", d)
+        nonce = f", nonce {auth['nonce'][:10]}…" if "nonce" in auth else ""
+        return ("Signed authorization", f"EIP-3009 TransferWithAuthorization of {auth['value']} atomic units"
+                f"{nonce}, valid until {auth['validBefore']}", d)
     if e.kind == "settled":
         r = d.get("PAYMENT-RESPONSE") or {}
         network = NETWORK_NAMES.get(r.get("network") or "", r.get("network") or "?")

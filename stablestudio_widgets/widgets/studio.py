@@ -15,7 +15,7 @@ from ..errors import ConfirmationRequired, InvalidParams, StableStudioError, fmt
 from ..jobs import AsyncJob
 from ..x402 import NETWORK_NAMES
 from ._runtime import Bridge, css, describe, esm
-from .feed import FeedWidget, Handler, JobFeed
+from .feed import FeedWidget, Handler, JobFeed, consented_usd
 
 QUOTE_DEBOUNCE_S = 0.3
 THUMB_PX = 96
@@ -169,12 +169,15 @@ class Studio(FeedWidget):
         route = aio.catalog.route(self.route_id)
         job = aio.tracker.new_job(route.id, route.validate(params, uploadable=True))
         self._feed.track(job)
-        self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job, False))
+        self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job))
 
-    async def _pay_and_wait(self, confirmation_id: str, params: dict[str, Any], job: AsyncJob, confirm: bool) -> None:
+    async def _pay_and_wait(self, confirmation_id: str, params: dict[str, Any], job: AsyncJob,
+                            confirm_usd: float | None = None) -> None:
+        """Pay for ``job`` within ``confirm_usd`` (the price the Pay button showed); a price the user
+        has not agreed to (or a new payee) is asked again, never signed."""
         aio = self._bridge.aio
         try:
-            await aio.submit(job.route.id, params, confirm=confirm, job=job)
+            await aio.submit(job.route.id, params, confirm_usd=confirm_usd, job=job)
         except ConfirmationRequired as e:
             job.awaiting_confirmation(e.price_usd)
             self._awaiting[confirmation_id] = (params, job, {
@@ -191,15 +194,18 @@ class Studio(FeedWidget):
         self.pending_confirmation = next((panel for *_, panel in self._awaiting.values()), None)
 
     def _confirm(self, content: dict[str, Any], _buffers: list) -> None:
+        """The Pay (or Decline) button: consent to the price the panel showed, never more."""
         confirmation_id = str(content.get("confirmation_id"))
         pending = self._awaiting.pop(confirmation_id, None)
         if pending is None:
             raise InvalidParams("No payment is waiting for this confirmation: it was answered already.",
                                 field="confirmation_id")
-        params, job, _panel = pending
+        params, job, panel = pending
         self._ask_next()
         if content.get("accept") is True:
-            self._bridge.spawn(self._pay_and_wait(confirmation_id, params, job, confirm=True))
+            sent = consented_usd(content.get("amount_usd"))
+            consent = panel["price_usd"] if sent is None else min(sent, panel["price_usd"])
+            self._bridge.spawn(self._pay_and_wait(confirmation_id, params, job, confirm_usd=consent))
         else:
             job.cancel()
 
