@@ -1,0 +1,53 @@
+"""Authorizations are bearer money until they expire: what the attacker holds, and for how long."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.responses import JSONResponse, Response
+
+from stablestudio_widgets import BudgetExceeded, StableStudioError
+
+from .conftest import outcome
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_signed_validity_is_short_whatever_the_server_asks(hostile, client):
+    hostile.max_timeout_s = 86_400  # "sign something valid for a day"
+    ss = client()
+    before = time.time()
+    await ss.generate("nano-banana", "a fox")
+    (auth,) = [s.authorization for s in hostile.paid()]
+    assert int(auth["validBefore"]) <= time.time() + 600
+    assert before - 120 <= int(auth["validAfter"]) <= before  # slightly in the past, not 0
+
+
+ANSWERS = {
+    "402 refusal": lambda h: h.payment_required("nano-banana/generate", error="insufficient_funds"),
+    "302 redirect": lambda h: Response(status_code=302, headers={"location": "/elsewhere"}),
+    "401": lambda h: JSONResponse({"error": "unauthorized"}, status_code=401),
+    "403": lambda h: JSONResponse({"error": "forbidden"}, status_code=403),
+    "409": lambda h: JSONResponse({"error": "conflict"}, status_code=409),
+}
+
+
+@pytest.mark.parametrize("answer", sorted(ANSWERS))
+async def test_refused_authorizations_count_against_the_budget_until_they_expire(hostile, client, answer):
+    """Every answer says "no", yet the attacker keeps each signature and may settle it later."""
+    hostile.on_paid = lambda seen: ANSWERS[answer](hostile)
+    ss = client(budget_usd=0.50)
+    errors = []
+    for i in range(20):
+        err = await outcome(ss.generate("nano-banana", f"try {i}"))
+        errors.append(err)
+        if isinstance(err, BudgetExceeded):
+            break
+    assert sum(hostile.amounts()) <= 500_000  # what the attacker holds never exceeds the budget
+    assert isinstance(errors[-1], BudgetExceeded)
+    refusal = errors[0]
+    assert isinstance(refusal, StableStudioError) and "stays valid until" in str(refusal)
+    assert "Nothing was paid" not in str(refusal)
+    assert {p["status"] for p in ss.ledger.payments()} == {"refused"}
+    assert ss.ledger.spent_atomic() == sum(hostile.amounts())

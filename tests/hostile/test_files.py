@@ -1,0 +1,118 @@
+"""Saved files stay where the user asked, and downloads are bounded and typed: what lands on disk
+when the attacker names the job, the URL, the bytes and their type."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+
+import pytest
+from starlette.responses import StreamingResponse
+
+from stablestudio_widgets.widgets.records import job_record
+
+from .conftest import outcome
+from .server import png_bytes
+
+pytestmark = pytest.mark.anyio
+
+
+def files_under(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def complete_at(hostile, name: str, kind: str = "imageUrl"):
+    hostile.job = lambda job_id: {"id": job_id, "status": "complete", "result": {kind: f"{hostile.url}/media/{name}"}}
+
+
+async def test_a_job_id_and_url_cannot_choose_where_a_result_is_saved(hostile, client, tmp_path):
+    """Job id ``../../startup`` and a URL ending in ``.py``: the attacker's IPython startup file."""
+    saved = tmp_path / "a" / "b" / "saved"
+    hostile.job_ids = ["../../startup"]
+    complete_at(hostile, "evil.py")
+    ss = client(save_results=saved)
+    job = await ss.generate("nano-banana", "a fox")
+    await job.wait()
+    (only,) = files_under(tmp_path / "a")
+    assert only.startswith("b/saved/job-") and only.endswith(".png")  # hashed id, suffix from the checked type
+    assert job.result.local_path == str((tmp_path / "a" / only).resolve())
+
+
+async def test_saving_never_follows_a_planted_symlink_or_overwrites(hostile, client, tmp_path):
+    saved, victim = tmp_path / "saved", tmp_path / "victim.txt"
+    saved.mkdir()
+    victim.write_text("keep me")
+    (saved / "cmvictim.png").symlink_to(victim)
+    hostile.job_ids = ["cmvictim"]
+    complete_at(hostile, "x.png")
+    ss = client(save_results=saved)
+    await (await ss.generate("nano-banana", "a fox")).wait()
+    assert victim.read_text() == "keep me"
+    assert files_under(saved) == ["cmvictim-1.png", "cmvictim.png"] and (saved / "cmvictim.png").is_symlink()
+    assert stat.S_ISREG(os.lstat(saved / "cmvictim-1.png").st_mode)
+
+
+async def test_result_save_to_a_directory_takes_no_name_from_the_url(hostile, client, tmp_path):
+    complete_at(hostile, "startup.py")
+    ss = client()
+    job = await ss.generate("nano-banana", "a fox")
+    res = await job.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    path = await asyncio.to_thread(res.save, out)
+    assert files_under(out) == [f"{job.id}.png"] and path.name == f"{job.id}.png"
+
+
+async def test_downloads_stop_at_the_size_cap(hostile, client, tmp_path):
+    """An endless "image": the client stops reading at its cap (64 MB by default) and saves nothing."""
+    sent = []
+
+    def endless():
+        yield png_bytes()
+        for _ in range(200):  # 200 MB if nobody stops reading
+            sent.append(1)
+            yield b"\0" * 2**20
+
+    async def media(request):
+        return StreamingResponse(endless(), media_type="image/png")
+
+    hostile.media_handler = media
+    complete_at(hostile, "huge.png")
+    ss = client(save_results=tmp_path / "saved")
+    job = await ss.generate("nano-banana", "a fox")
+    await job.wait()
+    await asyncio.sleep(0)
+    assert files_under(tmp_path) == ["ledger0.sqlite3", *files_under_wal(tmp_path)]
+    assert len(sent) <= 80  # stopped near the cap, not at 200 MB
+    assert job.result.local_path is None and "64" in job.detail
+
+
+def files_under_wal(root) -> list[str]:
+    return [p for p in ("ledger0.sqlite3-shm", "ledger0.sqlite3-wal") if (root / p).exists()]
+
+
+async def test_downloads_must_be_the_media_they_claim(hostile, client, tmp_path):
+    hostile.media["page.png"] = (b"<script>alert(1)</script>", "text/html")
+    complete_at(hostile, "page.png")
+    ss = client(save_results=tmp_path / "saved")
+    job = await ss.generate("nano-banana", "a fox")
+    res = await job.wait()
+    assert not (tmp_path / "saved").exists() or files_under(tmp_path / "saved") == []
+    err = await outcome(res.aread())
+    assert err is not None and "text/html" in str(err)
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(document.cookie)", "file:///etc/passwd",
+                                 "data:image/png;base64,iVBORw0KGgo=", "http://198.51.100.7/x.png",
+                                 "ftp://198.51.100.7/x.png"])
+async def test_result_urls_of_other_schemes_never_reach_the_ledger_or_the_widget(hostile, client, url):
+    hostile.job = lambda job_id: {"id": job_id, "status": "complete",
+                                  "result": {"imageUrl": url, "thumbnailUrl": url}}
+    ss = client()
+    job = await ss.generate("nano-banana", "a fox")
+    await outcome(job.wait())
+    row = ss.ledger.job(job.id)
+    record = job_record(job)
+    assert url not in str(row) and url not in str(record)
+    assert row["result_url"] is None and record["result"] is None and record["error"] is not None
