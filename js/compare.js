@@ -10,7 +10,7 @@
 //   votes   [{prompt_index, a, b, choice}], ratings {key: 1..5},
 //   summary [{model, label, wins, losses, ties, both_bad, votes, win_rate, mean_rating, cost_usd, cost_per_win}]
 // Requests, each answered by one reply (components/requests.js); a refusal is shown where the
-// user acted: {type:"run"} and {type:"reveal"} beside the header's buttons,
+// user acted: {type:"run", total_usd} (the total Run consents to) and {type:"reveal"} beside the header's buttons,
 //   {type:"vote", prompt_index, a, b, choice: "a"|"b"|"tie"|"both_bad"} in the prompt's vote panel,
 //   {type:"rate", key, rating} under the cell's stars, {type:"retry"|"resume", key} on the cell's card
 //   (key = the cell key).
@@ -22,7 +22,7 @@ import "./css/compare.css";
 import { button } from "./components/buttons.js";
 import { fill, h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { formatUsd, statusKind } from "./components/format.js";
-import { createJobCard } from "./components/jobcard.js";
+import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
 import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
@@ -127,7 +127,7 @@ function render({ model, el, signal: outer }) {
         entry.card = createJobCard(cell.job, {
           ...options,
           compact: true,
-          onAction: (type) => (type === "open" ? openLightbox(cell.key) : requests.send({ type, key: cell.key })),
+          onAction: (type) => (type === "open" ? openLightbox(cell.key) : requests.send(cardRequest(type, cell.job, cell.key))),
         });
         entry.body.replaceChildren(entry.card.node);
       } else entry.card.update(cell.job, options);
@@ -290,11 +290,11 @@ function render({ model, el, signal: outer }) {
 
   // --- header and summary ---
   /** A header request (run, reveal): busy until its reply, a refusal shown beside the buttons. */
-  function headerRequest(type, setBusy) {
+  function headerRequest(type, setBusy, extra = {}) {
     setBusy(true);
     fill(headerError);
     syncHeader();
-    requests.send({ type })
+    requests.send({ type, ...extra })
       .catch((err) => fill(headerError, refusal(err)))
       .finally(() => {
         setBusy(false);
@@ -303,7 +303,8 @@ function render({ model, el, signal: outer }) {
   }
 
   function onRun() {
-    headerRequest("run", (v) => (runClicked = v));
+    // Run consents to the total its label shows, no more (each cell to its own quote).
+    headerRequest("run", (v) => (runClicked = v), { total_usd: get("quote")?.total_usd });
   }
 
   function onReveal() {

@@ -9,6 +9,7 @@
 import "./css/base.css";
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { createGallery } from "./components/gallery.js";
+import { cardRequest } from "./components/jobcard.js";
 import { createRequests } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
@@ -23,7 +24,7 @@ function render({ model, el, signal: outer }) {
   const gallery = createGallery({
     ticker,
     showTotal: true,
-    onAction: (type, job) => requests.send({ type, key: job.key }),
+    onAction: (type, job) => requests.send(cardRequest(type, job)),
     onFilterChange: ({ model: m, status }) => save({ filter_model: m, filter_status: status }),
   });
   const title = h("h3", { class: "ssw-gallery__title", testid: "gallery-title" });

@@ -5,7 +5,7 @@
 
 import "./css/base.css";
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
-import { createJobCard } from "./components/jobcard.js";
+import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
 import { createRequests } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
@@ -23,7 +23,7 @@ function render({ model, el, signal: outer }) {
 
   const onAction = (type, job) => {
     if (type === "open") lightbox.open([{ key: job.key, url: job.result.url, caption: job.prompt }]);
-    else return requests.send({ type, key: job.key });
+    else return requests.send(cardRequest(type, job));
   };
 
   function update() {

@@ -15,10 +15,11 @@
 // Requests, each answered by one reply (components/requests.js); a refusal is shown where the
 // user acted:
 //   {type:"generate"}                                   next to Generate (busy until the reply)
-//   {type:"confirm", confirmation_id, accept: bool}     in the confirmation panel (Pay / Cancel)
+//   {type:"confirm", confirmation_id, accept: bool, amount_usd}  in the confirmation panel (Pay / Cancel);
+//                                                       Pay consents to amount_usd, the price it shows
 //   {type:"upload", name, mime, size, param} + [ArrayBuffer]   at the image's drop zone
 //   {type:"remove_input", index}                        at the image's drop zone
-//   {type:"retry" | "resume", key}                      on the job card
+//   {type:"retry" | "resume", key, amount_usd?}         on the job card (a retry: the price it shows)
 
 import "./css/base.css";
 import "./css/studio.css";
@@ -30,6 +31,7 @@ import {
 import { fill, h, isolateKeys, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
 import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./components/format.js";
 import { createGallery } from "./components/gallery.js";
+import { cardRequest } from "./components/jobcard.js";
 import { createParamForm } from "./components/paramform.js";
 import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
@@ -101,7 +103,7 @@ function render({ model, el, signal: outer }) {
   const confirmPanel = h("div", { class: "ssw-confirm", role: "alertdialog", "aria-labelledby": confirmTitleId, testid: "confirm-panel", hidden: true, ...suppress },
     h("strong", { id: confirmTitleId }, "Confirm payment"), confirmText, h("div", { class: "ssw-row" }, confirmPay, cancelPay), confirmError);
 
-  const gallery = createGallery({ ticker, onAction: (type, job) => requests.send({ type, key: job.key }) });
+  const gallery = createGallery({ ticker, onAction: (type, job) => requests.send(cardRequest(type, job)) });
 
   const root = h("div", { class: "ssw ssw-studio" },
     banner.node,
@@ -303,7 +305,8 @@ function render({ model, el, signal: outer }) {
     answeredId = pc.id;
     confirmPay.disabled = cancelPay.disabled = true;
     fill(confirmError);
-    requests.send({ type: "confirm", confirmation_id: pc.id, accept }).catch((err) => {
+    // Pay consents to the price the panel shows, no more: above it the kernel asks again.
+    requests.send({ type: "confirm", confirmation_id: pc.id, accept, amount_usd: pc.price_usd }).catch((err) => {
       fill(confirmError, refusal(err));
       answeredId = null; // refused: the question still stands
       if (get("pending_confirmation")?.id === pc.id) confirmPay.disabled = cancelPay.disabled = false;

@@ -121,7 +121,7 @@ describe("Compare: run", () => {
     expect(run.textContent).toBe("Run 4 generations for $0.218");
     expect(run.disabled).toBe(false);
     click(run);
-    expect(model.messages("run")).toEqual([{ type: "run", request_id: expect.any(String) }]);
+    expect(model.messages("run")).toEqual([{ type: "run", request_id: expect.any(String), total_usd: 0.218 }]); // Run consents to the total it shows
     expect(run.disabled).toBe(true);
     model.kernelSet("quote", { status: "ok", total_usd: 0.218, per_cell_usd: {}, message: "again" });
     expect(run.disabled).toBe(true); // busy until its own reply, whatever else changes

@@ -151,6 +151,14 @@ describe("JobCard", () => {
     ]);
   });
 
+  it("shows the price a Retry consents to and sends it as the most it may pay", async () => {
+    const model = show(makeJob({ key: "j9", status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: false, retry_usd: 0.07 } }));
+    expect(view.$("retry").textContent).toBe("Retry $0.07");
+    click(view.$("retry"));
+    await reply(model, "retry");
+    expect(model.messages()).toEqual([{ type: "retry", key: "j9", amount_usd: 0.07, request_id: expect.any(String) }]);
+  });
+
   it("keeps its actions busy until the kernel replies, and shows a refusal on the card", async () => {
     const model = show(makeJob({ key: "j9", status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: true } }));
     click(view.$("resume"));

@@ -433,7 +433,8 @@ describe("Studio: kernel state", () => {
     expect(view.$("confirm-pay").textContent).toBe("Pay $3.20");
     expect(view.$("generate").disabled).toBe(true);
     click(view.$("confirm-pay"));
-    expect(model.messages("confirm")).toEqual([{ type: "confirm", request_id: expect.any(String), confirmation_id: "c1", accept: true }]);
+    // Pay consents to the price it shows: the kernel refuses or asks again above it.
+    expect(model.messages("confirm")).toEqual([{ type: "confirm", request_id: expect.any(String), confirmation_id: "c1", accept: true, amount_usd: 3.2 }]);
     expect(view.$("confirm-pay").disabled).toBe(true);
     click(view.$("confirm-pay"));
     expect(model.messages("confirm")).toHaveLength(1);

@@ -5,15 +5,23 @@
 // Job record (the contract with the kernel; see js/README.md):
 //   { key, id, route, model, label, media: "image"|"video", prompt, params, status, detail,
 //     created_at, finished_at, typical_s, cost_usd, receipt, result, error, inspector }
+//   error: {type, message, retryable, resumable, retry_usd}: a Retry shows retry_usd and sends it
+//   as the most it consents to pay (the kernel refuses or asks again above it).
 
 import "../css/card.css";
 import { button, copyButton } from "./buttons.js";
 import { costBadge } from "./costbadge.js";
 import { fill, h } from "./dom.js";
-import { STATUS_KINDS, statusKind, statusText } from "./format.js";
+import { STATUS_KINDS, formatUsd, statusKind, statusText } from "./format.js";
 import { createInspector } from "./inspector.js";
 import { createProgress } from "./progress.js";
 import { refusal } from "./requests.js";
+
+/** A card action as a request; a retry carries the amount its button showed: the most it consents to pay. */
+export function cardRequest(type, job, key = job.key) {
+  const amount = type === "retry" ? job?.error?.retry_usd : null;
+  return amount != null ? { type, key, amount_usd: amount } : { type, key };
+}
 
 /**
  * @param job      job record
@@ -111,7 +119,7 @@ export function createJobCard(job, options = {}) {
     });
     fill(error,
       h("p", { class: "ssw-card__errortext", testid: "error" }, message),
-      e?.retryable && action("retry", "Retry", "Retrying…"),
+      e?.retryable && action("retry", e.retry_usd != null ? `Retry ${formatUsd(e.retry_usd)}` : "Retry", "Retrying…"),
       e?.resumable && action("resume", "Resume", "Resuming…"),
     );
   }

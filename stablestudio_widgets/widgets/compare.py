@@ -229,6 +229,8 @@ class Compare(FeedWidget):
             raise InvalidParams(f"Cell {key} is {status}: only a failed cell can be run again.", field="key")
         if refused and job.error.paid_usd > 0:
             return self._feed.resume_ledger()  # may be paid already: find it, never re-pay
+        if confirm_usd is None:  # a blind card shows no price: its Retry consents to the cell's quote
+            confirm_usd = getattr(self, "_per_cell", {}).get(cell.key)
         self._bridge.spawn(self._pay_cell(cell, self._new_job(cell), confirm_usd))
         return None
 

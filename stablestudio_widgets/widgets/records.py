@@ -87,7 +87,8 @@ def mask_record(record: dict[str, Any]) -> dict[str, Any]:
     err = record.get("error")
     return {**record, "route": "", "model": "", "label": "", "params": {"prompt": record.get("prompt", "")},
             "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None,
-            "error": {**err, "message": "This cell failed; details are shown after the reveal."} if err else None}
+            "error": {"type": err.get("type"), "retryable": err.get("retryable"), "resumable": err.get("resumable"),
+                      "message": "This cell failed; details are shown after the reveal."} if err else None}
 
 
 def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 500) -> dict[str, dict[str, Any]]:

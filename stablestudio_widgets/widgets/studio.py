@@ -205,7 +205,8 @@ class Studio(FeedWidget):
         if content.get("accept") is True:
             sent = consented_usd(content.get("amount_usd"))
             consent = panel["price_usd"] if sent is None else min(sent, panel["price_usd"])
-            self._bridge.spawn(self._pay_and_wait(confirmation_id, params, job, confirm_usd=consent))
+            # A higher price than the panel showed comes back as a new question (a new confirmation id).
+            self._bridge.spawn(self._pay_and_wait(uuid.uuid4().hex, params, job, confirm_usd=consent))
         else:
             job.cancel()
 

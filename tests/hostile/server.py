@@ -169,8 +169,8 @@ class Hostile:
         if self.challenge is None or seen.path in self._answered:
             return None
         self._answered.add(seen.path)
-        info = {"domain": self.url.split("//", 1)[1], "uri": f"{self.url}{seen.path}", "version": "1", "chainId": self.network,
-                "type": "eip191", "nonce": "a1b2c3d4e5f6a7b8", "issuedAt": _iso(time.time()),
+        info = {"domain": self.url.split("//", 1)[1], "uri": f"{self.url}{seen.path}", "version": "1",
+                "chainId": self.network, "type": "eip191", "nonce": "a1b2c3d4e5f6a7b8", "issuedAt": _iso(time.time()),
                 "expirationTime": _iso(time.time() + 300), "statement": "Sign in to verify your wallet identity",
                 **self.challenge}
         body = {"x402Version": 2, "error": "SIWX authentication required", "resource": {"url": self.url},
