@@ -22,6 +22,15 @@ MAX_ID_CHARS = 256
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
+def json_object(r: Any) -> dict[str, Any] | None:
+    """An answer's body if it is a JSON object; None for anything else (bad JSON, a list, a number)."""
+    try:
+        data = r.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def job_id(value: Any) -> str:
     """A job id the service named: a short string (it ends up in URLs, the ledger and file names)."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .policy import DEFAULT_MAX_USD_PER_REQUEST
+
 
 def _run_sandbox(args: argparse.Namespace) -> int:
     from eth_account import Account
@@ -219,7 +221,8 @@ def _run_ledger(args: argparse.Namespace) -> int:
 def _client_options(p: Any) -> None:
     p.add_argument("--sandbox", action="store_true", help="use a fresh local sandbox and a throwaway wallet")
     p.add_argument("--time-scale", type=float, default=0.1, help="sandbox speed (with --sandbox)")
-    p.add_argument("--max-usd", type=float, default=None, help="refuse to pay more than this per request")
+    p.add_argument("--max-usd", type=float, default=DEFAULT_MAX_USD_PER_REQUEST,
+                   help=f"refuse to pay more than this per request (default ${DEFAULT_MAX_USD_PER_REQUEST:.2f})")
 
 
 def add_generate(sub: Any) -> None:

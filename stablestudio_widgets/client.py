@@ -19,7 +19,7 @@ from typing import Any
 
 from . import catalog as catalog_mod
 from .boundary import job_id as boundary_job_id
-from .boundary import job_path, refuse_local_files
+from .boundary import job_path, json_object, refuse_local_files
 from .catalog import Catalog, Route, live
 from .catalog.live import RouteTableWarning
 from .catalog.schema import NotUnderstood
@@ -29,7 +29,7 @@ from .ledger import Ledger, home
 from .payments import Payments, Quote
 from .policy import DEFAULT_MAX_USD_PER_REQUEST, Consent, Spending, SpendingPolicy, is_loopback
 from .recovery import Recovery
-from .service import DEFAULT_BASE_URL, Service
+from .service import DEFAULT_BASE_URL, Service, json_or_none
 from .status import JobStatus
 from .tracker import JobTracker
 from .uploads import Uploads, media_params, placeholder_uploads
@@ -296,7 +296,7 @@ class AsyncStableStudio:
         if r.status_code == 404:
             raise JobNotFound(f"The service knows no job {job_id} for wallet {self.wallet.address}.", job_id=job_id)
         _ensure_ok(r, f"Fetching job {job_id}")
-        return self.tracker.from_service(r.json(), job_id)
+        return self.tracker.from_service(json_object(r) or {}, job_id)
 
     async def jobs(self, limit: int = 20, status: str | None = None) -> list[AsyncJob]:
         """This wallet's jobs on the service, newest first."""
@@ -305,10 +305,12 @@ class AsyncStableStudio:
             params["status"] = status
         r = await self.service.signed_in("GET", "/api/jobs", params=params)
         _ensure_ok(r, "Listing jobs")
-        data = r.json()
-        items = data.get("jobs", []) if isinstance(data, dict) else data
+        data = json_or_none(r)
+        items = data.get("jobs", []) if isinstance(data, dict) else data  # {"jobs": […]} or a bare list
         jobs = []
         for d in items if isinstance(items, list) else []:
+            if not isinstance(d, dict):
+                continue
             try:
                 jobs.append(self.tracker.from_service(d))
             except ServiceError:  # a job kind this client cannot show; the others still are

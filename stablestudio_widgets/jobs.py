@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from .boundary import result_url
+from .boundary import json_object, result_url
 from .catalog import Route
 from .errors import AuthError, JobFailed, JobNotFound, JobTimeout, ServiceError, StableStudioError, fmt_usd, usd
 from .results import Result
@@ -225,7 +225,8 @@ class AsyncJob:
                                         "SIGN-IN-WITH-X": signed_in}, poll_started)
             if r is not None:
                 if r.status_code == 200:
-                    self.apply(r.json())
+                    data = json_object(r)  # a body that is not a job keeps the status: poll again
+                    self.apply(data if data is not None else {"status": self.status})
                     if self.status == JobStatus.COMPLETE and self.result is not None:
                         await host.completed(self)
                         self.note("result", {"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,

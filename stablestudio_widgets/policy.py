@@ -47,6 +47,21 @@ class Consent:
             return cls(round(confirm_usd * 1e6), pay_to)
         return cls(quoted if confirm else None, pay_to)
 
+    def check(self, price: int, threshold_usd: float | None, what: str = "This request",
+              how: str = "Call again with confirm=True (or confirm_usd=…, the most you agree to pay)") -> None:
+        """Raise :class:`ConfirmationRequired` unless ``price`` is within this consent, or, with
+        none given, within the confirmation threshold."""
+        usd_ = price / 1e6
+        if self.atomic is not None and price > self.atomic:
+            raise ConfirmationRequired(
+                f"{what} now costs {fmt_usd(usd_)}, more than the {fmt_usd(self.atomic / 1e6)} you agreed to. "
+                "Nothing was signed for it. Confirm the new price to pay it.",
+                price_usd=usd_, threshold_usd=threshold_usd, consented_usd=self.atomic / 1e6)
+        if self.atomic is None and threshold_usd is not None and usd_ > threshold_usd + 1e-12:
+            raise ConfirmationRequired(
+                f"{what} costs {fmt_usd(usd_)}, above the confirmation threshold of {fmt_usd(threshold_usd)}. "
+                f"Nothing was signed for it. {how} to pay it.", price_usd=usd_, threshold_usd=threshold_usd)
+
     def less(self, rest: int) -> Consent:
         """The consent left for one payment of a call whose other payments were quoted at ``rest``."""
         return Consent(None if self.atomic is None else self.atomic - rest, self.pay_to)
@@ -148,18 +163,7 @@ class Spending:
                         f"this {p.ledger_budget_period} it would pass the ledger budget of "
                         f"{fmt_usd(p.ledger_budget_usd)}. {how} Raise ledger_budget_usd or wait.",
                         price_usd=price, limit_usd=p.ledger_budget_usd, limit="ledger_budget_usd")
-            if consent.atomic is not None and amount + extra > consent.atomic:
-                raise ConfirmationRequired(
-                    f"This request now costs {fmt_usd(price)}, more than the {fmt_usd(consent.atomic / 1e6)} you "
-                    f"agreed to. {how} Confirm the new price to pay it.",
-                    price_usd=price, threshold_usd=p.confirm_above_usd, consented_usd=consent.atomic / 1e6)
-            if (consent.atomic is None and p.confirm_above_usd is not None
-                    and price > p.confirm_above_usd + 1e-12):
-                raise ConfirmationRequired(
-                    f"This request costs {fmt_usd(price)}, above the confirmation threshold of "
-                    f"{fmt_usd(p.confirm_above_usd)}. {how} Call again with confirm=True (or "
-                    "confirm_usd=…, the most you agree to pay) to pay it.",
-                    price_usd=price, threshold_usd=p.confirm_above_usd)
+            consent.check(amount + extra, p.confirm_above_usd)
             self.reserved += amount
 
     def settle(self, amount: int) -> None:

@@ -99,7 +99,8 @@ class Recovery:
                     d = j.raw
                     created = _ts(d.get("createdAt"))
                     same_route = (d.get("route") or route_from_type(self.catalog, d.get("type"))) == route.id
-                    same_prompt = "prompt" not in (d.get("params") or {}) or d["params"]["prompt"] == body.get("prompt")
+                    params = d.get("params") if isinstance(d.get("params"), dict) else {}
+                    same_prompt = "prompt" not in params or params["prompt"] == body.get("prompt")
                     fresh = j.id not in known and j.id not in self._claimed  # _claimed read live, after the await
                     if fresh and same_route and same_prompt and (created is None or created >= since - 120):
                         self._claimed.add(j.id)  # no await in between: two searches never take one job

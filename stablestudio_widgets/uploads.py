@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .boundary import is_web_url
+from .boundary import is_web_url, json_object
 from .catalog import Route
 from .errors import InvalidParams, ServiceError
 from .payments import Payments
@@ -67,13 +67,14 @@ class Uploads:
             raise ServiceError(f"Uploading {filename} to blob storage failed with HTTP {r.status_code} after the "
                                f"upload token was paid: {r.text[:200]}", status=r.status_code, body=r.text,
                                paid_usd=usd_)
-        blob_url = r.json()["url"]
+        blob_url = (json_object(r) or {}).get("url")
         c = await self.service.signed_in("POST", "/api/upload/confirm",
                                          json={"uploadId": upload_id, "blobUrl": blob_url})
         if c.status_code != 200:
             raise ServiceError(f"Confirming upload {upload_id} failed with HTTP {c.status_code}: {c.text[:200]}",
                                status=c.status_code, body=c.text, paid_usd=usd_)
-        confirmed = c.json().get("upload", {}).get("blobUrl") or blob_url
+        upload = (json_object(c) or {}).get("upload")
+        confirmed = (upload.get("blobUrl") if isinstance(upload, dict) else None) or blob_url
         if not is_web_url(confirmed):
             raise ServiceError(f"The upload of {filename} came back without an http(s) URL; it is not used.",
                                status=200, body=str(confirmed)[:200], paid_usd=usd_)

@@ -19,8 +19,9 @@ from typing import Any
 
 import traitlets
 
-from ..errors import BudgetExceeded, ConfirmationRequired, InvalidParams, StableStudioError, fmt_usd
+from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
+from ..policy import Consent
 from ..status import JobStatus
 from ._runtime import Bridge, css, describe, esm
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
@@ -167,16 +168,9 @@ class Compare(FeedWidget):
             why = self.quote.get("message") if self.state == "quoting" else f"it is {self.state} already"
             raise InvalidParams(f"This comparison cannot run: {why}.", field="state")
         aio = self._bridge.aio
-        total, threshold = self.total_usd or 0.0, aio.policy.confirm_above_usd
-        if confirm_usd is not None and total > confirm_usd + 1e-9:
-            raise ConfirmationRequired(
-                f"This comparison now costs {fmt_usd(total)}, more than the {fmt_usd(confirm_usd)} you agreed to. "
-                "Nothing was signed.", price_usd=total, threshold_usd=threshold, consented_usd=confirm_usd)
-        if confirm_usd is None and not confirm and threshold is not None and total > threshold + 1e-9:
-            raise ConfirmationRequired(
-                f"This comparison costs {fmt_usd(total)}, above the confirmation threshold of {fmt_usd(threshold)}. "
-                "Nothing was signed. Press Run, or call run(confirm=True) to pay it.",
-                price_usd=total, threshold_usd=threshold)
+        total = round((self.total_usd or 0.0) * 1e6)
+        Consent.given(confirm, confirm_usd, total, None).check(
+            total, aio.policy.confirm_above_usd, "This comparison", "Press Run, or call run(confirm=True),")
         remaining = aio.spending.remaining_usd
         if remaining is not None and (self.total_usd or 0) > remaining + 1e-9:
             raise BudgetExceeded(f"This comparison costs {fmt_usd(self.total_usd or 0)} but only {fmt_usd(remaining)} "
