@@ -163,13 +163,18 @@ class Studio(FeedWidget):
         self.inputs = [x for i, x in enumerate(self.inputs) if i != index]
 
     def _generate(self, content: dict[str, Any], _buffers: list) -> None:
-        """Answered once the job's card exists (or with why there is none); paying and polling go on."""
+        """Answered once the job's card exists (or with why there is none); paying and polling go on.
+        The price shown beside Generate is a ceiling when it needs no confirmation: a higher 402 is
+        asked in the confirmation panel instead of paid."""
         aio = self._bridge.aio
         params = self._call_params()
         route = aio.catalog.route(self.route_id)
         job = aio.tracker.new_job(route.id, route.validate(params, uploadable=True))
         self._feed.track(job)
-        self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job))
+        q, threshold = self.quote, aio.policy.confirm_above_usd
+        shown = q.get("amount_usd") if q.get("status") == "ok" and q.get("route_id") == route.id else None
+        ceiling = shown if shown is not None and (threshold is None or shown <= threshold) else None
+        self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job, ceiling))
 
     async def _pay_and_wait(self, confirmation_id: str, params: dict[str, Any], job: AsyncJob,
                             confirm_usd: float | None = None) -> None:

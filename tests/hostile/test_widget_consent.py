@@ -46,6 +46,25 @@ def test_studio_pay_consents_to_the_price_its_panel_showed(hostile, ss):
     st.close()
 
 
+def test_studio_generate_pays_no_more_than_the_price_beside_it(hostile, ss):
+    """Below the confirmation threshold Generate needs no OK, but the price it showed is still a ceiling."""
+    key = "gpt-image-1.5/generate"  # $0.009–$0.20 in the route table
+    hostile.prices[key] = 9_000
+    ss.generate("gpt-image-1.5", "a first fox")
+    st = Studio(ss, model="gpt-image-1.5")
+    replies = Replies(st)
+    st.prompt = "a fox"
+    until(lambda: st.quote.get("status") == "ok" and st.quote.get("route_id") == key)
+    assert st.quote["amount_usd"] == 0.009
+    hostile.prices[key] = 200_000
+    hostile.on_paid = reprice(hostile, key)
+    assert replies.request({"type": "generate"})["ok"]
+    until(lambda: st.pending_confirmation or len(hostile.paid()) > 3)
+    assert hostile.amounts() == [CHEAP, 9_000, 9_000]  # the $0.20 is asked, not signed
+    assert st.pending_confirmation["price_usd"] == 0.2
+    st.close()
+
+
 def test_compare_run_consents_to_the_total_it_showed(hostile, ss):
     grid = Compare(prompts=["a"], models=["veo-3.1"], blind=False, client=ss)
     until(lambda: grid.quote.get("status") == "ok")
