@@ -33,8 +33,9 @@ _CHALLENGE_KEYS = ("domain", "nonce", "issuedAt")  # a challenge without them is
 #: Our own messages say they were issued this many seconds ago: the router refuses an ``issuedAt``
 #: in its future with no tolerance, so a clock a little ahead of the server's still signs in.
 ISSUED_AT_SLACK_S = 5.0
-#: The only statement a server may put in what we sign (what the x402 router sends).
+#: The only statements a server may put in what we sign: the x402 router's and our own sandbox's.
 ROUTER_STATEMENT = "Sign in to verify your wallet identity"
+KNOWN_STATEMENTS = frozenset({ROUTER_STATEMENT, "Sign in to StableStudio sandbox"})
 MAX_CLOCK_SKEW_S = 300  # a challenge's issuedAt may be this far from our clock, either way
 MAX_LIFETIME_S = 3600  # a challenge's expirationTime may be at most this far away
 
@@ -186,9 +187,9 @@ def _refuse_odd_times(info: dict[str, Any]) -> None:
 
 
 def _refuse_server_text(info: dict[str, Any]) -> None:
-    """What the message says is ours to write: no statement but the router's, no resources, and a
+    """What the message says is ours to write: no statement but a known one, no resources, and a
     request id only as a plain token."""
-    if info.get("statement") not in (None, ROUTER_STATEMENT):
+    if info.get("statement") is not None and info["statement"] not in KNOWN_STATEMENTS:
         raise _refuse(f"the challenge wants us to sign the statement {str(info['statement'])[:120]!r}")
     if info.get("resources"):
         raise _refuse("the challenge wants us to sign a list of resources")
