@@ -12,9 +12,10 @@ from stablestudio_widgets import (
     StableStudio,
     Wallet,
 )
+from stablestudio_widgets.errors import fmt_usd
 
 from .conftest import outcome
-from .server import SEPOLIA, Seen
+from .server import CATALOG, SEPOLIA, Seen
 
 pytestmark = pytest.mark.anyio
 VEO = "veo-3.1/generate"
@@ -53,7 +54,7 @@ async def test_confirm_usd_is_a_ceiling(hostile, client):
 
 
 @pytest.mark.parametrize("route,model,asked,confirm", [
-    ("nano-banana/generate", "nano-banana", 990_000, False),  # $0.99 for a $0.039 route, under the threshold
+    ("nano-banana/generate", "nano-banana", 990_000, False),  # $0.99 for a $0.045–$0.151 route, under the threshold
     (VEO, "veo-3.1", 500_000_000, True),                     # $500 with the user's blanket confirm=True
 ])
 async def test_a_first_402_above_the_route_table_is_refused(hostile, client, route, model, asked, confirm):
@@ -61,7 +62,7 @@ async def test_a_first_402_above_the_route_table_is_refused(hostile, client, rou
     hostile.prices[route] = asked
     err = await outcome(ss.generate(model, "a fox", confirm=confirm))
     assert hostile.paid() == []
-    top = {"nano-banana/generate": "$0.039", VEO: "$3.20"}[route]
+    top = fmt_usd(CATALOG.price_range(route)[1] / 1e6)
     assert isinstance(err, PaymentRequiredError) and f"${asked / 1e6:.2f}" in str(err) and top in str(err)
 
 
@@ -79,8 +80,8 @@ async def test_a_changed_payee_needs_new_consent(hostile, client):
 
 async def test_a_finite_per_request_cap_by_default(hostile, client):
     ss = client()
-    err = await outcome(ss.generate("sora-2-pro", "an epic", seconds="25", size="1792x1024", confirm=True))
-    assert hostile.paid() == []  # $12.50, inside the route table's range, asked with confirm=True
+    err = await outcome(ss.generate("sora-2-pro", "an epic", seconds="12", size="1792x1024", confirm=True))
+    assert hostile.paid() == []  # $6.00, inside the route table's range, asked with confirm=True
     assert isinstance(err, BudgetExceeded) and "per-request cap of $5.00" in str(err)
 
 
