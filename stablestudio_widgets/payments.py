@@ -142,21 +142,13 @@ class Payments:
             return route.id, round(route.price_usd[1] * 1e6)
         return route.id, self.catalog.price_range(route.id)[1]
 
-    def _too_dear(self, req: Requirement, key: tuple) -> str | None:
-        what, top = self.top_price(key)
-        if top <= 0 or req.amount <= top * (1 + self.policy.catalog_margin):
-            return None
-        return (f"{fmt_usd(req.amount_usd)} is more than the route table's top price for {what} "
-                f"({fmt_usd(usd(top))}, +{self.policy.catalog_margin:.0%} margin); if the service really raised "
-                "its price, update the package or raise SpendingPolicy.catalog_margin")
-
     def choose(self, required: PaymentRequired, path: str, key: tuple) -> Requirement:
         """The first requirement we can sign, the policy allows and the route table prices plausibly;
         otherwise say what was offered."""
         reasons = []
         for req in required.accepts:
             why = (refuse_unsupported(req) or self.policy.refuse_terms(req, self.service.url(path))
-                   or self._too_dear(req, key))
+                   or self.policy.refuse_price(req, *self.top_price(key)))
             if why is None:
                 return req
             reasons.append(f"{req.describe()}: {why}")

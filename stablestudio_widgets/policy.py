@@ -109,6 +109,14 @@ class SpendingPolicy:
                     "(see SpendingPolicy.allowed_assets)")
         return None
 
+    def refuse_price(self, req: Requirement, what: str, top: int) -> str | None:
+        """Why ``req`` asks too much for ``what``, whose route table price is at most ``top`` (0: unknown)."""
+        if top <= 0 or req.amount <= top * (1 + self.catalog_margin):
+            return None
+        return (f"{fmt_usd(req.amount_usd)} is more than the route table's top price for {what} "
+                f"({fmt_usd(top / 1e6)}, +{self.catalog_margin:.0%} margin); if the service really raised its price, "
+                "update the package or raise SpendingPolicy.catalog_margin")
+
 
 class Spending:
     """Session totals with reservations, so concurrent requests cannot overshoot a budget.
