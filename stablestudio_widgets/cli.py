@@ -26,10 +26,15 @@ def _run_sandbox(args: argparse.Namespace) -> int:
     faults = Faults(fail_rate=args.fail_rate, error_rate=args.error_rate, error_status=args.error_status,
                     poll_404_s=args.poll_404_s, drop_after_settle_rate=args.drop_rate,
                     drop_mode=args.drop_mode, seed=args.seed)
-    sandbox = Sandbox(port=args.port, time_scale=args.time_scale, faults=faults, router=args.router,
-                      siwx_reuse=args.siwx_reuse, body_402=args.body_402, extra_fields=args.extra_fields,
-                      pricing_format=args.pricing_format, replay=args.replay, omit_extra=args.omit_extra,
-                      log_level=args.log_level, access_log=args.log_level in ("info", "debug"))
+    try:
+        sandbox = Sandbox(port=args.port, time_scale=args.time_scale, faults=faults, router=args.router,
+                          siwx_reuse=args.siwx_reuse, body_402=args.body_402, extra_fields=args.extra_fields,
+                          pricing_format=args.pricing_format, replay=args.replay, omit_extra=args.omit_extra,
+                          log_level=args.log_level, access_log=args.log_level in ("info", "debug"),
+                          networks=args.network)
+    except (ValueError, ImportError) as e:
+        print(f"Cannot start the sandbox: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -43,19 +48,26 @@ def _run_sandbox(args: argparse.Namespace) -> int:
             print(f"Cannot listen on 127.0.0.1:{args.port}: {e.strerror or e}. Try another --port "
                   "(0 picks a free one).", file=sys.stderr)
             return 1
-        wallet = Account.create()
         mode = sandbox.mode
-        print(f"StableStudio sandbox listening on {sandbox.url}  (Base Sepolia terms, eip155:84532; "
-              f"merchant {sandbox.merchant})", flush=True)
+        print(f"StableStudio sandbox listening on {sandbox.url}  ({', '.join(sandbox.networks)})", flush=True)
         print(f"Answers like {'the real router (@agentcash/router)' if mode.router else 'the written spec'}: "
               f"re-sent sign-ins {mode.siwx_reuse}, 402 body {mode.body_402}, replayed payments {mode.replay}"
               + (", unknown fields in requirements" if mode.extra_fields else "")
               + f". Discovery: {sandbox.url}/openapi.json, {sandbox.url}/llms.txt")
-        print("Throwaway wallet -- sandbox only, testnet terms, worthless; never fund it:")
-        print(f"  address: {wallet.address}")
-        print("Use it with:")
+        print("Throwaway wallet -- sandbox only, testnet terms, worthless; never fund it. Use it with:")
         print(f"  export STABLESTUDIO_BASE_URL={sandbox.url}")
-        print(f"  export STABLESTUDIO_PRIVATE_KEY=0x{bytes(wallet.key).hex()}   # sandbox only -- worthless")
+        if "eip155:84532" in sandbox.networks:
+            wallet = Account.create()
+            print(f"  # Base Sepolia (eip155:84532), merchant {sandbox.merchant}; address: {wallet.address}")
+            print(f"  export STABLESTUDIO_PRIVATE_KEY=0x{bytes(wallet.key).hex()}   # sandbox only -- worthless")
+        if sandbox.takes_solana:
+            from solders.keypair import Keypair
+
+            keypair = Keypair()
+            network = next(n for n in sandbox.networks if n.startswith("solana:"))
+            print(f"  # Solana Devnet ({network}), merchant {sandbox.solana_merchant}; address: {keypair.pubkey()}")
+            print(f"  export STABLESTUDIO_SOLANA_KEY={keypair}   # sandbox only -- worthless")
+            print(f"  # Solana JSON-RPC for blockhashes: {sandbox.solana_rpc_url}")
         print("Press Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
             if not sandbox.running:
@@ -90,6 +102,9 @@ def add_sandbox(sub: Any) -> None:
                    help="x-payment-info in /openapi.json: the structured price object or the older flat form")
     p.add_argument("--replay", choices=("refuse", "idempotent"), default="refuse",
                    help="answer to a re-sent payment: refuse (402 nonce_already_used) or the original job")
+    p.add_argument("--network", action="append", choices=("base-sepolia", "solana-devnet"), default=None,
+                   help="a network the sandbox takes (repeat for both; the 402 lists them in this order); "
+                        "default base-sepolia; solana-devnet needs the solana extra")
     p.add_argument("--omit-extra", action="store_true",
                    help="leave extra/maxTimeoutSeconds out of 402s, like the real service's example")
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of jobs that fail")
@@ -159,8 +174,9 @@ def _client(args: argparse.Namespace) -> Any:
     from .sync import StableStudio
 
     if args.sandbox:
-        return StableStudio.sandbox(time_scale=args.time_scale)
-    return StableStudio(max_usd_per_request=args.max_usd)
+        return StableStudio.sandbox(time_scale=args.time_scale, network=args.network,
+                                    prefer_network=args.prefer_network)
+    return StableStudio(max_usd_per_request=args.max_usd, prefer_network=args.prefer_network)
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -179,7 +195,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         try:
             quote = ss.quote(args.model, prompt=args.prompt, **({"image": args.image} if args.image else {}),
                              **params)
-            print(f"{quote.route}: {fmt_usd(quote.total_usd)} on {quote.network}")
+            print(f"{quote.route}: {fmt_usd(quote.total_usd)} on {quote.network_name}")
             job = ss.generate(args.model, args.prompt, image=args.image, confirm=args.confirm, **params)
             r = job.receipt
             print(f"paid: job {job.id}" + (f", tx {r.transaction}" if r and r.transaction else ""))
@@ -212,7 +228,8 @@ def _run_ledger(args: argparse.Namespace) -> int:
         print(f"  {route:<28} {fmt_usd(usd_)}")
     for row in led.receipts()[-args.limit:]:
         print(f"{row['payment_status']:<9} {fmt_usd(row['amount_usd']):>7} {row['route'] or row['kind']:<26} "
-              f"{row['job_id'] or '':<26} {row['job_status'] or '':<9} {row['tx'] or ''}")
+              f"{row['job_id'] or '':<26} {row['job_status'] or '':<9} {row['network_name'] or '':<13} "
+              f"{row['explorer_url'] or row['tx'] or ''}")
     if args.csv:
         print(f"CSV written to {led.to_csv(args.csv)}")
     return 0
@@ -223,6 +240,10 @@ def _client_options(p: Any) -> None:
     p.add_argument("--time-scale", type=float, default=0.1, help="sandbox speed (with --sandbox)")
     p.add_argument("--max-usd", type=float, default=DEFAULT_MAX_USD_PER_REQUEST,
                    help=f"refuse to pay more than this per request (default ${DEFAULT_MAX_USD_PER_REQUEST:.2f})")
+    p.add_argument("--prefer-network", default=None,
+                   help="when the service offers several networks this wallet can pay on: base, solana, …")
+    p.add_argument("--network", action="append", choices=("base-sepolia", "solana-devnet"), default=None,
+                   help="with --sandbox: a network the sandbox takes (repeatable)")
 
 
 def add_generate(sub: Any) -> None:

@@ -23,9 +23,10 @@ from .boundary import job_path, json_object, refuse_local_files
 from .catalog import Catalog, Route, live
 from .catalog.live import RouteTableWarning
 from .catalog.schema import NotUnderstood
-from .errors import InvalidParams, JobNotFound, ServiceError, StableStudioError, fmt_usd
+from .errors import AuthError, InvalidParams, JobNotFound, ServiceError, StableStudioError, fmt_usd
 from .jobs import AsyncJob
 from .ledger import Ledger, home
+from .methods import PaymentMethod, default_methods
 from .payments import Payments, Quote
 from .policy import DEFAULT_MAX_USD_PER_REQUEST, Consent, Spending, SpendingPolicy, is_loopback
 from .recovery import Recovery
@@ -50,7 +51,8 @@ class AsyncStableStudio:
                  policy: SpendingPolicy | None = None, ledger: Ledger | str | os.PathLike | None = None,
                  save_results: bool | str | os.PathLike = False, download_limits: dict[str, int] | None = None,
                  time_scale: float = 1.0, dry_run: bool = False, strict: bool = True, timeout: float = 60.0,
-                 max_retries: int = 4, transport: Any = None):
+                 max_retries: int = 4, transport: Any = None, prefer_network: str | list[str] | None = None,
+                 solana_rpc_url: str | dict[str, str] | None = None, methods: list[PaymentMethod] | None = None):
         base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         wallet = wallet if wallet is not None else Wallet.from_env()
         # The route table: the service's, as read last time (if recent), else the bundled one.
@@ -75,22 +77,28 @@ class AsyncStableStudio:
         self.tracker = JobTracker(self.service, self.ledger, self.catalog, session=self.session, save_dir=save_dir,
                                   download_limits=download_limits, resubmit=self._resubmit)
         self.tracker.client = self
+        prefer = [prefer_network] if isinstance(prefer_network, str) else list(prefer_network or [])
         self.payments = Payments(self.service, policy, self.spending, self.ledger, self.catalog, session=self.session,
                                  on_chain=not (is_loopback(base_url) and wallet.sandbox),
-                                 find_job=lambda *a: self.recovery.find_paid_job(*a))
+                                 find_job=lambda *a: self.recovery.find_paid_job(*a),
+                                 methods=methods or default_methods(solana_rpc_url=solana_rpc_url), prefer=prefer)
         self.recovery = Recovery(self.catalog, self.ledger, self.tracker, self.payments, self.jobs)
         self.uploads = Uploads(self.service, self.payments)
 
     # --- construction helpers -----------------------------------------------------------------
     @classmethod
-    def sandbox(cls, *, time_scale: float = 0.1, faults: Any = None, **kwargs: Any) -> AsyncStableStudio:
-        """A client on a fresh in-process sandbox with a throwaway wallet: no money, no network."""
+    def sandbox(cls, *, time_scale: float = 0.1, faults: Any = None, network: str | list[str] | None = None,
+                **kwargs: Any) -> AsyncStableStudio:
+        """A client on a fresh in-process sandbox with a throwaway wallet: no money, no network.
+        ``network``: what the sandbox takes ("base-sepolia", "solana-devnet" or both)."""
         from .sandbox import Sandbox
 
-        sb = Sandbox(time_scale=time_scale, faults=faults).start()
+        sb = Sandbox(time_scale=time_scale, faults=faults, networks=network).start()
         kwargs.setdefault("ledger", ":memory:")
-        client = cls(base_url=sb.url, wallet=kwargs.pop("wallet", None) or Wallet.generate(),
-                     time_scale=time_scale, **kwargs)
+        kwargs.setdefault("solana_rpc_url", sb.solana_rpc_url)
+        wallet = kwargs.pop("wallet", None) or Wallet.generate(evm=any(n.startswith("eip155:") for n in sb.networks),
+                                                               solana=sb.takes_solana)
+        client = cls(base_url=sb.url, wallet=wallet, time_scale=time_scale, **kwargs)
         client._sandbox = sb
         return client
 
@@ -276,7 +284,7 @@ class AsyncStableStudio:
                                f"{str(paid.data)[:200]}. The payment is in the ledger.",
                                status=200, body=str(paid.data), paid_usd=usd_) from None
         self.tracker.adopt(job, job_id, amount=paid.signed.requirement.amount, nonce=paid.signed.nonce,
-                           payer=self.wallet.address, status=paid.data.get("status") or JobStatus.PENDING,
+                           payer=paid.signed.payer, status=paid.data.get("status") or JobStatus.PENDING,
                            receipt=paid.receipt)
         return job
 
@@ -288,37 +296,53 @@ class AsyncStableStudio:
         return await self.uploads.upload(source, consent=consent)
 
     # --- jobs -----------------------------------------------------------------------------------------
+    def _owners(self, job_id: str | None = None) -> list[str]:
+        """Who may own a job: its known payer, else each of the wallet's addresses."""
+        known = self.tracker.payer_of(job_id) if job_id else None
+        return [known] if known else list(self.wallet.addresses.values())
+
     async def job(self, job_id: str) -> AsyncJob:
         """A job by id (from this session, the ledger, or the service)."""
         if job_id in self.tracker.jobs:
             return self.tracker.jobs[job_id]
-        r = await self.service.signed_in("GET", job_path(job_id))
-        if r.status_code == 404:
-            raise JobNotFound(f"The service knows no job {job_id} for wallet {self.wallet.address}.", job_id=job_id)
-        _ensure_ok(r, f"Fetching job {job_id}")
-        return self.tracker.from_service(json_object(r) or {}, job_id)
+        for owner in self._owners(job_id):  # jobs belong to the address that paid: ask as each
+            r = await self.service.signed_in("GET", job_path(job_id), as_=owner)
+            if r.status_code != 404:
+                _ensure_ok(r, f"Fetching job {job_id}")
+                return self.tracker.from_service(json_object(r) or {}, job_id, payer=owner)
+        raise JobNotFound(f"The service knows no job {job_id} for wallet {self.wallet}.", job_id=job_id)
 
-    async def jobs(self, limit: int = 20, status: str | None = None) -> list[AsyncJob]:
-        """This wallet's jobs on the service, newest first."""
+    async def jobs(self, limit: int = 20, status: str | None = None, *, payer: str | None = None) -> list[AsyncJob]:
+        """This wallet's jobs on the service, newest first (those of ``payer`` only, if given)."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
-        r = await self.service.signed_in("GET", "/api/jobs", params=params)
-        _ensure_ok(r, "Listing jobs")
-        data = json_or_none(r)
-        items = data.get("jobs", []) if isinstance(data, dict) else data  # {"jobs": […]} or a bare list
-        jobs = []
-        for d in items if isinstance(items, list) else []:
-            if not isinstance(d, dict):
-                continue
+        found: list[tuple[str, AsyncJob]] = []
+        owners, answered, refused = [payer] if payer else self._owners(), False, None
+        for owner in owners:
             try:
-                jobs.append(self.tracker.from_service(d))
-            except ServiceError:  # a job kind this client cannot show; the others still are
+                r = await self.service.signed_in("GET", "/api/jobs", as_=owner, params=params)
+            except AuthError as e:  # the service does not sign in this kind of account: it owns no job there
+                refused = e
                 continue
-        return jobs
+            answered = True
+            _ensure_ok(r, "Listing jobs")
+            data = json_or_none(r)
+            items = data.get("jobs", []) if isinstance(data, dict) else data  # {"jobs": […]} or a bare list
+            for d in items if isinstance(items, list) else []:
+                if not isinstance(d, dict):
+                    continue
+                try:
+                    found.append((str(d.get("createdAt") or ""), self.tracker.from_service(d, payer=owner)))
+                except ServiceError:  # a job kind this client cannot show; the others still are
+                    continue
+        if refused is not None and not answered:
+            raise refused
+        found.sort(key=lambda cj: cj[0], reverse=True)  # stable: one owner's list keeps the service's order
+        return [j for _, j in found[:limit]]
 
     async def delete_job(self, job_id: str) -> None:
-        r = await self.service.signed_in("DELETE", job_path(job_id))
+        r = await self.service.signed_in("DELETE", job_path(job_id), as_=self.tracker.payer_of(job_id))
         _ensure_ok(r, f"Deleting job {job_id}")
         self.ledger.update_job(job_id, status=JobStatus.DELETED)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import platformdirs
 
+from .networks import explorer_url, name_of
 from .status import COUNTED_PAYMENTS, COUNTED_WHILE_VALID, FINAL, OPEN_PAYMENTS, SPENT_PAYLOADS
 
 ENV_HOME = "STABLESTUDIO_HOME"
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS payments (
   nonce TEXT PRIMARY KEY, kind TEXT NOT NULL, route TEXT, method TEXT NOT NULL, url TEXT NOT NULL,
   body TEXT, amount INTEGER NOT NULL, asset TEXT, network TEXT, pay_to TEXT, payer TEXT,
   valid_before INTEGER, payload TEXT NOT NULL, status TEXT NOT NULL, tx TEXT, receipt TEXT,
-  job_id TEXT, upload_id TEXT, error TEXT, session TEXT, signed_at REAL NOT NULL, updated_at REAL NOT NULL);
+  job_id TEXT, upload_id TEXT, error TEXT, session TEXT, signed_at REAL NOT NULL, updated_at REAL NOT NULL,
+  pay_method TEXT);
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
 CREATE INDEX IF NOT EXISTS payments_signed_at ON payments(signed_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,6 +59,9 @@ CREATE TABLE IF NOT EXISTS comparisons (
 def _marks(statuses: tuple[str, ...]) -> str:
     return ", ".join(f"'{s}'" for s in statuses)  # our own vocabulary, never user input
 
+
+#: Columns added since the first release (older rows hold NULL: an EVM ``exact`` payment).
+MIGRATIONS = (("pay_method", "TEXT"),)
 
 # What counts against a budget: settled or possibly settled, and refused authorizations until they
 # expire (the server holds a valid signature: it could still settle it).
@@ -115,6 +120,10 @@ class Ledger:
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(payments)")}
+            for name, decl in MIGRATIONS:
+                if name not in columns:  # a ledger written by an older version: add the column
+                    self._db.execute(f"ALTER TABLE payments ADD COLUMN {name} {decl}")
         self.forget_expired_payloads()
 
     def _tx(self):
@@ -130,15 +139,17 @@ class Ledger:
     # --- payments ---------------------------------------------------------------------------
     def record_payment(self, *, nonce: str, kind: str, route: str | None, method: str, url: str,
                        body: Any, amount: int, asset: str, network: str, pay_to: str, payer: str,
-                       valid_before: int, payload: str, session: str) -> None:
+                       valid_before: int, payload: str, session: str, pay_method: str = "exact-evm") -> None:
+        """``nonce`` is the credential's single-use id; ``valid_before`` its deadline (after it, the
+        payment can no longer settle); ``pay_method`` which method can resend ``payload``."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO payments (nonce, kind, route, method, url, body, amount, asset, network, pay_to,"
-                " payer, valid_before, payload, status, session, signed_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'signed',?,?,?)",
+                " payer, valid_before, payload, status, session, signed_at, updated_at, pay_method)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'signed',?,?,?,?)",
                 (nonce, kind, route, method, url, json.dumps(body), amount, asset, network, pay_to, payer,
-                 valid_before, payload, session, now, now))
+                 valid_before, payload, session, now, now, pay_method))
 
     def update_payment(self, nonce: str, **fields: Any) -> None:
         """Update a payment; once its status says it can no longer be re-sent, its payload becomes a hash."""
@@ -159,6 +170,16 @@ class Ledger:
 
     def payment(self, nonce: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM payments WHERE nonce=?", (nonce,))
+
+    def receipt(self, nonce: str) -> dict[str, Any] | None:
+        """What the ledger knows of a payment's settlement, shaped like ``Receipt.to_dict()``: the
+        service's receipt when it gave one (with its explorer link), else the network and payer."""
+        p = self.payment(nonce)
+        if p is None:
+            return None
+        return {"success": p["status"] == "settled", "transaction": p["tx"], "network": p["network"],
+                "network_name": name_of(p["network"]), "payer": p["payer"], "amount": p["amount"],
+                "explorer_url": _explorer_link(p), "error_reason": None}
 
     def payments(self, *, status: str | tuple[str, ...] | None = None, session: str | None = None) -> list[dict]:
         where, args = self._where(status=status, session=session)
@@ -260,12 +281,18 @@ class Ledger:
         return {r[0]: r[1] / 1e6 for r in rows}
 
     def receipts(self) -> list[dict[str, Any]]:
-        """One row per payment joined with its job: what was paid, for what, and what came of it."""
-        return self._all(
+        """One row per payment joined with its job: what was paid, on which network, for what, and
+        what came of it (with the explorer link of its transaction when it is on a public chain)."""
+        rows = self._all(
             "SELECT p.signed_at, p.kind, p.route, p.amount / 1e6 AS amount_usd, p.network, p.pay_to, p.payer,"
             " p.status AS payment_status, p.tx, p.nonce, COALESCE(p.job_id, p.upload_id) AS job_id,"
-            " j.status AS job_status, j.prompt, j.result_url, j.local_path, j.error"
+            " j.status AS job_status, j.prompt, j.result_url, j.local_path, j.error, p.receipt"
             " FROM payments p LEFT JOIN jobs j ON j.id = p.job_id ORDER BY p.signed_at", ())
+        for row in rows:
+            row["network_name"] = name_of(row["network"])
+            row["explorer_url"] = _explorer_link(row)
+            del row["receipt"]
+        return rows
 
     def to_dataframe(self):
         """Receipts as a pandas DataFrame (pandas is optional: ``pip install pandas``)."""
@@ -305,6 +332,17 @@ class Ledger:
     def _all(self, q: str, args: tuple) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for r in self._db.execute(q, args).fetchall()]
+
+
+def _explorer_link(row: dict[str, Any]) -> str | None:
+    """The explorer link of a payment row, rebuilt from its network and transaction (a ledger file
+    is read back as untrusted data); only for a settlement the service said is on a public chain."""
+    try:
+        stored = json.loads(row.get("receipt") or "null")
+    except ValueError:
+        return None
+    on_chain = isinstance(stored, dict) and bool(stored.get("explorer_url"))
+    return explorer_url(row.get("network"), row.get("tx")) if on_chain else None
 
 
 class _Transaction:

@@ -1,5 +1,7 @@
-"""The paid request: learn (or reuse) a route's terms → check the policy → sign once → write the
-ledger → send, re-sending the *same* signature on ambiguous failures so it settles at most once.
+"""The paid request: learn (or reuse) a route's terms → choose an offer → check the policy → sign
+once → write the ledger → send, re-sending the *same* credential on ambiguous failures so it
+settles at most once. How an offer is signed and its receipt read is the business of its
+payment method (:mod:`methods`); everything else here is the same for every method.
 
 Each attempt ends in one :class:`Outcome`, decided by :meth:`Payments._classify` from what came
 back; :meth:`Payments._apply` is the one place that turns an outcome into bookkeeping (the
@@ -35,26 +37,19 @@ from .errors import (
     usd,
 )
 from .ledger import Ledger
+from .methods import PaymentMethod, default_methods, preference_rank
+from .networks import name_of, same_address
 from .policy import Consent, Spending, SpendingPolicy, check_terms
 from .schedule import parse_retry_after
 from .service import Service, json_or_none
 from .status import PaymentStatus
-from .x402 import (
-    PaymentRequired,
-    Receipt,
-    Requirement,
-    SignedPayment,
-    decode_payment_required,
-    decode_settle_response,
-    refuse_unsupported,
-    sign_payment,
-)
+from .x402 import Credential, PaymentRequired, Receipt, Requirement, decode_payment_required
 
 if TYPE_CHECKING:
     from .jobs import AsyncJob
 
 UPLOAD_BODY = {"filename": "image.png", "contentType": "image/png"}  # what an upload is quoted with
-FindJob = Callable[[Route, dict[str, Any], float], Awaitable[str | None]]
+FindJob = Callable[[Route, dict[str, Any], float, str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -77,9 +72,13 @@ class Quote:
         """Generation plus the uploads a call with local images needs."""
         return usd(self.amount + self.uploads * self.upload_amount)
 
+    @property
+    def network_name(self) -> str:
+        return name_of(self.network) or self.network
+
     def __repr__(self) -> str:
         extra = f" + {self.uploads} upload(s) = {fmt_usd(self.total_usd)}" if self.uploads else ""
-        return f"<Quote {self.route} {fmt_usd(self.amount_usd)}{extra} on {self.network}>"
+        return f"<Quote {self.route} {fmt_usd(self.amount_usd)}{extra} on {self.network_name}>"
 
 
 @dataclass
@@ -88,6 +87,7 @@ class Terms:
 
     required: PaymentRequired
     requirement: Requirement
+    method: PaymentMethod
     paid: bool = False  # a payment on these terms was accepted: later ones are signed up front
     learned_at: float = 0.0
     learned_ms: float = 0.0
@@ -109,16 +109,23 @@ class Paid:
 
     data: dict[str, Any]
     receipt: Receipt | None
-    signed: SignedPayment
+    signed: Credential
 
 
 class Payments:
-    """Terms cache, requirement choice and the paid POST for one client."""
+    """Terms cache, requirement choice and the paid POST for one client.
+
+    ``methods`` are the ways this client can pay (:func:`methods.default_methods`); ``prefer``
+    orders the networks when a 402 offers several the wallet can pay (else the server's order).
+    """
 
     def __init__(self, service: Service, policy: SpendingPolicy, spending: Spending, ledger: Ledger,
-                 catalog: Catalog, *, session: str, on_chain: bool, find_job: FindJob):
+                 catalog: Catalog, *, session: str, on_chain: bool, find_job: FindJob,
+                 methods: list[PaymentMethod] | None = None, prefer: list[str] | None = None):
         self.service, self.policy, self.spending, self.ledger = service, policy, spending, ledger
         self.catalog, self.session, self.on_chain, self.find_job = catalog, session, on_chain, find_job
+        self.methods = methods if methods is not None else default_methods()
+        self.prefer = prefer or []
         self.terms: dict[tuple, Terms] = {}
         self._learning: dict[tuple, asyncio.Lock] = {}
 
@@ -142,16 +149,33 @@ class Payments:
             return route.id, round(route.price_usd[1] * 1e6)
         return route.id, self.catalog.price_range(route.id)[1]
 
-    def choose(self, required: PaymentRequired, path: str, key: tuple) -> Requirement:
-        """The first requirement we can sign, the policy allows and the route table prices plausibly;
-        otherwise say what was offered."""
-        reasons = []
-        for req in required.accepts:
-            why = (refuse_unsupported(req) or self.policy.refuse_terms(req, self.service.url(path))
+    def offers(self, required: PaymentRequired,
+               response: httpx.Response | None = None) -> list[tuple[Requirement, PaymentMethod | None]]:
+        """Every offer of a 402 with the method that handles it (None: no method does), in the
+        server's order; offers a method reads from elsewhere in the answer (another protocol's
+        challenge header) come after."""
+        found = [(req, m) for m in self.methods for req in m.offers(required, response)]
+        handled = [req for req, _ in found]
+        found += [(req, None) for req in required.accepts if req not in handled]
+        order = {id(req): i for i, req in enumerate(required.accepts)}
+        return sorted(found, key=lambda rm: order.get(id(rm[0]), len(order)))
+
+    def choose(self, required: PaymentRequired, path: str, key: tuple,
+               response: httpx.Response | None = None) -> tuple[Requirement, PaymentMethod]:
+        """The offer to pay: among those this wallet can sign, the policy allows and the route
+        table prices plausibly, the first of the preferred networks, else the server's first;
+        otherwise say what was offered and why not."""
+        usable, reasons = [], []
+        for req, method in self.offers(required, response):
+            why = ((f"no payment method for scheme {req.scheme!r} on {req.network}" if method is None else
+                    method.refuse(req, self.service.wallet)) or self.policy.refuse_terms(req, self.service.url(path))
                    or self.policy.refuse_price(req, *self.top_price(key)))
             if why is None:
-                return req
-            reasons.append(f"{req.describe()}: {why}")
+                usable.append((req, method))
+            else:
+                reasons.append(f"{req.describe()}: {why}")
+        if usable:
+            return min(usable, key=lambda rm: preference_rank(rm[0].network, self.prefer))
         if not reasons:
             raise PaymentRequiredError(f"The server asked for payment for {path} but offered no way to pay"
                                        + (f" ({required.error})" if required.error else "") + ". Nothing was signed.")
@@ -159,12 +183,13 @@ class Payments:
                                    + "; ".join(reasons) + ". Nothing was signed.")
 
     async def learn(self, path: str, body: dict[str, Any], key: tuple) -> Terms:
-        """Terms for ``key``: reused when known (one round trip to pay), else read from an unpaid 402."""
-        if key in self.terms:
+        """Terms for ``key``: reused while their method can still sign them (one round trip to pay),
+        else read from an unpaid 402."""
+        if self._usable(key):
             return self.terms[key]
         # Concurrent first requests to one route learn its terms once, not once each.
         async with self._learning.setdefault(key, asyncio.Lock()):
-            if key in self.terms:
+            if self._usable(key):
                 return self.terms[key]
             t0 = time.time()
             r = await self.service.unpaid("POST", path, json=body)
@@ -174,10 +199,15 @@ class Payments:
                 raise ServiceError(f"Expected a 402 with payment terms from {path}, got HTTP {r.status_code}: "
                                    f"{r.text[:200]}. Nothing was paid.", status=r.status_code, body=r.text)
             required = decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
-            terms = Terms(required, self.choose(required, path, key), learned_at=t0,
+            terms = Terms(required, *self.choose(required, path, key, r), learned_at=t0,
                           learned_ms=(time.time() - t0) * 1000)
+            terms.paid = key in self.terms and self.terms[key].paid
             self.terms[key] = terms
             return terms
+
+    def _usable(self, key: tuple) -> bool:
+        t = self.terms.get(key)
+        return t is not None and time.time() < t.method.usable_until(t.requirement, t.learned_at)
 
     async def upload_terms(self) -> Terms:
         return await self.learn("/api/upload", UPLOAD_BODY, ("upload",))
@@ -203,14 +233,14 @@ class Payments:
                      terms.learned_at, terms.learned_ms)
         for attempt in range(2):
             req = terms.requirement
-            signed = self._sign(req, terms, path, body, kind=kind, route=route, consent=consent, job=job)
+            signed = await self._sign(req, terms, path, body, kind=kind, route=route, consent=consent, job=job)
             try:
                 r, ambiguous = await self.send(path, body, signed, job)
             except BaseException:  # cancelled or broken mid-send: it may have left, so it may settle
                 self._apply(Outcome.UNCERTAIN, signed, error="interrupted while sending")
                 raise
-            outcome, refusal = self._classify(r, ambiguous)
-            receipt = self.receipt_of(r) if outcome is Outcome.SETTLED else None
+            outcome, refusal = self._classify(r, ambiguous, terms.method)
+            receipt = self.receipt_of(r, terms.method) if outcome is Outcome.SETTLED else None
             self._apply(outcome, signed, receipt=receipt, error=_error_text(r, refusal, outcome))
             if outcome is Outcome.SETTLED:
                 terms.paid = True
@@ -219,7 +249,7 @@ class Payments:
                                          "response": json_or_none(r)}, signed.signed_at)
                 return Paid(json_or_none(r) or {}, receipt, signed)
             if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
-                found = await self.find_job(route, body, signed.signed_at) if route else None
+                found = await self.find_job(route, body, signed.signed_at, signed.payer) if route else None
                 if found:
                     self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED)
                     return Paid({"jobId": found, "status": "pending"}, None, signed)
@@ -227,15 +257,15 @@ class Payments:
             if outcome is Outcome.REFUSED and fresh and attempt == 0 and terms.paid:
                 # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew, within consent.
                 self.terms.pop(key, None)
-                terms = Terms(fresh, self.choose(fresh, path, key))
+                terms = Terms(fresh, *self.choose(fresh, path, key, r), learned_at=time.time())
                 _same_payee(req.pay_to, terms.requirement, signed)
                 self.terms[key] = terms
                 continue
             raise self._failure(outcome, r, refusal, path, signed)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _sign(self, req: Requirement, terms: Terms, path: str, body: dict[str, Any], *, kind: str,
-              route: Route | None, consent: Consent, job: AsyncJob | None) -> SignedPayment:
+    async def _sign(self, req: Requirement, terms: Terms, path: str, body: dict[str, Any], *, kind: str,
+                    route: Route | None, consent: Consent, job: AsyncJob | None) -> Credential:
         """Check the policy and consent, reserve the amount, sign, and write the ledger before anything leaves."""
         self.check(req, path)
         if consent.pay_to is not None:
@@ -243,33 +273,36 @@ class Payments:
         self.spending.reserve(req.amount, consent=consent, ledger_spent=self.ledger_spent())
         t0 = time.time()
         try:
-            signed = sign_payment(self.service.wallet, req, terms.required.resource)
+            signed = await terms.method.sign(self.service.wallet, req, terms.required, learned_at=terms.learned_at,
+                                             http=self.service.http)
         except BaseException:
             self.spending.release(req.amount)
             raise
         self.service.stats["signatures"] += 1
         self.ledger.record_payment(
-            nonce=signed.nonce, kind=kind, route=route.id if route else None, method="POST",
+            nonce=signed.id, kind=kind, route=route.id if route else None, method="POST",
             url=self.service.url(path), body=body, amount=req.amount, asset=req.asset, network=req.network,
-            pay_to=req.pay_to, payer=self.service.wallet.address, valid_before=signed.valid_before,
-            payload=signed.header, session=self.session)
+            pay_to=req.pay_to, payer=signed.payer, valid_before=signed.valid_before,
+            payload=signed.header, session=self.session, pay_method=signed.method)
         if job is not None:
-            job.note("signed", {"PAYMENT-SIGNATURE": signed.payload if not self.on_chain else _shown(signed)}, t0)
+            job.note("signed", {"PAYMENT-SIGNATURE": signed.payload if not self.on_chain else _shown(signed),
+                                "method": signed.method, "deadline": signed.deadline}, t0)
         return signed
 
-    async def send(self, path: str, body: dict[str, Any], signed: SignedPayment,
+    async def send(self, path: str, body: dict[str, Any], signed: Credential,
                    job: AsyncJob | None = None) -> tuple[httpx.Response | None, bool]:
-        """Send one signed payment, re-sending the same header on resets, timeouts, 429 and 5xx
-        while it is still valid. Returns the answer (None: no definite one) and whether an earlier
-        attempt may have reached the server (so a refusal now may follow a settlement)."""
+        """Send one signed payment, re-sending the same credential on resets, timeouts, 429 and 5xx
+        while it can still settle (before its deadline). Returns the answer (None: no definite one)
+        and whether an earlier attempt may have reached the server (so a refusal now may follow a
+        settlement)."""
         nonce, ambiguous = signed.nonce, False
         self.ledger.update_payment(nonce, status=PaymentStatus.SENT)  # from here on it may have left
         for attempt in range(self.service.max_retries + 1):
-            if attempt and signed.valid_before - time.time() < 5:
-                break
+            if attempt and signed.deadline - time.time() < min(5.0, (signed.deadline - signed.signed_at) / 10):
+                break  # past its deadline it cannot settle: resending is pointless; resume() looks for the job
             try:
                 self.service.stats["requests"] += 1
-                r = await self.service.http.post(path, json=body, headers={"PAYMENT-SIGNATURE": signed.header})
+                r = await self.service.http.post(path, json=body, headers=signed.headers)
             except httpx.TransportError as e:
                 # A connect error means the request never left: not ambiguous. Anything else might have
                 # reached the server and settled.
@@ -295,18 +328,19 @@ class Payments:
 
     # --- deciding once, applying once -------------------------------------------------------------
     @staticmethod
-    def _classify(r: httpx.Response | None, ambiguous: bool) -> tuple[Outcome, PaymentRequired | None]:
+    def _classify(r: httpx.Response | None, ambiguous: bool,
+                  method: PaymentMethod) -> tuple[Outcome, PaymentRequired | None]:
         if r is None:
             return (Outcome.UNCERTAIN if ambiguous else Outcome.UNSENT), None
         if r.status_code == 200:
             return Outcome.SETTLED, None
         if r.status_code == 402:
             refusal = _refusal(r)
-            used = ambiguous or _nonce_used(refusal.error if refusal else None)
+            used = ambiguous or method.is_replay(refusal.error if refusal else None)
             return (Outcome.NONCE_USED if used else Outcome.REFUSED), refusal
         return (Outcome.UNCERTAIN if ambiguous else Outcome.REFUSED), None
 
-    def _apply(self, outcome: Outcome, signed: SignedPayment, *, receipt: Receipt | None = None,
+    def _apply(self, outcome: Outcome, signed: Credential, *, receipt: Receipt | None = None,
                error: str | None = None) -> None:
         """The bookkeeping of an outcome: the spending reservation and the ledger row, together."""
         amount = signed.requirement.amount
@@ -324,18 +358,17 @@ class Payments:
             self.spending.settle(amount)
             self.ledger.update_payment(signed.nonce, status=PaymentStatus.UNCERTAIN, error=error)
 
-    def receipt_of(self, r: httpx.Response | None) -> Receipt | None:
-        header = r.headers.get("payment-response") if r is not None else None
-        if not header:
-            return None
-        try:
-            receipt = decode_settle_response(header)
-        except PaymentRequiredError:
-            return None
-        return receipt if self.on_chain else dataclasses.replace(receipt, on_chain=False)
+    def receipt_of(self, r: httpx.Response | None, method: PaymentMethod) -> Receipt | None:
+        receipt = method.receipt(r) if r is not None else None
+        return receipt if receipt is None or self.on_chain else dataclasses.replace(receipt, on_chain=False)
+
+    def method_named(self, name: str | None) -> PaymentMethod | None:
+        """The method that signed a ledger row (rows from before methods existed are EVM ``exact``);
+        None when this client was built without it (the row is then only looked for, never resent)."""
+        return next((m for m in self.methods if m.name == (name or "exact-evm")), None)
 
     def _failure(self, outcome: Outcome, r: httpx.Response | None, refusal: PaymentRequired | None, path: str,
-                 signed: SignedPayment) -> Exception:
+                 signed: Credential) -> Exception:
         """The error to raise for an outcome that bought nothing we could find."""
         usd_ = signed.requirement.amount_usd
         reason = refusal.error if refusal else None
@@ -369,9 +402,9 @@ class Payments:
                             status=r.status_code, body=r.text)
 
 
-def _same_payee(quoted: str, req: Requirement, refused: SignedPayment | None = None) -> None:
+def _same_payee(quoted: str, req: Requirement, refused: Credential | None = None) -> None:
     """A payee that changed between the quote and the payment needs new consent."""
-    if req.pay_to.lower() == quoted.lower():
+    if same_address(req.network, req.pay_to, quoted):
         return
     held = f" The refused authorization stays valid until {valid_until(refused)}." if refused else ""
     raise ConfirmationRequired(
@@ -380,15 +413,20 @@ def _same_payee(quoted: str, req: Requirement, refused: SignedPayment | None = N
         price_usd=req.amount_usd, threshold_usd=None, pay_to=req.pay_to)
 
 
-def valid_until(signed: SignedPayment) -> str:
-    """When an authorization stops being money, in the user's local time."""
+def valid_until(signed: Credential) -> str:
+    """When a signed payment stops being money (its deadline), in the user's local time."""
     return datetime.fromtimestamp(signed.valid_before).strftime("%H:%M")
 
 
-def _shown(signed: SignedPayment) -> dict[str, Any]:
+def _shown(signed: Credential) -> dict[str, Any]:
     """A real wallet's payment as the inspector may show it: what and to whom, never the signature
-    or the nonce (together they are bearer money until the authorization expires)."""
-    auth = signed.payload["payload"]["authorization"]
+    or the nonce (together they are bearer money until the authorization expires), nor a signed
+    Solana transaction (the facilitator could still complete it until its blockhash expires)."""
+    inner = signed.payload["payload"]
+    if "authorization" not in inner:
+        return {**signed.payload, "payload": {k: "(kept in the kernel: a real wallet's signed transaction is not "
+                                              "shown)" for k in inner}}
+    auth = inner["authorization"]
     return {**signed.payload, "payload": {
         "authorization": {k: auth[k] for k in ("from", "to", "value", "validAfter", "validBefore")},
         "signature": "(kept in the kernel: a real wallet's signature is not shown)"}}
@@ -426,11 +464,6 @@ def _rejected(r: httpx.Response, path: str, held: str | None = None) -> InvalidP
                              + (f" {held}" if held else ""), field="route", **tail)
     return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}" + (f". {held}" if held else ""),
                          **tail)
-
-
-def _nonce_used(error: str | None) -> bool:
-    e = (error or "").lower()
-    return "nonce" in e and ("used" in e or "replay" in e or "already" in e)
 
 
 def _error_text(r: httpx.Response | None, refusal: PaymentRequired | None, outcome: Outcome) -> str | None:

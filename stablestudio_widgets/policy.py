@@ -1,8 +1,9 @@
 """Spending policy: what may be signed, checked against the exact 402 amount before signing.
 
-Safe defaults: real money only to the service's own host and only over https, testnet terms only
-to loopback (the sandbox), the known USDC contracts only (as (network, asset) pairs), a per-request
-cap, and explicit consent above $1.00. Consent is an amount: a confirmation is a ceiling.
+Safe defaults: real money (Base, Solana) only to the service's own host and only over https,
+testnet terms (Base Sepolia, Solana Devnet) only to loopback (the sandbox), each network's own
+USDC only (as (network, asset) pairs), a per-request cap, and explicit consent above $1.00.
+Consent is an amount: a confirmation is a ceiling.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import BudgetExceeded, ConfirmationRequired, PolicyViolation, fmt_usd
-from .x402 import KNOWN_ASSETS, NETWORK_NAMES, TESTNETS, Requirement
+from .networks import NETWORK_NAMES, NETWORKS, SVM, TESTNETS, family, same_address
+from .x402 import Requirement
 
 SERVICE_HOSTS = frozenset({"stablestudio.dev"})
 DEFAULT_MAX_USD_PER_REQUEST = 5.0
@@ -102,10 +104,10 @@ class SpendingPolicy:
                     "(add it to SpendingPolicy.allowed_hosts if you trust it)")
         elif parts.scheme != "https" and not loopback:
             return f"real-money payments go only over https, and {parts.scheme}://{host} is not"
-        pairs = {(n, a.lower()) for n, a in (self.allowed_assets or KNOWN_ASSETS)}
-        if (req.network, req.asset.lower()) not in pairs:
-            name = NETWORK_NAMES.get(req.network, req.network)
-            return (f"asset {req.asset} is not a known USDC contract on {name} "
+        pairs = self.allowed_assets or frozenset((n.id, n.usdc) for n in NETWORKS.values())
+        if not any(n == req.network and same_address(n, req.asset, a) for n, a in pairs):
+            kind = "mint" if family(req.network) == SVM else "contract"
+            return (f"asset {req.asset} is not a known USDC {kind} on {NETWORK_NAMES.get(req.network, req.network)} "
                     "(see SpendingPolicy.allowed_assets)")
         return None
 

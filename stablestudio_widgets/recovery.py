@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,6 @@ from .service import json_or_none
 from .siwx import parse_iso
 from .status import OPEN_PAYMENTS, PaymentStatus
 from .tracker import JobTracker, route_from_type
-from .x402 import SignedPayment, parse_requirement
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
 ListJobs = Callable[..., Awaitable[list[AsyncJob]]]
@@ -61,20 +59,21 @@ class Recovery:
         route = self.catalog.routes.get(p["route"]) if p["route"] else None
         if route is None or p["kind"] != "generate":
             return
+        method = self.payments.method_named(p.get("pay_method"))
         body = json.loads(p["body"])
         job = self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
-        if p["status"] in OPEN_PAYMENTS and p["valid_before"] > time.time() + 2:  # its payload is still kept
-            payload = json.loads(base64.b64decode(p["payload"]))
-            signed = SignedPayment(p["payload"], payload, parse_requirement(payload["accepted"], 0), p["signed_at"])
+        # Still open and valid (its payload is still kept): resend the very same credential.
+        if method and p["status"] in OPEN_PAYMENTS and p["valid_before"] > time.time() + 2:
+            signed = method.restore(p)
             r, _ = await self.payments.send(route.path, body, signed)
             if r is not None and r.status_code == 200:
-                receipt = self.payments.receipt_of(r)
+                receipt = self.payments.receipt_of(r, method)
                 self.ledger.update_payment(p["nonce"], status=PaymentStatus.SETTLED, tx=receipt and receipt.transaction,
                                            receipt=receipt and receipt.to_dict())
                 data = json_or_none(r) or {}
                 self._adopt(job, data.get("jobId") or data.get("id"), p, receipt)
                 return
-        found = await self.find_paid_job(route, body, p["signed_at"])
+        found = await self.find_paid_job(route, body, p["signed_at"], p["payer"])
         if found:
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.SETTLED)
             self._adopt(job, found, p, None)
@@ -88,14 +87,16 @@ class Recovery:
         self.tracker.adopt(job, job_id, amount=p["amount"], nonce=p["nonce"], payer=p["payer"],
                            status="pending", receipt=receipt, created_at=p["signed_at"])
 
-    async def find_paid_job(self, route: Route, body: dict[str, Any], since: float) -> str | None:
-        """After a possibly-settled payment: the job it bought, by route, prompt and time."""
+    async def find_paid_job(self, route: Route, body: dict[str, Any], since: float,
+                            payer: str | None = None) -> str | None:
+        """After a possibly-settled payment: the job it bought (among ``payer``'s), by route, prompt and time."""
+        payer = payer if payer in self.tracker.service.wallet.addresses.values() else None
         scale = self.tracker.time_scale
         deadline = time.monotonic() + max(NOT_FOUND_GRACE_S * scale, MIN_SEARCH_S)
         while True:
             known = {row["id"] for row in self.ledger.jobs(limit=500)}
             try:
-                for j in await self.list_jobs(limit=50):
+                for j in await self.list_jobs(limit=50, payer=payer):
                     d = j.raw
                     created = _ts(d.get("createdAt"))
                     same_route = (d.get("route") or route_from_type(self.catalog, d.get("type"))) == route.id

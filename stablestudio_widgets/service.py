@@ -16,6 +16,7 @@ import httpx
 
 from . import siwx
 from .errors import AuthError, ServiceError
+from .networks import BASE, BASE_SEPOLIA, EVM, SOLANA, SOLANA_DEVNET, SVM
 from .policy import is_loopback
 from .schedule import parse_retry_after
 from .wallet import Wallet
@@ -32,8 +33,10 @@ class Service:
         self.wallet = wallet
         self.max_retries = max_retries
         self.time_scale = time_scale
-        # Base Sepolia sign-ins only towards a loopback sandbox; the real service is on Base.
-        self.chain_ids = ["eip155:84532", "eip155:8453"] if is_loopback(self.base_url) else ["eip155:8453"]
+        # Testnet sign-ins only towards a loopback sandbox; the real service is on Base and Solana.
+        local = is_loopback(self.base_url)
+        self.chains = {EVM: [BASE_SEPOLIA, BASE] if local else [BASE],
+                       SVM: [SOLANA_DEVNET, SOLANA] if local else [SOLANA]}
         self.http = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
@@ -47,6 +50,18 @@ class Service:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    @property
+    def chain_ids(self) -> list[str]:
+        """The sign-in chains of the wallet's main address."""
+        return self.chains_of(self.wallet.address)
+
+    def chains_of(self, address: str) -> list[str]:
+        """The chains ``address`` (one of the wallet's) signs in on, in order of preference."""
+        fam = next((f for f, a in self.wallet.addresses.items() if a == address), None)
+        if fam is None:
+            raise AuthError(f"{address} is not an address of this wallet; it cannot sign in as it.")
+        return self.chains[fam]
 
     def backoff(self, attempt: int) -> float:
         """Exponential, jittered, and scaled with the sandbox's clock."""
@@ -92,20 +107,23 @@ class Service:
         return r.status_code, r.content
 
     # --- Sign-In-With-X ----------------------------------------------------------------------
-    async def signed_in(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A request with a fresh SIGN-IN-WITH-X proof (servers accept each nonce once).
+    async def signed_in(self, method: str, path: str, *, as_: str | None = None, **kwargs: Any) -> httpx.Response:
+        """A request with a fresh SIGN-IN-WITH-X proof (servers accept each nonce once), signed
+        as ``as_`` (one of the wallet's addresses: jobs belong to the address that paid; default
+        the main one).
 
         A 402 means the proof was refused: with a challenge we sign that challenge, without one
         we sign afresh; either way we try once more, and a second refusal is an :class:`AuthError`.
         """
+        chains = self.chains_of(as_ or self.wallet.address)
         url = str(self.http.build_request(method, path, params=kwargs.get("params")).url)
         uri = url.split("?", 1)[0]
-        r = await self.retrying(lambda: self._send_signed(method, path, self._own_proof(uri), kwargs))
+        r = await self.retrying(lambda: self._send_signed(method, path, self._own_proof(uri, chains), kwargs))
         if r.status_code != 402:
             return r
         error, extensions = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
-        info = siwx.challenge_info(extensions, url=url, chains=self.chain_ids)
-        header = self._sign(uri, info) if info is not None else self._own_proof(uri)
+        info = siwx.challenge_info(extensions, url=url, chains=chains)
+        header = self._sign(uri, info) if info is not None else self._own_proof(uri, chains)
         r = await self.retrying(lambda: self._send_signed(method, path, header, kwargs))
         if r.status_code == 402:
             again, _ = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
@@ -116,8 +134,8 @@ class Service:
     def _send_signed(self, method: str, path: str, header: str, kwargs: dict[str, Any]) -> Awaitable[httpx.Response]:
         return self.http.request(method, path, headers={siwx.HEADER: header}, **kwargs)
 
-    def _own_proof(self, uri: str) -> str:
-        return self._sign(uri, siwx.own_info(uri, self.chain_ids[0]))
+    def _own_proof(self, uri: str, chains: list[str]) -> str:
+        return self._sign(uri, siwx.own_info(uri, chains[0]))
 
     def _sign(self, uri: str, info: dict[str, Any]) -> str:
         header, payload = siwx.sign(self.wallet, info)

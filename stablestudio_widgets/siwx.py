@@ -1,4 +1,5 @@
-"""Sign-In-With-X (CAIP-122, EIP-4361 text, EIP-191 signature) for job and upload-confirm routes.
+"""Sign-In-With-X (CAIP-122) for job and upload-confirm routes: EIP-4361 text with an EIP-191
+signature for an EVM account, the Solana text with an Ed25519 signature (base58) for a Solana one.
 
 Servers accept each proof once, so we sign a fresh message of our own for every request, or the
 info of a server challenge — after checking it says only what a sign-in to this very request
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from eth_utils import to_checksum_address
 
 from .errors import AuthError, PaymentRequiredError
+from .networks import EVM, SVM, family
 from .x402 import b64json_decode, b64json_encode
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ ROUTER_STATEMENT = "Sign in to verify your wallet identity"
 KNOWN_STATEMENTS = frozenset({ROUTER_STATEMENT, "Sign in to StableStudio sandbox"})
 MAX_CLOCK_SKEW_S = 300  # a challenge's issuedAt may be this far from our clock, either way
 MAX_LIFETIME_S = 3600  # a challenge's expirationTime may be at most this far away
+SIGNATURE_TYPES = {EVM: "eip191", SVM: "ed25519"}  # the ``type`` of a chain in ``supportedChains``
 
 
 def iso_now(offset_s: float = 0.0) -> str:
@@ -78,15 +81,49 @@ def message_text(info: dict[str, Any], address: str) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def solana_text(info: dict[str, Any], address: str) -> str:
+    """The Solana sign-in text (the SIWX extension's ``formatSIWSMessage``): unlike EIP-4361, one
+    blank line after the address when there is no statement, and only the genesis-hash reference
+    as the chain id."""
+    lines = [f"{info['domain']} wants you to sign in with your Solana account:", address, ""]
+    if info.get("statement"):
+        lines += [info["statement"], ""]
+    lines += [f"URI: {info['uri']}", f"Version: {info.get('version', '1')}",
+              f"Chain ID: {str(info['chainId']).split(':', 1)[-1]}", f"Nonce: {info['nonce']}",
+              f"Issued At: {info['issuedAt']}"]
+    for key, label in (("expirationTime", "Expiration Time"), ("notBefore", "Not Before"), ("requestId", "Request ID")):
+        if info.get(key):
+            lines.append(f"{label}: {info[key]}")
+    if info.get("resources"):
+        lines += ["Resources:", *(f"- {r}" for r in info["resources"])]
+    return "\n".join(lines)
+
+
+def text_for(payload: dict[str, Any]) -> str:
+    """The text a payload's signature covers, by the family of its chain."""
+    if family(str(payload.get("chainId"))) == SVM:
+        return solana_text(payload, payload["address"])
+    return message_text(payload, payload["address"])
+
+
 def sign(wallet: Wallet, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Sign ``info`` and return (header value, payload)."""
+    """Sign ``info`` with the wallet's key for its chain's family; return (header value, payload)."""
     fields = ("domain", "uri", "version", "statement", "nonce", "issuedAt", "expirationTime",
               "notBefore", "requestId", "resources")
     payload = {k: info[k] for k in fields if info.get(k) is not None}
     _refuse_control(payload)  # a last line of defence: nothing we sign can carry a forged line
     payload.setdefault("version", "1")
-    payload.update(address=wallet.address, chainId=str(info["chainId"]), type="eip191")
-    payload["signature"] = wallet.sign_message(message_text(payload, wallet.address))
+    fam = family(str(info["chainId"]))
+    address = wallet.address_for(fam)
+    if fam not in SIGNATURE_TYPES or address is None:
+        raise AuthError(f"This wallet cannot sign in on {info['chainId']}. Nothing was signed.")
+    payload.update(address=address, chainId=str(info["chainId"]), type=SIGNATURE_TYPES[fam])
+    if fam == SVM:
+        from solders.signature import Signature  # the Solana key exists, so solders is installed
+
+        payload["signature"] = str(Signature.from_bytes(wallet.sign_solana(solana_text(payload, address).encode())))
+    else:
+        payload["signature"] = wallet.sign_message(message_text(payload, address))
     return b64json_encode(payload), payload
 
 
@@ -116,8 +153,9 @@ def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -
     """The server's challenge to sign, checked; ``None`` when there is none to answer (no
     extension, or a bare declaration without ``supportedChains``, ``domain``, ``nonce`` and
     ``issuedAt``). Raises :class:`AuthError` (nothing signed) unless it is for this very request
-    (``uri`` = the URL, ``domain`` = its host), on a chain we sign for, issued within minutes of
-    now, expiring within the hour, and says nothing of the server's own making."""
+    (``uri`` = the URL, ``domain`` = its host), on a chain we sign for (one of ``chains``, one
+    family's, in our order, with that family's signature ``type``), issued within minutes of now,
+    expiring within the hour, and says nothing of the server's own making."""
     ext = extensions.get(EXTENSION)
     if not isinstance(ext, dict) or not isinstance(ext.get("info"), dict):
         return None
@@ -130,9 +168,12 @@ def challenge_info(extensions: dict[str, Any], *, url: str, chains: list[str]) -
     _refuse_other_request(info, url)
     if not isinstance(info.get("nonce"), str) or not _NONCE.match(info["nonce"]):
         raise AuthError("The sign-in challenge has no valid nonce (8 to 64 letters or digits). Nothing was signed.")
-    offered = [c.get("chainId") for c in supported if isinstance(c, dict) and c.get("type", "eip191") == "eip191"]
+    offered = [c.get("chainId") for c in supported if isinstance(c, dict) and isinstance(c.get("chainId"), str)
+               and c.get("type", SIGNATURE_TYPES.get(family(c["chainId"]) or "")) ==
+               SIGNATURE_TYPES.get(family(c["chainId"]) or "")]
     choice = next((c for c in chains if c in offered), None)
-    if choice is None or info.get("chainId", choice) not in chains:
+    # Its own default chain (the first it supports) may be another family's: we sign on ours.
+    if choice is None or info.get("chainId", choice) not in (*chains, *offered):
         raise AuthError(f"The sign-in challenge is for chain {info.get('chainId')!r} (offering {offered}); this "
                         f"wallet signs in on {chains}. Nothing was signed.")
     _refuse_odd_times(info)

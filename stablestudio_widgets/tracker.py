@@ -39,6 +39,7 @@ class JobTracker:
         self.jobs: dict[str, AsyncJob] = {}
         self._listeners: list[Listener] = [self._persist]
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
+        self.payers: dict[str, str] = {}  # job id -> the wallet address that owns it (signs in to poll it)
         self._resubmit = resubmit
         self.client: Any = None  # the AsyncStableStudio this belongs to (a widget for a job reaches it here)
 
@@ -68,8 +69,17 @@ class JobTracker:
             self._ledger_rows[job.id] = row
 
     # --- the job host interface -------------------------------------------------------------------
+    def payer_of(self, job_id: str) -> str | None:
+        """The wallet address that paid for ``job_id`` (it signs in to see it), if we know it."""
+        if job_id not in self.payers:
+            payer = (self.ledger.job(job_id) or {}).get("payer")
+            if payer not in self.service.wallet.addresses.values():
+                return None
+            self.payers[job_id] = payer
+        return self.payers[job_id]
+
     async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:
-        r = await self.service.signed_in("GET", job_path(job_id))
+        r = await self.service.signed_in("GET", job_path(job_id), as_=self.payer_of(job_id))
         return r, self.service.siwx_signed.get(str(r.request.url).split("?", 1)[0], {})
 
     async def completed(self, job: AsyncJob) -> None:
@@ -99,16 +109,20 @@ class JobTracker:
                                media=job.route.media, prompt=job.prompt, params=job.params, status=str(status),
                                amount=amount, nonce=nonce, payer=payer, session=self.session, created_at=created)
         self.jobs[job_id] = job
+        self.payers[job_id] = payer
         self._ledger_rows[job_id] = None
         job.paid(job_id, amount=amount, receipt=receipt, status=status, created_at=created)
 
     def new_job(self, route_id: str, params: dict[str, Any]) -> AsyncJob:
         return AsyncJob(route=self.catalog.route(route_id), params=params, host=self)
 
-    def from_service(self, data: dict[str, Any], job_id: str | None = None) -> AsyncJob:
+    def from_service(self, data: dict[str, Any], job_id: str | None = None, *, payer: str | None = None) -> AsyncJob:
         """A job as the service (or the ledger) describes it, merged with what we know of it. Its
-        params are wire data: image inputs stay only as http(s) URLs, never local paths."""
+        params are wire data: image inputs stay only as http(s) URLs, never local paths. ``payer``:
+        the address that signed in to see it."""
         job_id = checked_job_id(job_id or data.get("id") or data.get("jobId"))
+        if payer:
+            self.payers.setdefault(job_id, payer)
         row = self.ledger.job(job_id)
         route_id = data.get("route") or (row or {}).get("route") or route_from_type(self.catalog, data.get("type"))
         if not isinstance(route_id, str) or route_id not in self.catalog.routes:

@@ -68,7 +68,7 @@ class Uploads:
                                f"upload token was paid: {r.text[:200]}", status=r.status_code, body=r.text,
                                paid_usd=usd_)
         blob_url = (json_object(r) or {}).get("url")
-        c = await self.service.signed_in("POST", "/api/upload/confirm",
+        c = await self.service.signed_in("POST", "/api/upload/confirm", as_=paid.signed.payer,
                                          json={"uploadId": upload_id, "blobUrl": blob_url})
         if c.status_code != 200:
             raise ServiceError(f"Confirming upload {upload_id} failed with HTTP {c.status_code}: {c.text[:200]}",

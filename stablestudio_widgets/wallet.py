@@ -1,6 +1,6 @@
-"""The only holder of the private key.
+"""The only holder of the private keys: an EVM key, a Solana key, or both.
 
-The key lives in one private attribute of one object. It never appears in a repr, a pickle, a
+Each key lives in one private attribute of one object. It never appears in a repr, a pickle, a
 copy, widget state, a log line or an exception message: errors about a key say what is wrong
 with it, never what it is.
 """
@@ -17,19 +17,40 @@ from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 
 from .errors import WalletError
+from .networks import EVM, SVM
 
 ENV_KEY = "STABLESTUDIO_PRIVATE_KEY"
 ENV_KEYSTORE = "STABLESTUDIO_KEYSTORE"
 ENV_KEYSTORE_PASSWORD = "STABLESTUDIO_KEYSTORE_PASSWORD"
+ENV_SOLANA_KEY = "STABLESTUDIO_SOLANA_KEY"
+SOLANA_EXTRA = "Solana needs the solana extra: pip install 'stablestudio-widgets[solana]'."
+
+
+def solders() -> Any:
+    """The ``solders`` package, imported on first use so the EVM-only path never needs it."""
+    try:
+        import solders.compute_budget  # noqa: F401
+        import solders.hash  # noqa: F401
+        import solders.keypair  # noqa: F401
+        import solders.pubkey  # noqa: F401
+        import solders.signature  # noqa: F401
+    except ImportError:
+        raise WalletError(SOLANA_EXTRA) from None
+    import solders as mod
+
+    return mod
 
 
 class Wallet:
-    """An EVM account that signs payments and sign-ins; ``repr`` shows the address only."""
+    """Accounts that sign payments and sign-ins (EVM, Solana or both); ``repr`` shows addresses only."""
 
-    __slots__ = ("__account", "sandbox")
+    __slots__ = ("__account", "__solana", "sandbox")
 
-    def __init__(self, account: Any, *, sandbox: bool = False):
+    def __init__(self, account: Any = None, *, solana: Any = None, sandbox: bool = False):
+        if account is None and solana is None:
+            raise WalletError("A wallet needs an EVM key, a Solana key, or both.")
         self.__account = account
+        self.__solana = solana
         self.sandbox = sandbox
 
     @classmethod
@@ -44,6 +65,24 @@ class Wallet:
             raise WalletError("That private key is not valid: expected 32 bytes as 64 hex digits "
                               "(0x-prefixed or bare). The key itself is not shown.")
         return cls(account, sandbox=sandbox)
+
+    @classmethod
+    def from_solana_key(cls, key: str | os.PathLike | list[int] | bytes, *, sandbox: bool = False) -> Wallet:
+        """From a Solana secret key: base58 of the 64-byte secret (as wallets export it), the JSON
+        array the Solana CLI writes (its text, a list of ints or bytes), or the path of such a file."""
+        keypair, problem = _solana_keypair(key)
+        del key  # error reporters that capture locals (IPython verbose, Sentry) must not find it
+        if problem:
+            raise WalletError(problem)
+        return cls(solana=keypair, sandbox=sandbox)
+
+    def with_solana_key(self, key: str | os.PathLike | list[int] | bytes) -> Wallet:
+        """This wallet plus a Solana key (a wallet pays with whichever network the terms allow)."""
+        keypair, problem = _solana_keypair(key)
+        del key
+        if problem:
+            raise WalletError(problem)
+        return Wallet(self.__account, solana=keypair, sandbox=self.sandbox)
 
     @classmethod
     def from_keystore(cls, path: str | os.PathLike, password: str | None = None) -> Wallet:
@@ -67,39 +106,82 @@ class Wallet:
 
     @classmethod
     def from_env(cls) -> Wallet:
-        """From ``STABLESTUDIO_PRIVATE_KEY`` or ``STABLESTUDIO_KEYSTORE``; says how to set one up if neither."""
+        """From ``STABLESTUDIO_PRIVATE_KEY`` or ``STABLESTUDIO_KEYSTORE`` and/or
+        ``STABLESTUDIO_SOLANA_KEY``; says how to set one up if none is set."""
+        evm = None
         if os.environ.get(ENV_KEY):
-            return cls.from_key(os.environ[ENV_KEY])
-        if os.environ.get(ENV_KEYSTORE):
-            return cls.from_keystore(os.environ[ENV_KEYSTORE])
+            evm = cls.from_key(os.environ[ENV_KEY])
+        elif os.environ.get(ENV_KEYSTORE):
+            evm = cls.from_keystore(os.environ[ENV_KEYSTORE])
+        if os.environ.get(ENV_SOLANA_KEY):
+            return evm.with_solana_key(os.environ[ENV_SOLANA_KEY]) if evm else cls.from_solana_key(
+                os.environ[ENV_SOLANA_KEY])
+        if evm is not None:
+            return evm
         raise WalletError(
             f"No wallet configured. Set {ENV_KEY}=0x… (a funded Base wallet), or {ENV_KEYSTORE}=path/to/"
-            f"keystore.json (password in {ENV_KEYSTORE_PASSWORD} or asked), or pass wallet=Wallet.from_key(…). "
+            f"keystore.json (password in {ENV_KEYSTORE_PASSWORD} or asked), and/or {ENV_SOLANA_KEY}=<base58 "
+            "secret or keypair file> (a funded Solana wallet), or pass wallet=Wallet.from_key(…). "
             "To try everything without money, use StableStudio.sandbox().")
 
     @classmethod
-    def generate(cls) -> Wallet:
-        """A fresh throwaway key for the sandbox (testnet terms only; never fund it)."""
-        return cls(Account.create(), sandbox=True)
+    def generate(cls, *, evm: bool = True, solana: bool = False) -> Wallet:
+        """Fresh throwaway keys for the sandbox (testnet terms only; never fund them): an EVM key,
+        a Solana key (``solana=True``), or both."""
+        keypair = solders().keypair.Keypair() if solana else None
+        return cls(Account.create() if evm else None, solana=keypair, sandbox=True)
 
+    # --- who this wallet is ---------------------------------------------------------------------
     @property
     def address(self) -> str:
-        return self.__account.address
+        """The main address: the EVM one when there is an EVM key, else the Solana one."""
+        return self.__account.address if self.__account is not None else str(self.__solana.pubkey())
+
+    @property
+    def evm_address(self) -> str | None:
+        return self.__account.address if self.__account is not None else None
+
+    @property
+    def solana_address(self) -> str | None:
+        return str(self.__solana.pubkey()) if self.__solana is not None else None
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Family (``evm``, ``solana``) → address, for the keys this wallet holds."""
+        out = {EVM: self.evm_address, SVM: self.solana_address}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def address_for(self, family: str | None) -> str | None:
+        return self.addresses.get(family or "")
+
+    # --- signing --------------------------------------------------------------------------------
+    def _evm(self) -> Any:
+        if self.__account is None:
+            raise WalletError("This wallet has no EVM key: it cannot sign for an EVM network.")
+        return self.__account
 
     def sign_typed_data(self, full_message: dict[str, Any]) -> str:
-        signed = self.__account.sign_message(encode_typed_data(full_message=full_message))
+        signed = self._evm().sign_message(encode_typed_data(full_message=full_message))
         return "0x" + signed.signature.hex().removeprefix("0x")
 
     def sign_message(self, text: str) -> str:
-        signed = self.__account.sign_message(encode_defunct(text=text))
+        signed = self._evm().sign_message(encode_defunct(text=text))
         return "0x" + signed.signature.hex().removeprefix("0x")
 
+    def sign_solana(self, message: bytes) -> bytes:
+        """A raw Ed25519 signature (64 bytes) of ``message`` by the Solana key."""
+        if self.__solana is None:
+            raise WalletError("This wallet has no Solana key: it cannot sign for Solana. Add one with "
+                              "Wallet.from_solana_key(…) or STABLESTUDIO_SOLANA_KEY.")
+        return bytes(self.__solana.sign_message(message))
+
     def export_keystore(self, password: str) -> dict[str, Any]:
-        """An encrypted keystore of this key (to save a sandbox or new wallet safely)."""
-        return Account.encrypt(self.__account.key, password)
+        """An encrypted keystore of the EVM key (to save a sandbox or new wallet safely)."""
+        return Account.encrypt(self._evm().key, password)
 
     def __repr__(self) -> str:
-        return f"Wallet({self.address}{', sandbox' if self.sandbox else ''})"
+        shown = ", ".join(self.addresses.values())
+        return f"Wallet({shown}{', sandbox' if self.sandbox else ''})"
 
     __str__ = __repr__
 
@@ -119,3 +201,30 @@ def _decrypt(text: str, password: str) -> Any:
         return Account.from_key(Account.decrypt(json.loads(text), password))
     except Exception:
         return None
+def _solana_keypair(key: Any) -> tuple[Any, str | None]:
+    """A solders ``Keypair`` from any accepted form, or what is wrong with it (never what it is).
+    It returns rather than raises, so no frame holding the key is left on a traceback."""
+    Keypair = solders().keypair.Keypair
+    raw: Any = key
+    if isinstance(key, os.PathLike) or (isinstance(key, str) and any(c in key for c in "/.~\\")):
+        # base58 has no '/', '.', '~' or '\\': this is the path of a keypair file
+        try:
+            raw = Path(key).expanduser().read_text()
+        except OSError as e:
+            return None, f"Cannot read the Solana keypair file {Path(key).name}: {e.__class__.__name__}."
+    keypair = None
+    try:
+        if isinstance(raw, str) and raw.strip().startswith("["):
+            raw = json.loads(raw)
+        if isinstance(raw, (list, bytes, bytearray)):
+            keypair = Keypair.from_bytes(bytes(raw))
+        elif isinstance(raw, str):
+            keypair = Keypair.from_base58_string(raw.strip())
+    except (ValueError, TypeError, OverflowError):
+        keypair = None
+    del raw, key
+    if keypair is None:
+        return None, ("That Solana key is not valid: expected the 64-byte secret key as base58 (a wallet's export) "
+                      "or as the JSON array of 64 numbers the Solana CLI writes (its text or the path of its "
+                      "file). The key itself is not shown.")
+    return keypair, None

@@ -1,4 +1,5 @@
-"""x402 v2 codecs and EIP-3009 ``exact`` payments (see ../shared/PROTOCOL.md).
+"""x402 v2 codecs, the signed-payment and receipt types every payment method shares, and
+EIP-3009 ``exact`` payments on EVM networks (see ../shared/PROTOCOL.md).
 
 Decoding is strict and hostile-input safe: a malformed 402 raises
 :class:`~stablestudio_widgets.errors.PaymentRequiredError` before anything is signed.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import PaymentRequiredError, fmt_usd, usd
+from .networks import NETWORK_NAMES, TESTNETS, explorer_url  # noqa: F401  (TESTNETS: re-exported)
 
 if TYPE_CHECKING:
     from .wallet import Wallet
@@ -31,7 +33,6 @@ MAX_UINT256 = 2**256 - 1
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NETWORK = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,64}$")
 _UINT = re.compile(r"[0-9]{1,78}")  # ASCII digits only: str.isdigit() accepts '²'
-_TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
 #: EIP-712 domains of the stablecoins we know, used when a 402 omits ``extra``.
@@ -39,9 +40,6 @@ KNOWN_ASSETS: dict[tuple[str, str], dict[str, str]] = {
     ("eip155:8453", "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): {"name": "USD Coin", "version": "2"},
     ("eip155:84532", "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): {"name": "USDC", "version": "2"},
 }
-NETWORK_NAMES = {"eip155:8453": "Base", "eip155:84532": "Base Sepolia"}
-EXPLORERS = {"eip155:8453": "https://basescan.org/tx/", "eip155:84532": "https://sepolia.basescan.org/tx/"}
-TESTNETS = frozenset({"eip155:84532"})
 
 
 def b64json_encode(obj: Any) -> str:
@@ -87,10 +85,6 @@ class Requirement:
     @property
     def amount_usd(self) -> float:
         return usd(self.amount)
-
-    @property
-    def is_evm_exact(self) -> bool:
-        return self.scheme == "exact" and self.network.startswith("eip155:")
 
     def describe(self) -> str:
         name = NETWORK_NAMES.get(self.network, self.network)
@@ -194,29 +188,39 @@ def typed_data(domain: dict[str, Any], authorization: dict[str, str]) -> dict[st
 
 
 @dataclass(frozen=True)
-class SignedPayment:
-    """A signed authorization, kept so a retry re-sends the very same bytes (same nonce)."""
+class Credential:
+    """A signed payment of any method, kept so a resend carries the very same bytes.
 
-    header: str
-    payload: dict[str, Any]
+    ``id`` is what makes it single-use (an EIP-3009 nonce, a Solana transaction signature, a
+    transaction hash): the ledger's key. After ``deadline`` it can no longer settle, so resending
+    it is pointless and only finding the job it may have bought is left.
+    """
+
     requirement: Requirement
+    headers: dict[str, str]  # what goes on the paid request
+    id: str
+    deadline: float
+    payer: str
+    payload: dict[str, Any] = field(repr=False)  # what was signed, for the inspector
     signed_at: float
+    method: str
+
+    @property
+    def header(self) -> str:
+        """The credential as it goes over the wire (and into the ledger, to resend after a restart)."""
+        return next(iter(self.headers.values()))
 
     @property
     def nonce(self) -> str:
-        return self.payload["payload"]["authorization"]["nonce"]
+        return self.id
 
     @property
     def valid_before(self) -> int:
-        return int(self.payload["payload"]["authorization"]["validBefore"])
-
-    @property
-    def payer(self) -> str:
-        return self.payload["payload"]["authorization"]["from"]
+        return int(self.deadline)
 
 
 def refuse_unsupported(req: Requirement) -> str | None:
-    """Why we cannot pay this requirement, or None when we can."""
+    """Why we cannot pay this requirement with EIP-3009, or None when we can."""
     if req.scheme != "exact":
         return f"scheme {req.scheme!r} is not supported (only 'exact')"
     if not req.network.startswith("eip155:"):
@@ -227,7 +231,7 @@ def refuse_unsupported(req: Requirement) -> str | None:
 
 
 def sign_payment(wallet: Wallet, req: Requirement, resource: dict[str, Any], *,
-                 now: float | None = None) -> SignedPayment:
+                 now: float | None = None) -> Credential:
     """Sign an EIP-3009 ``TransferWithAuthorization`` for exactly ``req`` and wrap it as
     a ``PaymentPayload``; the nonce is 32 CSPRNG bytes, fresh for every call, and the validity
     window at most :data:`MAX_VALIDITY_S` long."""
@@ -236,14 +240,18 @@ def sign_payment(wallet: Wallet, req: Requirement, resource: dict[str, Any], *,
         raise PaymentRequiredError(f"Cannot pay {req.describe()}: {why}. Nothing was signed.")
     domain = eip712_domain(req)
     now = time.time() if now is None else now
-    authorization = {"from": wallet.address, "to": req.pay_to, "value": str(req.amount),
+    payer = wallet.evm_address
+    if payer is None:
+        raise PaymentRequiredError(f"Cannot pay {req.describe()}: this wallet has no EVM key. Nothing was signed.")
+    authorization = {"from": payer, "to": req.pay_to, "value": str(req.amount),
                      "validAfter": str(int(now) - VALID_AFTER_SKEW_S),
                      "validBefore": str(int(now) + min(req.max_timeout_seconds, MAX_VALIDITY_S)),
                      "nonce": "0x" + secrets.token_bytes(32).hex()}
     signature = wallet.sign_typed_data(typed_data(domain, authorization))
     payload = {"x402Version": X402_VERSION, "resource": resource, "accepted": req.raw,
                "payload": {"signature": signature, "authorization": authorization}}
-    return SignedPayment(b64json_encode(payload), payload, req, now)
+    return Credential(req, {"PAYMENT-SIGNATURE": b64json_encode(payload)}, authorization["nonce"],
+                      float(authorization["validBefore"]), payer, payload, now, "exact-evm")
 
 
 @dataclass(frozen=True)
@@ -264,8 +272,7 @@ class Receipt:
 
     @property
     def explorer_url(self) -> str | None:
-        base = EXPLORERS.get(self.network or "") if self.on_chain else None
-        return base + self.transaction if base and _TX_HASH.match(self.transaction or "") else None
+        return explorer_url(self.network, self.transaction) if self.on_chain else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"success": self.success, "transaction": self.transaction, "network": self.network,

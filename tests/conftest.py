@@ -23,7 +23,8 @@ def anyio_backend():
 def _isolated_home(tmp_path, monkeypatch):
     """Never touch the user's real ledger or environment."""
     monkeypatch.setenv("STABLESTUDIO_HOME", str(tmp_path / "home"))
-    for var in ("STABLESTUDIO_PRIVATE_KEY", "STABLESTUDIO_KEYSTORE", "STABLESTUDIO_BASE_URL"):
+    for var in ("STABLESTUDIO_PRIVATE_KEY", "STABLESTUDIO_KEYSTORE", "STABLESTUDIO_BASE_URL",
+                "STABLESTUDIO_SOLANA_KEY"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -27,7 +27,8 @@ def text_of(nb) -> str:
     return json.dumps(outputs(nb))
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "ab_compare.ipynb", "how_x402_pays.ipynb"])
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "ab_compare.ipynb", "how_x402_pays.ipynb",
+                                  "paying_on_solana.ipynb"])
 def test_notebook_runs_top_to_bottom(name, tmp_path):
     nb = run(name, tmp_path)
     assert not [o for o in outputs(nb) if o["output_type"] == "error"]
@@ -37,6 +38,9 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
         assert "<img src=" in text and "<video src=" in text and "settled" in text
     elif name == "ab_compare.ipynb":
         assert "6 generations for $0.334" in text and text.count("complete") >= 6
+    elif name == "paying_on_solana.ipynb":
+        assert "paid on Solana Devnet" in text and "TransferChecked" in text and "your Solana account" in text
+        assert "ComputeBudget111111111111111111111111111111" in text and "exact-svm" in text
     else:
         assert "nonce_already_used" in text and "Chain ID: 84532" in text and "validBefore" in text
     path = tmp_path / name

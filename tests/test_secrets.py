@@ -102,3 +102,47 @@ def test_saved_notebook_holds_no_key(sandbox, key, tmp_path, monkeypatch):
     assert "widgets" in nb.metadata  # widget state was saved with the notebook
     assert Account.from_key("0x" + key).address in text  # the address may show; the key may not
     assert_no_key(text, key)
+
+
+def assert_no_solana_key(text: str, keypair) -> None:
+    """A Solana secret in any spelling: base58 (or a long prefix), hex, base64, the CLI's JSON array."""
+    import base64
+
+    secret = bytes(keypair)[:32]
+    b58 = str(keypair)
+    assert b58[:24] not in text
+    assert secret.hex() not in text.lower() and secret.hex()[:24] not in text.lower()
+    for raw in (secret, bytes(keypair)):
+        assert base64.b64encode(raw).decode()[:24] not in text
+    assert keypair.to_json()[:40] not in text.replace(" ", "")
+
+
+def test_a_solana_key_stays_in_the_wallet(key, tmp_path, caplog):
+    from solders.keypair import Keypair
+
+    caplog.set_level(logging.DEBUG)
+    kp = Keypair()
+    (tmp_path / "id.json").write_text(kp.to_json())
+    ss = StableStudio.sandbox(network="solana-devnet", wallet=Wallet.from_solana_key(tmp_path / "id.json"),
+                              ledger=tmp_path / "s.db", time_scale=0.002, budget_usd=0.1)
+    studio, gallery = Studio(ss), Gallery(ss)
+    job = ss.generate("nano-banana", "a secretless fox on Solana")
+    job.wait()
+    texts = [repr(ss), repr(ss.wallet), str(ss.wallet), repr(job), json.dumps(job_record(job.aio), default=str),
+             json.dumps(JobCard(job).get_state(), default=str)]
+    texts += [json.dumps(w.get_state(), default=str) for w in (studio, gallery)]
+    assert ss.wallet.solana_address in texts[1]
+    for attempt in (lambda: ss.generate("nano-banana", "over budget"),
+                    lambda: Wallet.from_solana_key(str(kp)[:-2] + "0O"),
+                    lambda: Wallet.from_solana_key(kp.to_json()[:-5] + "]")):
+        with pytest.raises(StableStudioError) as e:
+            attempt()
+        tb = traceback.TracebackException.from_exception(e.value, capture_locals=True)
+        ours = [f for f in tb.stack if "stablestudio_widgets" in f.filename]
+        texts.append("".join(traceback.StackSummary.from_list(ours).format()) + "".join(tb.format_exception_only()))
+    texts.append(caplog.text)
+    ss.close()
+    texts.append((tmp_path / "s.db").read_bytes().decode("latin-1"))
+    texts += [wal.read_bytes().decode("latin-1") for wal in tmp_path.glob("s.db-*")]
+    for t in texts:
+        assert_no_solana_key(t, kp)

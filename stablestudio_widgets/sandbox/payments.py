@@ -85,6 +85,7 @@ class Payment:
     valid_before: int
     max_timeout_s: int
     signature: str
+    transaction: str | None = None  # the settlement's transaction id when it is known up front (Solana)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -118,6 +119,11 @@ def _address(value: Any, where: str) -> str:
     return value
 
 
+def _same(network: Any, a: str, b: str) -> bool:
+    """EVM hex addresses compare case-blind; base58 (Solana) addresses are case-sensitive."""
+    return a.lower() == b.lower() if str(network).startswith("eip155:") else a == b
+
+
 def _match(accepted: dict[str, Any], accepts: list[dict[str, Any]]) -> dict[str, Any]:
     """The requirement ``accepted`` claims to fulfil, or a refusal naming the first difference."""
     scheme = accepted.get("scheme")
@@ -127,15 +133,15 @@ def _match(accepted: dict[str, Any], accepts: list[dict[str, Any]]) -> dict[str,
     network = accepted.get("network")
     pool = [r for r in pool if r["network"] == network]
     if not pool:
-        raise PaymentInvalid(f"wrong_network: expected {accepts[0]['network']} got {network}")
+        raise PaymentInvalid(f"wrong_network: expected {' or '.join(r['network'] for r in accepts)} got {network}")
     asset = str(accepted.get("asset", ""))
-    pool = [r for r in pool if r["asset"].lower() == asset.lower()]
-    if not pool:
-        raise PaymentInvalid(f"wrong_asset: expected {accepts[0]['asset']} got {asset}")
+    same_asset = [r for r in pool if _same(network, r["asset"], asset)]
+    if not same_asset:
+        raise PaymentInvalid(f"wrong_asset: expected {pool[0]['asset']} got {asset}")
     pay_to = str(accepted.get("payTo", ""))
-    pool = [r for r in pool if r["payTo"].lower() == pay_to.lower()]
+    pool = [r for r in same_asset if _same(network, r["payTo"], pay_to)]
     if not pool:
-        raise PaymentInvalid(f"wrong_payto: expected {accepts[0]['payTo']} got {pay_to}")
+        raise PaymentInvalid(f"wrong_payto: expected {same_asset[0]['payTo']} got {pay_to}")
     amount = str(accepted.get("amount", ""))
     exact = [r for r in pool if r["amount"] == amount]
     if not exact:
@@ -161,13 +167,28 @@ def _recover(auth: dict[str, Any], signature: str, asset: str) -> str:
         raise PaymentInvalid(f"invalid_signature: cannot recover a signer ({e})") from None
 
 
-def _deep_match(accepted: dict[str, Any], accepts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The requirement ``accepted`` equals in every key and value, as the router compares it."""
-    found = next((r for r in accepts if r == accepted), None)
-    if found is None:
-        raise PaymentInvalid("requirements_mismatch: Signed payment requirements did not match any "
-                             "server-built requirement")
-    return _match(accepted, [found])
+#: ``extra`` fields that change on every 402 (a Solana blockhash hint): x402 servers leave them
+#: out when they compare ``accepted`` with the requirement they build again.
+DYNAMIC_EXTRA = ("recentBlockhash", "lastValidBlockHeight")
+
+
+def _static(req: dict[str, Any]) -> dict[str, Any]:
+    extra = req.get("extra")
+    if not isinstance(extra, dict):
+        return req
+    return {**req, "extra": {k: v for k, v in extra.items() if k not in DYNAMIC_EXTRA}}
+
+
+def match(accepted: dict[str, Any], accepts: list[dict[str, Any]], *, deep: bool = False) -> dict[str, Any]:
+    """The requirement ``accepted`` claims to fulfil, or a refusal naming the first difference.
+    ``deep``: it must equal one in every key and value (but the dynamic ones), as the router compares."""
+    if deep:
+        found = next((r for r in accepts if _static(r) == _static(accepted)), None)
+        if found is None:
+            raise PaymentInvalid("requirements_mismatch: Signed payment requirements did not match any "
+                                 "server-built requirement")
+        accepts = [found]
+    return _match(accepted, accepts)
 
 
 def verify(header: str, accepts: list[dict[str, Any]], *, deep: bool = False) -> Payment:
@@ -187,7 +208,7 @@ def verify(header: str, accepts: list[dict[str, Any]], *, deep: bool = False) ->
     accepted = _field(payload, "accepted", "payment")
     if not isinstance(accepted, dict):
         raise PaymentInvalid("invalid_payload: payment.accepted must be an object")
-    req = (_deep_match if deep else _match)(accepted, accepts)
+    req = match(accepted, accepts, deep=deep)
     inner = _field(payload, "payload", "payment")
     signature = _field(inner, "signature", "payload")
     raw = _field(inner, "authorization", "payload")

@@ -125,7 +125,7 @@ class Mode:
     def requirement(self, req: dict[str, Any]) -> dict[str, Any]:
         """One ``accepts`` entry as this mode sends it (the router lower-cases the payee)."""
         out = dict(req)
-        if self.router:
+        if self.router and out["network"].startswith("eip155:"):  # hex only: base58 case is part of the address
             out["payTo"] = out["payTo"].lower()
         if self.extra_fields:
             out.update(UNKNOWN_FIELDS)

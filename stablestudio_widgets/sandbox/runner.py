@@ -21,7 +21,7 @@ from .faults import Faults
 from .jobs import Job
 from .router import Mode
 from .server import build_app
-from .state import State
+from .state import State, network_ids
 
 HOST = "127.0.0.1"
 BLOB_LIMIT_BYTES = 20 * 1024 * 1024
@@ -62,14 +62,22 @@ class Sandbox:
                  pricing_format: str = "price", replay: str = "refuse", omit_extra: bool = False,
                  catalog: Catalog | dict[str, Any] | None = None, port: int = 0, merchant: str | None = None,
                  blob_limit_bytes: int = BLOB_LIMIT_BYTES, log_level: str = "warning",
-                 access_log: bool = False):
+                 access_log: bool = False, networks: str | list[str] | None = None,
+                 solana_blockhash_ttl_s: float | None = None, solana_blockhash_hint: bool = True):
+        """``networks``: what the sandbox takes, in the order of its 402's ``accepts``:
+        ``"base-sepolia"`` (the default), ``"solana-devnet"`` (needs the ``solana`` extra), or both.
+        ``solana_blockhash_hint=False`` leaves ``recentBlockhash`` out of ``extra`` (a server built
+        without an RPC URL), so clients ask :attr:`solana_rpc_url`."""
         if time_scale < 0:
             raise ValueError("time_scale must not be negative")
         mode = Mode.make(router=router, siwx_reuse=siwx_reuse, body_402=body_402, extra_fields=extra_fields,
                          pricing_format=pricing_format, replay=replay, omit_extra=omit_extra)
+        ids = network_ids(networks)
         self.state = State(time_scale=time_scale, faults=faults or Faults(), mode=mode,
                            merchant=merchant or DEFAULT_MERCHANT, blob_limit_bytes=blob_limit_bytes,
-                           catalog=_catalog(catalog))
+                           catalog=_catalog(catalog), networks=ids,
+                           solana=_solana(solana_blockhash_ttl_s, solana_blockhash_hint) if any(
+                               n.startswith("solana:") for n in ids) else None)
         self.app = build_app(self.state)
         self.port = port
         self._log_level, self._access_log = log_level, access_log
@@ -143,8 +151,32 @@ class Sandbox:
 
     @property
     def merchant(self) -> str:
-        """The ``payTo`` address every payment goes to."""
+        """The ``payTo`` address of Base Sepolia payments."""
         return self.state.merchant
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The CAIP-2 ids of the networks this sandbox takes, in its 402's order."""
+        return self.state.networks
+
+    @property
+    def takes_solana(self) -> bool:
+        return self.state.solana is not None
+
+    @property
+    def solana_merchant(self) -> str | None:
+        """The ``payTo`` address of Solana payments (its USDC account is what they credit)."""
+        return self.state.solana.merchant if self.state.solana else None
+
+    @property
+    def solana_fee_payer(self) -> str | None:
+        """The facilitator key in ``extra.feePayer`` (it signs the fee payer's slot when settling)."""
+        return str(self.state.solana.fee_payer.pubkey()) if self.state.solana else None
+
+    @property
+    def solana_rpc_url(self) -> str | None:
+        """A JSON-RPC endpoint answering ``getLatestBlockhash`` and ``getAccountInfo`` (the mint)."""
+        return f"{self.url}/_sandbox/solana-rpc" if self.state.solana else None
 
     @property
     def faults(self) -> Faults:
@@ -191,8 +223,21 @@ class Sandbox:
     def __repr__(self) -> str:
         where = self.url if self._server else "stopped"
         mode = "router" if self.mode.router else "spec"
-        return f"<Sandbox {where} {mode} mode merchant={self.merchant} time_scale={self.state.time_scale}>"
+        return (f"<Sandbox {where} {mode} mode {'+'.join(self.networks)} merchant={self.merchant} "
+                f"time_scale={self.state.time_scale}>")
 
 
 def _catalog(catalog: Catalog | dict[str, Any] | None) -> Catalog | None:
     return Catalog(catalog) if isinstance(catalog, dict) else catalog
+
+
+def _solana(ttl_s: float | None, hint: bool) -> Any:
+    """The sandbox's Solana (``solders`` is imported only for a sandbox that takes Solana)."""
+    try:
+        import solders  # noqa: F401
+    except ImportError:
+        raise ImportError("A sandbox that takes Solana needs the solana extra: "
+                          "pip install 'stablestudio-widgets[solana]'") from None
+    from .solana import BLOCKHASH_TTL_S, Chain
+
+    return Chain(blockhash_ttl_s=ttl_s or BLOCKHASH_TTL_S, hint=hint)

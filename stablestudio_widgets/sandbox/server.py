@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,13 +27,13 @@ from starlette.routing import Route
 
 from ..catalog.schema import object_schema
 from ..errors import InvalidParams
-from . import discovery, jobs, payments, signin
+from . import discovery, jobs, payments, signin, solana
 from .drop import DropConnection, keep_raw_send
 from .payments import Payment, PaymentInvalid
 from .router import SIWX_MESSAGES, SIWX_WINDOW_S
 from .state import State
 from .uploads import UploadRoutes
-from .wire import base_url, encode_header, job_id, json_body, json_error
+from .wire import HeaderError, base_url, decode_header, encode_header, job_id, json_body, json_error
 
 Handler = Callable[[Request], Awaitable[Response]]
 _ERROR_BODIES = {429: "Too many requests", 500: "Internal server error", 502: "Bad gateway",
@@ -75,19 +76,21 @@ class Api:
         Synchronous from the start to the settlement (callers have already read the body).
         """
         state, mode = self.state, self.state.mode
-        accepts = [mode.requirement(payments.requirement(amount, state.merchant, omit_extra=mode.omit_extra))]
+        accepts = state.accepts(amount)
         required = mode.payment_required(url=str(request.url), description=description, accepts=accepts,
                                          bazaar=bazaar)
         header = request.headers.get("payment-signature")
         if not header:
             return mode.answer_402(required)
         try:
-            payment = payments.verify(header, accepts, deep=mode.router)
+            on_solana = state.solana is not None and _network(header).startswith("solana:")
+            verifier = state.solana.verify if on_solana else payments.verify
+            payment = verifier(header, accepts, deep=mode.router)
             if state.is_used(payment):
                 original = state.replayed(payment, route_key)
                 return JSONResponse(original.body,
                                     headers={"PAYMENT-RESPONSE": encode_header(original.headers)})
-            payments.check_window(payment, time.time())
+            (solana.check_window if on_solana else payments.check_window)(payment, time.time())
             body, receipt = state.settle(payment, route_key, lambda: make(payment))
         except PaymentInvalid as e:
             return mode.answer_402(required, e.reason)
@@ -159,12 +162,14 @@ class Api:
         max_age = min(max_age, SIWX_WINDOW_S) if mode.router else max_age
         try:
             return signin.verify(request.headers.get("sign-in-with-x"), host=host, url=url, now=now, max_age_s=max_age,
-                                 router=mode.router, nonces=self.state.siwx_nonces if mode.tracks_siwx_nonces else None)
+                                 router=mode.router, nonces=self.state.siwx_nonces if mode.tracks_siwx_nonces else None,
+                                 chains=self.state.networks)
         except signin.SignInInvalid as e:
             if mode.siwx_refusal(e.code):
                 return JSONResponse({"error": e.code, "message": SIWX_MESSAGES[e.code]}, status_code=402)
             body = signin.challenge(url=url, host=host, error=e.reason if not mode.router or e.code != "siwx_required"
-                                    else "SIWX authentication required", now=now, router=mode.router)
+                                    else "SIWX authentication required", now=now, router=mode.router,
+                                    chains=self.state.networks)
             return JSONResponse(body, status_code=402,
                                 headers={"PAYMENT-REQUIRED": encode_header(body), "Cache-Control": "no-store"})
 
@@ -244,6 +249,16 @@ class Api:
         with self.state.lock:
             return JSONResponse({"settlements": [dict(s) for s in self.state.settlements]})
 
+    async def solana_rpc(self, request: Request) -> Response:
+        """Solana JSON-RPC, the two calls an x402 client makes (blockhash, mint); no chain behind it."""
+        if self.state.solana is None:
+            return json_error(404, "This sandbox does not take Solana (start it with --network solana-devnet).")
+        try:
+            body = json.loads(await request.body() or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        return JSONResponse(self.state.solana.rpc(body))
+
     async def snapshot(self, request: Request) -> Response:
         return JSONResponse(self.state.snapshot())
 
@@ -282,6 +297,16 @@ class Api:
             task.cancel()
 
 
+def _network(header: str) -> str:
+    """The network a payment header claims (its ``accepted.network``), or "" when unreadable."""
+    try:
+        accepted = decode_header(header).get("accepted")
+    except HeaderError:
+        return ""
+    network = accepted.get("network") if isinstance(accepted, dict) else None
+    return network if isinstance(network, str) else ""
+
+
 def _bazaar(params: dict[str, Any]) -> dict[str, Any]:
     """The bazaar extension's body schema, in zod's *output* mode: defaulted fields are required too."""
     schema = object_schema(params)
@@ -307,6 +332,7 @@ def build_app(state: State) -> Any:
         *(Route(f"{prefix}/llms.txt", api.llms_txt, methods=["GET"]) for prefix in ("", "/api")),
         Route("/blob/{pathname:path}", up.get_blob, methods=["GET"]),
         Route("/media/{name}", api.media, methods=["GET"]),
+        Route("/_sandbox/solana-rpc", a(api.solana_rpc), methods=["POST"]),
         Route("/_sandbox/ledger", a(api.ledger), methods=["GET"]),
         Route("/_sandbox/state", a(api.snapshot), methods=["GET"]),
         Route("/_sandbox/faults", a(api.faults), methods=["GET", "POST"]),

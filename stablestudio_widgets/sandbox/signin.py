@@ -1,7 +1,9 @@
-"""Sign-In-With-X (CAIP-122, EIP-4361 text, EIP-191 signatures): who is asking for a job.
+"""Sign-In-With-X (CAIP-122): who is asking for a job. EVM accounts sign EIP-4361 text with
+EIP-191; Solana accounts sign the Solana text with Ed25519 (base58 signature).
 
-The sandbox rebuilds the EIP-4361 message from the header's fields, recovers the signer with
-eth-account and checks that the message was made for *this* server and *this* URL, recently.
+The sandbox rebuilds the message from the header's fields, recovers (EVM, eth-account) or
+verifies (Solana, solders) the signer and checks that the message was made for *this* server and
+*this* URL, recently.
 Rules a client must know, in spec mode (``router=False``) and, where it differs, as the router
 checks them (``router=True``, the default; notes/router.md §3):
 
@@ -36,7 +38,8 @@ from eth_utils import to_checksum_address
 from .payments import NETWORK
 from .wire import HeaderError, alnum, decode_header, iso, parse_iso
 
-SUPPORTED_CHAINS = (NETWORK,)
+SUPPORTED_CHAINS = (NETWORK,)  # the default; a sandbox that takes Solana adds its chain
+SIGNATURE_TYPES = {"eip155": "eip191", "solana": "ed25519"}  # by CAIP-2 namespace, as the router decides
 STATEMENT = "Sign in to StableStudio sandbox"
 ROUTER_STATEMENT = "Sign in to verify your wallet identity"
 CHALLENGE_TTL_S = 300
@@ -122,6 +125,30 @@ def siwe_message(fields: dict[str, Any], address: str) -> str:
     return prefix + "\n\n" + "\n".join(suffix)
 
 
+def siws_message(fields: dict[str, Any], address: str) -> str:
+    """The Solana sign-in text, as the SIWX extension's ``format_siws_message`` builds it (its own
+    builder, like :func:`siwe_message`; tested byte for byte against the reference SDK's)."""
+    lines = [f"{fields['domain']} wants you to sign in with your Solana account:", address, ""]
+    if fields.get("statement"):
+        lines += [fields["statement"], ""]
+    lines += [f"URI: {fields['uri']}", f"Version: {fields['version']}",
+              f"Chain ID: {str(fields['chainId']).split(':', 1)[1]}", f"Nonce: {fields['nonce']}",
+              f"Issued At: {fields['issuedAt']}"]
+    if fields.get("expirationTime"):
+        lines.append(f"Expiration Time: {fields['expirationTime']}")
+    if fields.get("notBefore"):
+        lines.append(f"Not Before: {fields['notBefore']}")
+    if fields.get("requestId"):
+        lines.append(f"Request ID: {fields['requestId']}")
+    if fields.get("resources"):
+        lines += ["Resources:", *(f"- {r}" for r in fields["resources"])]
+    return "\n".join(lines)
+
+
+def signature_type(chain: str) -> str | None:
+    return SIGNATURE_TYPES.get(chain.split(":", 1)[0])
+
+
 def without_query(url: str) -> str:
     """``scheme://host:port/path``: what a sign-in's ``uri`` is compared on."""
     parts = urlsplit(url)
@@ -144,7 +171,8 @@ def _time(fields: dict[str, Any], name: str) -> float | None:
         raise SignInInvalid(f"invalid_siwx_{code[name]}: {name} {value!r:.40} is not ISO 8601") from None
 
 
-def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age_s: float, router: bool) -> None:
+def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age_s: float, router: bool,
+                  chains: tuple[str, ...]) -> None:
     missing = [k for k in _REQUIRED if not isinstance(f.get(k), str) or not f[k]]
     if missing:
         raise SignInInvalid(f"invalid_siwx_header: missing or non-string field(s) {', '.join(missing)}")
@@ -158,10 +186,11 @@ def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age
         raise SignInInvalid(f"invalid_siwx_uri_mismatch: expected {without_query(url)!r} got {f['uri']!r}")
     if f["version"] != "1":
         raise SignInInvalid(f"invalid_siwx_version: expected '1' got {f['version']!r}")
-    chain_ok = f["chainId"].startswith("eip155:") if router else f["chainId"] in SUPPORTED_CHAINS
-    if not chain_ok or f["type"] != "eip191":
+    namespaces = {c.split(":", 1)[0] for c in chains}
+    chain_ok = f["chainId"].split(":", 1)[0] in namespaces if router else f["chainId"] in chains
+    if not chain_ok or f["type"] != signature_type(f["chainId"]):
         raise SignInInvalid(f"invalid_siwx_unsupported_chain: {f['chainId']} / {f['type']} (supported: "
-                            f"{', '.join(SUPPORTED_CHAINS)} with eip191)")
+                            + ", ".join(f"{c} with {signature_type(c)}" for c in chains) + ")")
     if not _NONCE.match(f["nonce"]):
         raise SignInInvalid("invalid_siwx_nonce: the nonce must be at least 8 alphanumerics")
     if f.get("statement") is not None and (not isinstance(f["statement"], str) or "\n" in f["statement"]):
@@ -186,8 +215,8 @@ def _check_fields(f: dict[str, Any], *, host: str, url: str, now: float, max_age
 
 
 def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: float, router: bool = False,
-           nonces: NonceStore | None = None) -> str:
-    """Check a ``SIGN-IN-WITH-X`` header for ``url``; return the signer's EIP-55 address.
+           nonces: NonceStore | None = None, chains: tuple[str, ...] = SUPPORTED_CHAINS) -> str:
+    """Check a ``SIGN-IN-WITH-X`` header for ``url``; return the signer's address (EIP-55, or base58).
 
     With ``nonces`` each nonce is accepted once, and recorded before the signature is checked."""
     if not header:
@@ -196,9 +225,11 @@ def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: fl
         fields = decode_header(header)
     except HeaderError as e:
         raise SignInInvalid(f"invalid_siwx_header: {e}") from None
-    _check_fields(fields, host=host, url=url, now=now, max_age_s=max_age_s, router=router)
+    _check_fields(fields, host=host, url=url, now=now, max_age_s=max_age_s, router=router, chains=chains)
     if nonces is not None and not nonces.check(fields["nonce"], now):
         raise SignInInvalid(f"siwx_nonce_used: nonce {fields['nonce']} was used before; sign a new message")
+    if fields["type"] == "ed25519":
+        return _verify_solana(fields)
     address = fields["address"]
     if not re.match(r"^0x[0-9a-fA-F]{40}$", address):
         raise SignInInvalid(f"invalid_siwx_header: address {address!r:.50} is not an EVM address")
@@ -216,14 +247,29 @@ def verify(header: str | None, *, host: str, url: str, now: float, max_age_s: fl
     raise SignInInvalid(f"invalid_siwx_signature: recovered {recovered} != address {address}")
 
 
-def challenge(*, url: str, host: str, error: str, now: float, router: bool = False) -> dict[str, Any]:
+def _verify_solana(fields: dict[str, Any]) -> str:
+    from solders.pubkey import Pubkey
+    from solders.signature import Signature
+
+    try:
+        address, signature = Pubkey.from_string(fields["address"]), Signature.from_string(fields["signature"])
+    except ValueError:
+        raise SignInInvalid("invalid_siwx_malformed_signature: a base58 address and a 64-byte signature are "
+                            "expected") from None
+    if not signature.verify(address, siws_message(fields, fields["address"]).encode()):
+        raise SignInInvalid(f"invalid_siwx_signature: the signature is not {fields['address']}'s")
+    return fields["address"]
+
+
+def challenge(*, url: str, host: str, error: str, now: float, router: bool = False,
+              chains: tuple[str, ...] = SUPPORTED_CHAINS) -> dict[str, Any]:
     """The 402 ``PaymentRequired`` asking for a sign-in (no payment options, SIWX extension).
 
     The router's says ``domain`` = the hostname, ``uri`` = the full request URL, and nests the SDK's
     bare declaration (empty ``supportedChains``, no nonce) under ``schema``."""
     if router:
-        info = {"domain": urlsplit(url).hostname, "uri": url, "version": "1", "chainId": NETWORK,
-                "type": "eip191", "nonce": secrets.token_hex(16), "issuedAt": iso(now),
+        info = {"domain": urlsplit(url).hostname, "uri": url, "version": "1", "chainId": chains[0],
+                "type": signature_type(chains[0]), "nonce": secrets.token_hex(16), "issuedAt": iso(now),
                 "expirationTime": iso(now + CHALLENGE_TTL_S), "statement": ROUTER_STATEMENT}
         declaration = {"sign-in-with-x": {"info": {"version": "1"}, "supportedChains": [], "schema": SCHEMA,
                                           "_options": {}}}
@@ -232,7 +278,7 @@ def challenge(*, url: str, host: str, error: str, now: float, router: bool = Fal
                              "mimeType": "application/json"},
                 "accepts": [],
                 "extensions": {"sign-in-with-x": {"info": info, "supportedChains": [
-                    {"chainId": c, "type": "eip191"} for c in SUPPORTED_CHAINS], "schema": declaration}}}
+                    {"chainId": c, "type": signature_type(c)} for c in chains], "schema": declaration}}}
     uri = without_query(url)
     info = {"domain": host, "uri": uri, "version": "1", "nonce": alnum(24), "issuedAt": iso(now),
             "expirationTime": iso(now + CHALLENGE_TTL_S), "statement": STATEMENT}
@@ -243,7 +289,7 @@ def challenge(*, url: str, host: str, error: str, now: float, router: bool = Fal
         "accepts": [],
         "extensions": {"sign-in-with-x": {
             "info": info,
-            "supportedChains": [{"chainId": c, "type": "eip191"} for c in SUPPORTED_CHAINS],
+            "supportedChains": [{"chainId": c, "type": signature_type(c)} for c in chains],
             "schema": SCHEMA,
         }},
     }

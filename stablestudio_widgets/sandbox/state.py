@@ -19,12 +19,31 @@ from typing import Any
 from eth_utils import keccak
 
 from ..catalog import Catalog, load
+from . import payments
 from .faults import Dice, Faults
 from .jobs import Job
 from .payments import Payment, PaymentInvalid
 from .router import SIWX_WINDOW_S, Mode
 from .signin import NonceStore
 from .wire import iso
+
+#: What ``networks=`` may name: short names or CAIP-2 ids.
+NETWORK_IDS = {"base-sepolia": payments.NETWORK, "solana-devnet": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"}
+
+
+def network_ids(names: Any) -> tuple[str, ...]:
+    """CAIP-2 ids for ``names`` (one or several short names or ids; None: Base Sepolia alone)."""
+    names = [names] if isinstance(names, str) else list(names or ["base-sepolia"])
+    known = {**NETWORK_IDS, **{v: v for v in NETWORK_IDS.values()}}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"the sandbox takes {', '.join(NETWORK_IDS)}; not {', '.join(unknown) or 'nothing'}")
+    return tuple(dict.fromkeys(known[n] for n in names))
+
+
+def same_payer(a: str, b: str) -> bool:
+    """EVM addresses compare case-blind; base58 (Solana) addresses are case-sensitive."""
+    return a.lower() == b.lower() if a.startswith("0x") else a == b
 
 
 @dataclass
@@ -59,8 +78,11 @@ class Receipt:
 
 class State:
     def __init__(self, *, time_scale: float, faults: Faults, mode: Mode, merchant: str, blob_limit_bytes: int,
-                 catalog: Catalog | None = None):
+                 catalog: Catalog | None = None, networks: tuple[str, ...] = (payments.NETWORK,),
+                 solana: Any = None):
         self.catalog = catalog or load()
+        self.networks = networks  # what the 402s offer, in order (they are also the sign-in chains)
+        self.solana = solana  # a solana.Chain when the sandbox takes Solana devnet
         self.time_scale = time_scale
         self.mode = mode
         self.siwx_nonces = NonceStore(SIWX_WINDOW_S)
@@ -79,6 +101,12 @@ class State:
     @property
     def faults(self) -> Faults:
         return self.dice.faults
+
+    def accepts(self, amount: int) -> list[dict[str, Any]]:
+        """The ``accepts`` of a 402: one offer per network the sandbox takes, as its mode sends them."""
+        return [self.mode.requirement(self.solana.requirement(amount) if n.startswith("solana:") else
+                                      payments.requirement(amount, self.merchant, omit_extra=self.mode.omit_extra))
+                for n in self.networks]
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Serve another route table from now on (running jobs keep their routes)."""
@@ -118,7 +146,7 @@ class State:
             body, ref = create()
             preimage = json.dumps([payment.nonce, payment.network, payment.payer, payment.amount,
                                    payment.pay_to, route, ref, now], sort_keys=True)
-            tx = "0x" + keccak(text=preimage).hex()
+            tx = payment.transaction or "0x" + keccak(text=preimage).hex()
             self.settlements.append({
                 "nonce": payment.nonce, "payer": payment.payer, "payTo": payment.pay_to,
                 "amount": payment.amount, "network": payment.network, "asset": payment.asset,
@@ -137,7 +165,7 @@ class State:
     def visible_job(self, job_id: str, payer: str, now: float) -> Job | None:
         """The job if it exists, belongs to ``payer`` and is past the 404 window."""
         job = self.jobs.get(job_id)
-        if job is None or job.payer.lower() != payer.lower():
+        if job is None or not same_payer(job.payer, payer):
             return None
         if now < job.created_at + self.faults.poll_404_s:
             return None
@@ -146,7 +174,7 @@ class State:
     def jobs_of(self, payer: str, now: float) -> list[Job]:
         with self.lock:
             jobs = list(self.jobs.values())
-        mine = [j for j in jobs if j.payer.lower() == payer.lower()
+        mine = [j for j in jobs if same_payer(j.payer, payer)
                 and now >= j.created_at + self.faults.poll_404_s]
         return sorted(mine, key=lambda j: (j.created_at, j.seq), reverse=True)
 
@@ -155,7 +183,8 @@ class State:
         with self.lock:
             statuses = [j.status(now) for j in self.jobs.values()]
             return {
-                "merchant": self.merchant, "network": "eip155:84532", "time_scale": self.time_scale,
+                "merchant": self.merchant, "network": self.networks[0], "networks": list(self.networks),
+                "solana_merchant": self.solana.merchant if self.solana else None, "time_scale": self.time_scale,
                 "mode": self.mode.to_dict(), "routes": len(self.catalog.routes), "faults": self.faults.to_dict(),
                 "settlements": len(self.settlements), "uploads": len(self.uploads),
                 "blobs": len(self.blobs),

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from ..catalog import Param
 from ..errors import InvalidParams
 from .payments import Payment
-from .state import Blob, Upload
+from .state import Blob, Upload, same_payer
 from .wire import alnum, base_url, iso, json_body, json_error
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class UploadRoutes:
             return json_error(400, "Confirm needs 'uploadId' and 'blobUrl' strings.",
                               "uploadId" if not isinstance(upload_id, str) else "blobUrl")
         up = self.state.uploads.get(upload_id)
-        if up is None or up.payer.lower() != who.lower():
+        if up is None or not same_payer(up.payer, who):
             return json_error(404, "Upload not found.")
         if up.blob_url is None:
             return json_error(409, "Nothing was uploaded for this upload yet: PUT the file to the blob "

@@ -12,7 +12,7 @@ from ..boundary import result_url, wire_params
 from ..catalog import Catalog, Route
 from ..errors import ConfirmationRequired, JobFailed, JobNotFound, JobTimeout, StableStudioError
 from ..jobs import AsyncJob, JobEvent
-from ..siwx import message_text
+from ..siwx import text_for
 from ..status import FINAL
 from ..x402 import NETWORK_NAMES, parse_requirement
 
@@ -111,7 +111,7 @@ def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 50
             status=row["status"],
             detail="from the ledger", created_at=row["created_at"], finished_at=row["finished_at"],
             typical_s=route.typical_s, cost_usd=row["amount"] / 1e6 if row["amount"] is not None else None,
-            receipt=None, result=result, error=error, inspector=[])
+            receipt=ledger.receipt(row["nonce"]) if row["nonce"] else None, result=result, error=error, inspector=[])
     return out
 
 
@@ -139,7 +139,15 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
                "read from the unpaid request's 402 answer (body {}), PAYMENT-REQUIRED header")
         return "402 Payment Required", f"{what} — {how}", {"PAYMENT-REQUIRED": required}
     if e.kind == "signed":
-        auth = d["PAYMENT-SIGNATURE"]["payload"]["authorization"]
+        inner = d["PAYMENT-SIGNATURE"]["payload"]
+        if "transaction" in inner:  # x402 exact on Solana
+            accepted = d["PAYMENT-SIGNATURE"]["accepted"]
+            fee_payer = str((accepted.get("extra") or {}).get("feePayer"))
+            return ("Signed transaction",
+                    f"Solana transaction: TransferChecked of {accepted['amount']} atomic units of USDC to "
+                    f"{accepted['payTo'][:10]}…'s token account, signed by the payer only (the fee payer "
+                    f"{fee_payer[:10]}… completes it), can land until its blockhash expires", d)
+        auth = inner["authorization"]
         nonce = f", nonce {auth['nonce'][:10]}…" if "nonce" in auth else ""
         return ("Signed authorization", f"EIP-3009 TransferWithAuthorization of {auth['value']} atomic units"
                 f"{nonce}, valid until {auth['validBefore']}", d)
@@ -149,9 +157,11 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
         return "Settlement", f"PAYMENT-RESPONSE: {r.get('transaction') or 'no receipt'} on {network}", d
     if e.kind == "signed_in":
         payload = d.get("SIGN-IN-WITH-X") or {}
-        text = message_text(payload, payload["address"]) if payload.get("address") else ""
-        return ("Sign-In-With-X", f"polled GET {d['path']} → HTTP {d['status']}, signed in as the payer "
-                "(EIP-4361 message, EIP-191 signature)", {"SIGN-IN-WITH-X": payload, "message": text})
+        text = text_for(payload) if payload.get("address") else ""
+        how = ("Solana sign-in message, Ed25519 signature" if payload.get("type") == "ed25519" else
+               "EIP-4361 message, EIP-191 signature")
+        return ("Sign-In-With-X", f"polled GET {d['path']} → HTTP {d['status']}, signed in as the payer ({how})",
+                {"SIGN-IN-WITH-X": payload, "message": text})
     if e.kind == "result":
         return "Result", f"complete after {d['polls']} polls", {"url": d["url"], "thumbnail_url": d["thumbnail_url"]}
     return e.kind, "", d

@@ -61,8 +61,7 @@ class Studio(FeedWidget):
         self.sandbox = aio.is_sandbox
         self.banner = SANDBOX_BANNER if aio.is_sandbox else ""
         self.wallet_address = aio.wallet.address
-        net = aio.chain_ids[0]
-        self.network_name = NETWORK_NAMES.get(net, net) + (" (sandbox)" if aio.is_sandbox else "")
+        self.network_name = self._network_label(aio.chain_ids[0])
         self._refresh_money()
         self.on_msg(self._on_msg)
         self._unsubscribe_catalog = aio.catalog.subscribe(self._follow_catalog)
@@ -92,6 +91,9 @@ class Studio(FeedWidget):
                        "max_per_request_usd": p.max_usd_per_request, "confirm_above_usd": p.confirm_above_usd}
         self.total_spent_usd = round(spent, 6)
 
+    def _network_label(self, network: str) -> str:
+        return NETWORK_NAMES.get(network, network) + (" (sandbox)" if self._bridge.aio.is_sandbox else "")
+
     # --- quotes ---------------------------------------------------------------------------------
     @traitlets.observe("route_id", "params", "inputs")
     def _form_changed(self, _change: dict[str, Any]) -> None:
@@ -118,7 +120,8 @@ class Studio(FeedWidget):
         if route_id == self.route_id:
             uploads = f" incl. {q.uploads} upload(s)" if q.uploads else ""
             self.quote = {"status": "ok", "amount_usd": q.total_usd, "route_id": route_id,
-                          "message": f"{fmt_usd(q.total_usd)}{uploads} on {self.network_name}"}
+                          "message": f"{fmt_usd(q.total_usd)}{uploads} on {self._network_label(q.network)}"}
+            self.network_name = self._network_label(q.network)  # the network this wallet will pay on
 
     def _call_params(self, *, for_quote: bool = False) -> dict[str, Any]:
         route = self._bridge.aio.catalog.route(self.route_id)
