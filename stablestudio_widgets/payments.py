@@ -20,8 +20,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -29,8 +27,6 @@ import httpx
 from .catalog import Catalog, Route
 from .errors import (
     ConfirmationRequired,
-    InvalidParams,
-    PaymentRejected,
     PaymentRequiredError,
     ServiceError,
     fmt_usd,
@@ -39,6 +35,7 @@ from .errors import (
 from .ledger import Ledger
 from .methods import PaymentMethod, default_methods, preference_rank
 from .networks import name_of, same_address
+from .outcomes import Outcome, error_text, failure, read_refusal, rejected, route_gone, valid_until
 from .policy import Consent, Spending, SpendingPolicy, check_terms
 from .schedule import parse_retry_after
 from .service import Service, json_or_none
@@ -91,16 +88,6 @@ class Terms:
     paid: bool = False  # a payment on these terms was accepted: later ones are signed up front
     learned_at: float = 0.0
     learned_ms: float = 0.0
-
-
-class Outcome(str, Enum):
-    """How one signed payment ended, as far as this client can know."""
-
-    SETTLED = "settled"        # 200: the service took it
-    REFUSED = "refused"        # a definite answer that is not a success: its authorization stays valid
-    NONCE_USED = "nonce_used"  # a 402 for a payment an earlier send may have settled
-    UNCERTAIN = "uncertain"    # no definite answer after it may have left: it may have settled
-    UNSENT = "unsent"          # it never left this machine (every attempt failed to connect)
 
 
 @dataclass
@@ -195,7 +182,7 @@ class Payments:
             r = await self.service.unpaid("POST", path, json=body)
             if r.status_code != 402:
                 if r.status_code in (400, 422) or route_gone(r):
-                    raise _rejected(r, path)
+                    raise rejected(r, path)
                 raise ServiceError(f"Expected a 402 with payment terms from {path}, got HTTP {r.status_code}: "
                                    f"{r.text[:200]}. Nothing was paid.", status=r.status_code, body=r.text)
             required = decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
@@ -241,7 +228,7 @@ class Payments:
                 raise
             outcome, refusal = self._classify(r, ambiguous, terms.method)
             receipt = self.receipt_of(r, terms.method) if outcome is Outcome.SETTLED else None
-            self._apply(outcome, signed, receipt=receipt, error=_error_text(r, refusal, outcome))
+            self._apply(outcome, signed, receipt=receipt, error=error_text(r, refusal, outcome))
             if outcome is Outcome.SETTLED:
                 terms.paid = True
                 if job is not None:
@@ -261,7 +248,8 @@ class Payments:
                 _same_payee(req.pay_to, terms.requirement, signed)
                 self.terms[key] = terms
                 continue
-            raise self._failure(outcome, r, refusal, path, signed)
+            raise failure(outcome, r, refusal, path, signed, base_url=self.service.base_url,
+                          tries=self.service.max_retries + 1)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _sign(self, req: Requirement, terms: Terms, path: str, body: dict[str, Any], *, kind: str,
@@ -335,7 +323,7 @@ class Payments:
         if r.status_code == 200:
             return Outcome.SETTLED, None
         if r.status_code == 402:
-            refusal = _refusal(r)
+            refusal = read_refusal(r)
             used = ambiguous or method.is_replay(refusal.error if refusal else None)
             return (Outcome.NONCE_USED if used else Outcome.REFUSED), refusal
         return (Outcome.UNCERTAIN if ambiguous else Outcome.REFUSED), None
@@ -367,41 +355,6 @@ class Payments:
         None when this client was built without it (the row is then only looked for, never resent)."""
         return next((m for m in self.methods if m.name == (name or "exact-evm")), None)
 
-    def _failure(self, outcome: Outcome, r: httpx.Response | None, refusal: PaymentRequired | None, path: str,
-                 signed: Credential) -> Exception:
-        """The error to raise for an outcome that bought nothing we could find."""
-        usd_ = signed.requirement.amount_usd
-        reason = refusal.error if refusal else None
-        if outcome is Outcome.UNSENT:
-            return ServiceError(f"The service could not be reached at {self.service.base_url}. The payment never "
-                                "left this machine: nothing was paid.")
-        if outcome is Outcome.UNCERTAIN and r is None:
-            return ServiceError(
-                f"The service did not answer the paid request to {path} after {self.service.max_retries + 1} tries. "
-                f"The payment ({fmt_usd(usd_)}, nonce {signed.nonce[:10]}…) may have settled; it is recorded in the "
-                "ledger and ss.resume() will find the job or confirm nothing was paid. Nothing was signed twice.",
-                paid_usd=usd_)
-        if outcome is Outcome.NONCE_USED:
-            return PaymentRejected(
-                f"The service refused a re-sent payment ({reason or 'no reason'}) after an earlier send may have "
-                f"settled ({fmt_usd(usd_)}). It is recorded in the ledger; ss.resume() will look for the job. "
-                "Nothing was signed twice.", reason=reason, nonce=signed.nonce, paid_usd=usd_)
-        assert r is not None
-        held = (f"The signed authorization ({fmt_usd(usd_)}) stays valid until {valid_until(signed)} and counts "
-                "against your budgets until then; as far as we know it did not settle.")
-        if outcome is Outcome.UNCERTAIN:
-            return ServiceError(f"The paid request to {path} got HTTP {r.status_code} after an earlier send may have "
-                                f"settled ({fmt_usd(usd_)}): {r.text[:200]}. ss.resume() will look for the job.",
-                                status=r.status_code, body=r.text, paid_usd=usd_)
-        if r.status_code == 402:
-            return PaymentRejected(f"The service refused the payment for {path}: {reason or 'no reason given'}. "
-                                   + held, reason=reason, nonce=signed.nonce)
-        if r.status_code in (400, 422) or route_gone(r):
-            return _rejected(r, path, held)
-        return ServiceError(f"The paid request to {path} got HTTP {r.status_code}: {r.text[:200]}. {held}",
-                            status=r.status_code, body=r.text)
-
-
 def _same_payee(quoted: str, req: Requirement, refused: Credential | None = None) -> None:
     """A payee that changed between the quote and the payment needs new consent."""
     if same_address(req.network, req.pay_to, quoted):
@@ -411,11 +364,6 @@ def _same_payee(quoted: str, req: Requirement, refused: Credential | None = None
         f"The service now asks to be paid at {req.pay_to}, not at {quoted} as quoted. Nothing was signed "
         f"to the new payee.{held} Quote again and confirm to pay it.",
         price_usd=req.amount_usd, threshold_usd=None, pay_to=req.pay_to)
-
-
-def valid_until(signed: Credential) -> str:
-    """When a signed payment stops being money (its deadline), in the user's local time."""
-    return datetime.fromtimestamp(signed.valid_before).strftime("%H:%M")
 
 
 def _shown(signed: Credential) -> dict[str, Any]:
@@ -432,45 +380,3 @@ def _shown(signed: Credential) -> dict[str, Any]:
         "signature": "(kept in the kernel: a real wallet's signature is not shown)"}}
 
 
-def _refusal(r: httpx.Response) -> PaymentRequired | None:
-    """A 402's terms, or None when they cannot be read (the refusal still counts as one). The
-    router puts a refusal's reason in the body (``{"error": "Payment rejected (…)", "reason"}``)
-    and keeps the header a plain challenge: the reason is taken from there when the header has none."""
-    body = json_or_none(r)
-    try:
-        required = decode_payment_required(r.headers.get("payment-required"), body)
-    except PaymentRequiredError:
-        required = None
-    said = body.get("error") if isinstance(body, dict) else None
-    if isinstance(said, str) and said and (required is None or not required.error):
-        said = said[:500]
-        required = dataclasses.replace(required, error=said) if required else PaymentRequired([], {}, said, {}, {})
-    return required
-
-
-def route_gone(r: httpx.Response) -> bool:
-    """The router's answer for a path it does not serve (a model that was removed)."""
-    body = json_or_none(r) if r.status_code == 404 else None
-    return isinstance(body, dict) and body.get("code") == "route_not_found"
-
-
-def _rejected(r: httpx.Response, path: str, held: str | None = None) -> InvalidParams:
-    """A request the service would not take; ``held`` says until when a signed authorization that
-    went with it stays valid (None: nothing was signed)."""
-    tail = {"unpaid": False} if held else {}
-    if route_gone(r):
-        return InvalidParams(f"The service no longer offers {path} (404 route_not_found): the model or operation was "
-                             "removed. ss.refresh_routes() reads the service's current route table."
-                             + (f" {held}" if held else ""), field="route", **tail)
-    return InvalidParams(f"The service rejected the request to {path}: {r.text[:300]}" + (f". {held}" if held else ""),
-                         **tail)
-
-
-def _error_text(r: httpx.Response | None, refusal: PaymentRequired | None, outcome: Outcome) -> str | None:
-    if outcome is Outcome.SETTLED:
-        return None
-    if r is None:
-        return "no definite answer" if outcome is Outcome.UNCERTAIN else "could not connect: never sent"
-    if refusal is not None and refusal.error:
-        return refusal.error
-    return f"HTTP {r.status_code}: {r.text[:480]}"
