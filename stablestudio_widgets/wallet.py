@@ -175,6 +175,14 @@ class Wallet:
                               "Wallet.from_solana_key(…) or STABLESTUDIO_SOLANA_KEY.")
         return bytes(self.__solana.sign_message(message))
 
+    def sign_hash(self, digest: bytes) -> bytes:
+        """A raw secp256k1 signature ``r‖s‖v`` (v = 27/28) of a 32-byte digest, for protocols
+        that define their own signing payload (a Tempo transaction). Never an EIP-191 message."""
+        if len(digest) != 32:
+            raise WalletError("sign_hash needs a 32-byte digest.")
+        sig = self._evm().unsafe_sign_hash(digest)
+        return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v])
+
     def export_keystore(self, password: str) -> dict[str, Any]:
         """An encrypted keystore of the EVM key (to save a sandbox or new wallet safely)."""
         return Account.encrypt(self._evm().key, password)
