@@ -19,6 +19,8 @@ from eth_utils import keccak
 from ..catalog import Catalog
 from .faults import Faults
 from .jobs import Job
+from .mpp import NETWORK as TEMPO_TESTNET
+from .mpp import Mpp
 from .router import Mode
 from .server import build_app
 from .state import State, network_ids
@@ -63,21 +65,28 @@ class Sandbox:
                  catalog: Catalog | dict[str, Any] | None = None, port: int = 0, merchant: str | None = None,
                  blob_limit_bytes: int = BLOB_LIMIT_BYTES, log_level: str = "warning",
                  access_log: bool = False, networks: str | list[str] | None = None,
-                 solana_blockhash_ttl_s: float | None = None, solana_blockhash_hint: bool = True):
+                 solana_blockhash_ttl_s: float | None = None, solana_blockhash_hint: bool = True,
+                 tempo_fee_payer: bool = False, mpp_strict: bool = True, mpp_settle: str = "before"):
         """``networks``: what the sandbox takes, in the order of its 402's ``accepts``:
-        ``"base-sepolia"`` (the default), ``"solana-devnet"`` (needs the ``solana`` extra), or both.
+        ``"base-sepolia"`` (the default), ``"solana-devnet"`` (needs the ``solana`` extra), and/or
+        ``"tempo-testnet"`` (MPP: a ``WWW-Authenticate: Payment`` challenge beside the x402 header).
         ``solana_blockhash_hint=False`` leaves ``recentBlockhash`` out of ``extra`` (a server built
-        without an RPC URL), so clients ask :attr:`solana_rpc_url`."""
+        without an RPC URL), so clients ask :attr:`solana_rpc_url`. ``tempo_fee_payer``: the sandbox
+        sponsors Tempo fees; ``mpp_strict=False`` checks only what mppx checks; ``mpp_settle="after"``
+        settles after the handler, as the router does (a failed payment is a 500 with the job created)."""
         if time_scale < 0:
             raise ValueError("time_scale must not be negative")
         mode = Mode.make(router=router, siwx_reuse=siwx_reuse, body_402=body_402, extra_fields=extra_fields,
                          pricing_format=pricing_format, replay=replay, omit_extra=omit_extra)
         ids = network_ids(networks)
+        merchant = merchant or DEFAULT_MERCHANT
+        tempo = Mpp(recipient=merchant, fee_payer=tempo_fee_payer, strict=mpp_strict, settle=mpp_settle) \
+            if TEMPO_TESTNET in ids else None
         self.state = State(time_scale=time_scale, faults=faults or Faults(), mode=mode,
-                           merchant=merchant or DEFAULT_MERCHANT, blob_limit_bytes=blob_limit_bytes,
+                           merchant=merchant, blob_limit_bytes=blob_limit_bytes,
                            catalog=_catalog(catalog), networks=ids,
                            solana=_solana(solana_blockhash_ttl_s, solana_blockhash_hint) if any(
-                               n.startswith("solana:") for n in ids) else None)
+                               n.startswith("solana:") for n in ids) else None, mpp=tempo)
         self.app = build_app(self.state)
         self.port = port
         self._log_level, self._access_log = log_level, access_log
@@ -91,6 +100,11 @@ class Sandbox:
         if self._server is None:
             raise RuntimeError("the sandbox is not running; call start() or use it as a context manager")
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def tempo_rpc_url(self) -> str | None:
+        """The Tempo testnet JSON-RPC stub (``eth_gasPrice``, ``eth_chainId``), if the sandbox takes Tempo."""
+        return self.url + "/_sandbox/tempo-rpc" if self.state.mpp is not None else None
 
     @property
     def running(self) -> bool:

@@ -27,9 +27,10 @@ from starlette.routing import Route
 
 from ..catalog.schema import object_schema
 from ..errors import InvalidParams
-from . import discovery, jobs, payments, signin, solana
+from . import discovery, jobs, mpp, payments, signin, solana
 from .drop import DropConnection, keep_raw_send
-from .payments import Payment, PaymentInvalid
+from .mpp import MppInvalid
+from .payments import PaymentInvalid
 from .router import SIWX_MESSAGES, SIWX_WINDOW_S
 from .state import State
 from .uploads import UploadRoutes
@@ -69,19 +70,23 @@ class Api:
     # -- payment -------------------------------------------------------------------------------
 
     async def paid(self, request: Request, route_key: str, amount: int, description: str,
-                    make: Callable[[Payment], tuple[dict[str, Any], dict[str, Any]]],
+                    make: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]],
                     bazaar: dict[str, Any] | None = None) -> Response:
-        """The x402 exchange for one paid request; ``make`` creates what was paid for.
+        """The x402 or MPP exchange for one paid request; ``make`` creates what was paid for.
 
-        Synchronous from the start to the settlement (callers have already read the body).
+        Synchronous from the start to the settlement (callers have already read the body). An x402
+        ``PAYMENT-SIGNATURE`` wins over an ``Authorization: Payment``, as at the router.
         """
         state, mode = self.state, self.state.mode
         accepts = state.accepts(amount)
         required = mode.payment_required(url=str(request.url), description=description, accepts=accepts,
                                          bazaar=bazaar)
-        header = request.headers.get("payment-signature")
+        header = request.headers.get("payment-signature") if accepts else None
+        authorization = request.headers.get("authorization", "")
+        if not header and state.mpp is not None and authorization.startswith("Payment "):
+            return await self._mpp_paid(request, route_key, amount, description, make, required, authorization)
         if not header:
-            return mode.answer_402(required)
+            return self._402(request, required, amount, description)
         try:
             on_solana = state.solana is not None and _network(header).startswith("solana:")
             verifier = state.solana.verify if on_solana else payments.verify
@@ -93,8 +98,51 @@ class Api:
             (solana.check_window if on_solana else payments.check_window)(payment, time.time())
             body, receipt = state.settle(payment, route_key, lambda: make(payment))
         except PaymentInvalid as e:
-            return mode.answer_402(required, e.reason)
-        # Settled: from here on the payment has moved, whatever happens to this answer.
+            return self._402(request, required, amount, description, e.reason)
+        return await self._settled(body, {"PAYMENT-RESPONSE": encode_header(receipt)})
+
+    def _402(self, request: Request, required: dict[str, Any], amount: int, description: str,
+             refusal: str | None = None, problem: MppInvalid | None = None) -> Response:
+        """Payment required: x402's ``PAYMENT-REQUIRED`` and/or a fresh MPP challenge, as offered;
+        an MPP refusal's reason as mppx's problem+json (the router sends none: its body stays empty)."""
+        state = self.state
+        response = state.mode.answer_402(required, refusal) if required["accepts"] else \
+            Response(b"", status_code=402, media_type="application/json", headers={"Cache-Control": "no-store"})
+        if state.mpp is None:
+            return response
+        cid, challenge = state.mpp.challenge(_realm(request), amount, description, time.time())
+        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        headers["WWW-Authenticate"] = challenge
+        if problem is not None and not state.mode.router:
+            return JSONResponse(mpp.problem(problem, cid), status_code=402, headers=headers,
+                                media_type="application/problem+json")
+        return Response(response.body, status_code=402, headers=headers)
+
+    async def _mpp_paid(self, request: Request, route_key: str, amount: int, description: str,
+                        make: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]], required: dict[str, Any],
+                        authorization: str) -> Response:
+        state, mpp_ = self.state, self.state.mpp
+        assert mpp_ is not None
+        now = time.time()
+        try:
+            verified = mpp_.verify(authorization, realm=_realm(request), amount=amount, now=now)
+            with state.lock:  # check-and-mark, debit and create: one step
+                if state.is_used(verified):
+                    raise MppInvalid("verification-failed",
+                                     "Payment verification failed: Transaction hash has already been used.")
+                mpp_.debit(verified)
+                body, _ = state.settle(verified, route_key, lambda: make(verified))
+        except MppInvalid as e:
+            payer = mpp.source_of(authorization)
+            if mpp_.settle == "after" and e.slug != "malformed-credential" and payer:
+                make(mpp.Unpaid(payer))  # the router ran the handler before settling: the job exists
+                return JSONResponse({"success": False, "error": f"MPP payment failed: {e.detail}"}, status_code=500)
+            return self._402(request, required, amount, description, problem=e)
+        return await self._settled(body, {"Payment-Receipt": mpp.receipt(verified, now), "Cache-Control": "private"})
+
+    async def _settled(self, body: dict[str, Any], headers: dict[str, str]) -> Response:
+        """The answer to a settled payment: from here on it has moved, whatever happens to this answer."""
+        state = self.state
         drop = state.dice.drop()
         if drop == "reset":
             return DropConnection()  # type: ignore[return-value]
@@ -103,7 +151,7 @@ class Api:
                                 status_code=502)
         if drop == "delay":
             await asyncio.sleep(state.faults.delay_s)
-        return JSONResponse(body, headers={"PAYMENT-RESPONSE": encode_header(receipt)})
+        return JSONResponse(body, headers=headers)
 
     # -- generate ------------------------------------------------------------------------------
 
@@ -119,7 +167,7 @@ class Api:
         except InvalidParams as e:
             return self.state.mode.invalid_body(str(e), e.field, e.allowed)
 
-        def make(payment: Payment) -> tuple[dict[str, Any], dict[str, Any]]:
+        def make(payment: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             job = jobs.Job(id=job_id(), route=route, params=params, payer=payment.payer,
                            base_url=base_url(request), created_at=time.time(),
                            duration_s=route.typical_s * self.state.time_scale,
@@ -160,18 +208,29 @@ class Api:
         url, now = str(request.url), time.time()
         max_age = self.state.faults.siwx_max_age_s
         max_age = min(max_age, SIWX_WINDOW_S) if mode.router else max_age
+        authorization, chains = request.headers.get("authorization", ""), self.state.signin_chains
         try:
+            if self.state.mpp is not None and authorization.startswith("Payment "):
+                return self.state.proved(authorization, realm=_realm(request), now=now)
             return signin.verify(request.headers.get("sign-in-with-x"), host=host, url=url, now=now, max_age_s=max_age,
                                  router=mode.router, nonces=self.state.siwx_nonces if mode.tracks_siwx_nonces else None,
-                                 chains=self.state.networks)
+                                 chains=chains)
+        except MppInvalid as e:  # an invalid proof falls through to a fresh SIWX challenge, as at the router
+            return self._signin_402(request, signin.challenge(url=url, host=host, error=e.detail, now=now,
+                                                             router=mode.router, chains=chains), now)
         except signin.SignInInvalid as e:
             if mode.siwx_refusal(e.code):
                 return JSONResponse({"error": e.code, "message": SIWX_MESSAGES[e.code]}, status_code=402)
             body = signin.challenge(url=url, host=host, error=e.reason if not mode.router or e.code != "siwx_required"
-                                    else "SIWX authentication required", now=now, router=mode.router,
-                                    chains=self.state.networks)
-            return JSONResponse(body, status_code=402,
-                                headers={"PAYMENT-REQUIRED": encode_header(body), "Cache-Control": "no-store"})
+                                    else "SIWX authentication required", now=now, router=mode.router, chains=chains)
+            return self._signin_402(request, body, now)
+
+    def _signin_402(self, request: Request, body: dict[str, Any], now: float) -> Response:
+        """A sign-in challenge: SIWX's and, where Tempo is taken, an amount-0 MPP challenge beside it."""
+        headers = {"PAYMENT-REQUIRED": encode_header(body), "Cache-Control": "no-store"}
+        if self.state.mpp is not None:
+            headers["WWW-Authenticate"] = self.state.mpp.challenge(_realm(request), 0, "Sign in", now)[1]
+        return JSONResponse(body, status_code=402, headers=headers)
 
     async def list_jobs(self, request: Request) -> Response:
         who = self.signed_in(request)
@@ -259,6 +318,18 @@ class Api:
             body = None
         return JSONResponse(self.state.solana.rpc(body))
 
+    async def tempo_rpc(self, request: Request) -> Response:
+        """Tempo testnet JSON-RPC, offline: the one call a pull-mode payer makes is eth_gasPrice."""
+        try:
+            call = json_body(await request.body())
+        except InvalidParams as e:
+            return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": str(e)}})
+        answers = {"eth_gasPrice": hex(mpp.GAS_PRICE), "eth_chainId": hex(mpp.CHAIN_ID)}
+        if call.get("method") not in answers:
+            return JSONResponse({"jsonrpc": "2.0", "id": call.get("id"),
+                                 "error": {"code": -32601, "message": f"the sandbox answers only {sorted(answers)}"}})
+        return JSONResponse({"jsonrpc": "2.0", "id": call.get("id"), "result": answers[call["method"]]})
+
     async def snapshot(self, request: Request) -> Response:
         return JSONResponse(self.state.snapshot())
 
@@ -307,6 +378,11 @@ def _network(header: str) -> str:
     return network if isinstance(network, str) else ""
 
 
+def _realm(request: Request) -> str:
+    """The MPP realm: the host (and port) the client addressed, as the router derives it."""
+    return request.headers.get("host", "") or request.url.netloc
+
+
 def _bazaar(params: dict[str, Any]) -> dict[str, Any]:
     """The bazaar extension's body schema, in zod's *output* mode: defaulted fields are required too."""
     schema = object_schema(params)
@@ -336,6 +412,7 @@ def build_app(state: State) -> Any:
         Route("/_sandbox/ledger", a(api.ledger), methods=["GET"]),
         Route("/_sandbox/state", a(api.snapshot), methods=["GET"]),
         Route("/_sandbox/faults", a(api.faults), methods=["GET", "POST"]),
+        Route("/_sandbox/tempo-rpc", api.tempo_rpc, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan, exception_handlers={HTTPException: api.not_found})
     return keep_raw_send(app)

@@ -22,13 +22,16 @@ from ..catalog import Catalog, load
 from . import payments
 from .faults import Dice, Faults
 from .jobs import Job
+from .mpp import CHALLENGE_TTL_S, Mpp, MppInvalid, Verified
+from .mpp import NETWORK as TEMPO_TESTNET
 from .payments import Payment, PaymentInvalid
 from .router import SIWX_WINDOW_S, Mode
 from .signin import NonceStore
 from .wire import iso
 
 #: What ``networks=`` may name: short names or CAIP-2 ids.
-NETWORK_IDS = {"base-sepolia": payments.NETWORK, "solana-devnet": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"}
+NETWORK_IDS = {"base-sepolia": payments.NETWORK, "solana-devnet": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+               "tempo-testnet": TEMPO_TESTNET}
 
 
 def network_ids(names: Any) -> tuple[str, ...]:
@@ -79,10 +82,12 @@ class Receipt:
 class State:
     def __init__(self, *, time_scale: float, faults: Faults, mode: Mode, merchant: str, blob_limit_bytes: int,
                  catalog: Catalog | None = None, networks: tuple[str, ...] = (payments.NETWORK,),
-                 solana: Any = None):
+                 solana: Any = None, mpp: Mpp | None = None):
         self.catalog = catalog or load()
-        self.networks = networks  # what the 402s offer, in order (they are also the sign-in chains)
+        self.networks = networks  # what the 402s offer, in order
         self.solana = solana  # a solana.Chain when the sandbox takes Solana devnet
+        self.mpp = mpp  # MPP on Tempo testnet, offered beside (or instead of) x402
+        self.proofs: dict[str, float] = {}  # MPP $0 proofs used: challenge id -> its expiry
         self.time_scale = time_scale
         self.mode = mode
         self.siwx_nonces = NonceStore(SIWX_WINDOW_S)
@@ -106,7 +111,28 @@ class State:
         """The ``accepts`` of a 402: one offer per network the sandbox takes, as its mode sends them."""
         return [self.mode.requirement(self.solana.requirement(amount) if n.startswith("solana:") else
                                       payments.requirement(amount, self.merchant, omit_extra=self.mode.omit_extra))
-                for n in self.networks]
+                for n in self.x402_networks]
+
+    @property
+    def x402_networks(self) -> tuple[str, ...]:
+        """The networks paid with x402 (Tempo is paid with MPP)."""
+        return tuple(n for n in self.networks if n != TEMPO_TESTNET)
+
+    @property
+    def signin_chains(self) -> tuple[str, ...]:
+        """SIWX chains: the x402 networks, or Base Sepolia when only Tempo is taken (the same EVM key)."""
+        return self.x402_networks or (payments.NETWORK,)
+
+    def proved(self, authorization: str, *, realm: str, now: float) -> str:
+        """The payer of a valid, unused MPP $0 proof (each challenge proves once, as at the router)."""
+        assert self.mpp is not None
+        verified = self.mpp.verify(authorization, realm=realm, amount=0, now=now)
+        with self.lock:
+            self.proofs = {k: t for k, t in self.proofs.items() if t > now}
+            if verified.challenge_id in self.proofs:
+                raise MppInvalid("verification-failed", "Proof credential has already been used.")
+            self.proofs[verified.challenge_id] = now + CHALLENGE_TTL_S
+        return verified.payer
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Serve another route table from now on (running jobs keep their routes)."""
@@ -127,11 +153,11 @@ class State:
         raise PaymentInvalid(f"nonce_already_used: nonce {payment.nonce} of {payment.payer} was settled "
                              f"before (for {receipt.route}); find its job in GET /api/jobs")
 
-    def is_used(self, payment: Payment) -> bool:
+    def is_used(self, payment: Payment | Verified) -> bool:
         with self.lock:
             return payment.key in self.receipts
 
-    def settle(self, payment: Payment, route: str,
+    def settle(self, payment: Payment | Verified, route: str,
                create: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[str, Any], str]:
         """Mark the nonce used, record the settlement and create what was paid for, atomically.
 
