@@ -31,7 +31,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
                           siwx_reuse=args.siwx_reuse, body_402=args.body_402, extra_fields=args.extra_fields,
                           pricing_format=args.pricing_format, replay=args.replay, omit_extra=args.omit_extra,
                           log_level=args.log_level, access_log=args.log_level in ("info", "debug"),
-                          networks=args.network)
+                          networks=args.network, tempo_fee_payer=args.tempo_fee_payer, mpp_settle=args.mpp_settle)
     except (ValueError, ImportError) as e:
         print(f"Cannot start the sandbox: {e}", file=sys.stderr)
         return 2
@@ -56,10 +56,16 @@ def _run_sandbox(args: argparse.Namespace) -> int:
               + f". Discovery: {sandbox.url}/openapi.json, {sandbox.url}/llms.txt")
         print("Throwaway wallet -- sandbox only, testnet terms, worthless; never fund it. Use it with:")
         print(f"  export STABLESTUDIO_BASE_URL={sandbox.url}")
-        if "eip155:84532" in sandbox.networks:
+        evm = [n for n in sandbox.networks if n.startswith("eip155:")]
+        if evm:  # one EVM key pays on Base Sepolia (x402) and on Tempo testnet (MPP)
             wallet = Account.create()
-            print(f"  # Base Sepolia (eip155:84532), merchant {sandbox.merchant}; address: {wallet.address}")
+            names = {"eip155:84532": "Base Sepolia", "eip155:42431": "Tempo testnet (MPP)"}
+            fees = ", fees sponsored" if args.tempo_fee_payer and sandbox.tempo_rpc_url else ""
+            print(f"  # {' and '.join(f'{names[n]} ({n})' for n in evm)}{fees}, merchant {sandbox.merchant}; "
+                  f"address: {wallet.address}")
             print(f"  export STABLESTUDIO_PRIVATE_KEY=0x{bytes(wallet.key).hex()}   # sandbox only -- worthless")
+        if sandbox.tempo_rpc_url:
+            print(f"  # Tempo JSON-RPC for the gas price: {sandbox.tempo_rpc_url}")
         if sandbox.takes_solana:
             from solders.keypair import Keypair
 
@@ -102,9 +108,13 @@ def add_sandbox(sub: Any) -> None:
                    help="x-payment-info in /openapi.json: the structured price object or the older flat form")
     p.add_argument("--replay", choices=("refuse", "idempotent"), default="refuse",
                    help="answer to a re-sent payment: refuse (402 nonce_already_used) or the original job")
-    p.add_argument("--network", action="append", choices=("base-sepolia", "solana-devnet"), default=None,
-                   help="a network the sandbox takes (repeat for both; the 402 lists them in this order); "
-                        "default base-sepolia; solana-devnet needs the solana extra")
+    p.add_argument("--network", action="append", choices=("base-sepolia", "solana-devnet", "tempo-testnet"),
+                   default=None, help="a network the sandbox takes (repeat for several; the 402 lists them in "
+                                      "this order); default base-sepolia; solana-devnet needs the solana extra; "
+                                      "tempo-testnet is offered as an MPP challenge")
+    p.add_argument("--tempo-fee-payer", action="store_true", help="sponsor Tempo fees (feePayer: true, 0x78 hand-off)")
+    p.add_argument("--mpp-settle", choices=("before", "after"), default="before",
+                   help="settle MPP payments before the handler, or after it as the real router does")
     p.add_argument("--omit-extra", action="store_true",
                    help="leave extra/maxTimeoutSeconds out of 402s, like the real service's example")
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of jobs that fail")
@@ -242,8 +252,8 @@ def _client_options(p: Any) -> None:
                    help=f"refuse to pay more than this per request (default ${DEFAULT_MAX_USD_PER_REQUEST:.2f})")
     p.add_argument("--prefer-network", default=None,
                    help="when the service offers several networks this wallet can pay on: base, solana, …")
-    p.add_argument("--network", action="append", choices=("base-sepolia", "solana-devnet"), default=None,
-                   help="with --sandbox: a network the sandbox takes (repeatable)")
+    p.add_argument("--network", action="append", choices=("base-sepolia", "solana-devnet", "tempo-testnet"),
+                   default=None, help="with --sandbox: a network the sandbox takes (repeatable)")
 
 
 def add_generate(sub: Any) -> None:

@@ -343,3 +343,22 @@ def test_gas_price_from_the_rpc_stub_and_hostile_rpcs(tempo_sandbox):
     with pytest.raises(ServiceError, match="Cannot read"):
         asyncio.run(ask("http://127.0.0.1:9/"))
     assert TempoTransaction  # the envelope type the stub's price feeds
+
+
+def test_cli_sandbox_on_tempo_testnet():
+    import re
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0", "--network",
+                          "tempo-testnet", "--tempo-fee-payer"], stdout=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()  # printed once the socket listens
+        assert "MPP on Tempo testnet, eip155:42431, fees sponsored" in first and "x402" not in first
+        url = re.search(r"http://127\.0\.0\.1:\d+", first).group()
+        charge = fresh_charge(url)
+        assert charge.chain_id == 42431 and charge.fee_payer
+        assert pay(url, sign_charge(Wallet.generate(), charge, gas_price=GAS).header).status_code == 200
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
