@@ -362,3 +362,15 @@ def test_cli_sandbox_on_tempo_testnet():
     finally:
         p.terminate()
         p.wait(timeout=20)
+
+
+def test_readme_pays_by_hand_on_the_sandbox():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = readme.split("Paying by hand, on the sandbox:\n\n```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace('    paid.json()["jobId"]', '    result = paid.json()["jobId"]')
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    job_id, tx_hash = scope["result"]
+    assert job_id.startswith("cm") and tx_hash.startswith("0x")
