@@ -11,6 +11,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import sys
 import time
 
 import httpx
@@ -88,7 +89,9 @@ def test_both_methods_side_by_side():
 
 def test_challenge_ids_are_mppx_hmacs():
     """The id is HMAC-SHA256 over realm|method|intent|request|expires|digest|opaque (pympp agrees)."""
-    mpp = pytest.importorskip("mpp") if __import__("sys").version_info >= (3, 11) else pytest.skip("pympp: 3.11+")
+    if sys.version_info < (3, 11):
+        pytest.skip("pympp needs Python >= 3.11")
+    mpp = pytest.importorskip("mpp")
     issuer = Mpp(recipient="0x" + "ab" * 20, secret=b"s" * 32)
     cid, header = issuer.challenge("127.0.0.1:8402", 39000, "x", time.time())
     (ch,), _ = parse_challenges(header)
