@@ -11,6 +11,7 @@ fee token when the server sponsors fees. The only chain call is ``eth_gasPrice``
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -140,7 +141,9 @@ def valid_before(charge: Charge, now: float) -> int:
 
 
 def build_transaction(charge: Charge, sender: str, *, gas_price: int, now: float) -> TempoTransaction:
-    """The pull transaction for ``charge``: one ``transferWithMemo`` to the recipient."""
+    """The pull transaction for ``charge``: one ``transferWithMemo`` to the recipient. A random
+    ``valid_after`` in the past (as viem sets it) keeps two payments of one challenge in one second
+    from being the very same transaction (same hash: the second would be refused as a replay)."""
     ch = charge.challenge
     memo = charge.memo or tempo.attribution_memo(ch.realm, ch.id, CLIENT_ID)
     data = tempo.transfer_with_memo(charge.recipient, charge.amount, memo)
@@ -150,8 +153,8 @@ def build_transaction(charge: Charge, sender: str, *, gas_price: int, now: float
     return TempoTransaction(
         chain_id=charge.chain_id, calls=(Call(charge.currency, data),), max_priority_fee_per_gas=priority,
         max_fee_per_gas=gas_price, gas=tempo.GAS_LIMIT, nonce_key=tempo.EXPIRING_NONCE_KEY, nonce=0,
-        valid_before=valid_before(charge, now), fee_token=None if charge.fee_payer else charge.currency,
-        sponsored=charge.fee_payer)
+        valid_before=valid_before(charge, now), valid_after=int(now) - 60 - secrets.randbelow(86_400),
+        fee_token=None if charge.fee_payer else charge.currency, sponsored=charge.fee_payer)
 
 
 def sign_charge(wallet: Wallet, charge: Charge, *, gas_price: int, now: float | None = None) -> SignedCharge:

@@ -187,6 +187,7 @@ OTHER = "0x" + "11" * 20
     ({"valid_before": lambda c: int(time.time()) - 1}, "past"),
     ({"valid_before": lambda c: int(time.time()) + 120}, "too far ahead"),
     ({"valid_before": lambda c: None}, "missing"),
+    ({"valid_after": lambda c: int(time.time()) + 15}, "not valid yet"),
     ({"gas": lambda c: 3_000_000}, "sponsor policy"),
 ])
 def test_every_tampered_transaction_field_is_refused(tempo_sandbox, changes, why):

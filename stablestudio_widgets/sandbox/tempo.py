@@ -163,6 +163,8 @@ def verify_transaction(raw_hex: str, terms: Terms, *, source: str | None, now: f
         vb = _int(body[8], "valid_before") if body[8] else None
         if vb is None or vb <= now:
             raise TxInvalid("valid_before is missing or in the past")
+        if body[9] and _int(body[9], "valid_after") > now + CLOCK_SKEW_S:
+            raise TxInvalid("valid_after is in the future: the transaction is not valid yet")
         if vb > now + MAX_VALIDITY_S + CLOCK_SKEW_S or vb > terms.expires_at + CLOCK_SKEW_S:
             raise TxInvalid(f"valid_before {vb} is too far ahead (at most 30 s, and not after the challenge)")
         if gas > MAX_GAS or max_fee > MAX_FEE_PER_GAS or _int(body[1], "priority fee") > max_fee:
