@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from stablestudio_widgets import Wallet, tempo
+from stablestudio_widgets.catalog import load
 from stablestudio_widgets.mpp import Challenge, credential, parse_challenges, source_did
 from stablestudio_widgets.sandbox import Sandbox
 from stablestudio_widgets.sandbox.mpp import PATH_USD, Mpp, MppInvalid
@@ -29,12 +30,15 @@ from .conftest import TIME_SCALE
 
 ROUTE = "/api/generate/nano-banana/generate"
 BODY = {"prompt": "a red fox"}
+_NANO = load().routes["nano-banana/generate"]
+PRICE = _NANO.price_atomic(_NANO.validate(BODY))
 GAS = 2 * 10**10
 
 
 @pytest.fixture
 def tempo_sandbox():
-    with Sandbox(time_scale=TIME_SCALE, networks=("tempo-testnet",)) as sb:
+    """Spec mode: a refusal says why (mppx's problem+json); the router's 402 body is empty."""
+    with Sandbox(time_scale=TIME_SCALE, networks=("tempo-testnet",), router=False) as sb:
         yield sb
 
 
@@ -74,7 +78,7 @@ def test_tempo_only_402_carries_one_mpp_challenge(tempo_sandbox):
     assert "payment-required" not in r.headers and r.headers["cache-control"] == "no-store"
     charge = parse_charge(challenge_of(r))
     assert (charge.chain_id, charge.currency, charge.recipient) == (42431, PATH_USD, tempo_sandbox.merchant)
-    assert charge.amount == 39000 and not charge.fee_payer
+    assert charge.amount == PRICE and not charge.fee_payer
     assert charge.challenge.realm == tempo_sandbox.url.removeprefix("http://")
     assert charge.challenge.expires_at - time.time() == pytest.approx(300, abs=5)
     again = fresh_charge(tempo_sandbox.url)
@@ -117,7 +121,7 @@ def test_self_paid_charge_settles_with_the_tx_hash_as_reference(tempo_sandbox):
 
 
 def test_sponsored_charge_is_co_signed_by_the_fee_payer():
-    with Sandbox(time_scale=TIME_SCALE, networks=("tempo-testnet",), tempo_fee_payer=True) as sb:
+    with Sandbox(time_scale=TIME_SCALE, networks=("tempo-testnet",), tempo_fee_payer=True, router=False) as sb:
         charge = fresh_charge(sb.url)
         assert charge.fee_payer
         signed = sign_charge(Wallet.generate(), charge, gas_price=GAS)
@@ -234,6 +238,17 @@ def test_every_tampered_credential_field_is_refused(tempo_sandbox, mutate, why):
     assert tempo_sandbox.settlements == []
 
 
+def test_router_mode_refuses_with_an_empty_402_and_fresh_challenges():
+    """Behind the router a refused credential gets a plain 402: both challenges again, no reason."""
+    with Sandbox(time_scale=TIME_SCALE, networks=("base-sepolia", "tempo-testnet")) as sb:
+        charge = fresh_charge(sb.url)
+        forged = _retarget(sign_charge(Wallet.generate(), charge, gas_price=GAS).header,
+                           lambda b: b.update(source=source_did(42431, OTHER)))
+        r = pay(sb.url, forged)
+        assert r.status_code == 402 and r.content == b"" and r.headers["payment-required"]
+        assert challenge_of(r).id != charge.challenge.id and sb.settlements == []
+
+
 def test_credentials_for_another_route_or_price_are_refused(tempo_sandbox):
     signed = sign_charge(Wallet.generate(), fresh_charge(tempo_sandbox.url), gas_price=GAS)
     r = httpx.post(tempo_sandbox.url + "/api/generate/nano-banana-pro/generate", json=BODY,
@@ -257,7 +272,7 @@ def test_malformed_and_expired_credentials():
 
 def test_insufficient_simulated_balance_is_refused(tempo_sandbox):
     wallet = Wallet.generate()
-    tempo_sandbox.state.mpp.balances[wallet.address.lower()] = 39000  # the amount, but not the worst-case fee
+    tempo_sandbox.state.mpp.balances[wallet.address.lower()] = PRICE  # the amount, but not the worst-case fee
     assert detail(pay(tempo_sandbox.url, sign_charge(wallet, fresh_charge(tempo_sandbox.url), gas_price=GAS).header)) \
         == "Payment verification failed."
 
@@ -341,7 +356,7 @@ def test_gas_price_from_the_rpc_stub_and_hostile_rpcs(tempo_sandbox):
         async with httpx.AsyncClient() as http:
             return await gas_price(http, url)
 
-    assert asyncio.run(ask(tempo_sandbox.rpc_url)) == GAS
+    assert asyncio.run(ask(tempo_sandbox.tempo_rpc_url)) == GAS
     with pytest.raises(ServiceError, match="did not answer eth_gasPrice"):
         asyncio.run(ask(tempo_sandbox.url + "/_sandbox/state"))
     with pytest.raises(ServiceError, match="Cannot read"):
