@@ -30,8 +30,8 @@ from .errors import (
 )
 from .jobs import AsyncJob
 from .ledger import Ledger
-from .payments import Quote
 from .policy import SpendingPolicy
+from .quotes import Quote
 from .results import Result
 from .sync import Job, StableStudio
 from .wallet import Wallet

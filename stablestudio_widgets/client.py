@@ -27,8 +27,10 @@ from .errors import AuthError, InvalidParams, JobNotFound, ServiceError, StableS
 from .jobs import AsyncJob
 from .ledger import Ledger, home
 from .methods import PaymentMethod, default_methods
-from .payments import Payments, Quote
+from .networks import TEMPO_TESTNET
+from .payments import Payments
 from .policy import DEFAULT_MAX_USD_PER_REQUEST, Consent, Spending, SpendingPolicy, is_loopback
+from .quotes import Quote
 from .recovery import Recovery
 from .service import DEFAULT_BASE_URL, Service, json_or_none
 from .status import JobStatus
@@ -52,7 +54,8 @@ class AsyncStableStudio:
                  save_results: bool | str | os.PathLike = False, download_limits: dict[str, int] | None = None,
                  time_scale: float = 1.0, dry_run: bool = False, strict: bool = True, timeout: float = 60.0,
                  max_retries: int = 4, transport: Any = None, prefer_network: str | list[str] | None = None,
-                 solana_rpc_url: str | dict[str, str] | None = None, methods: list[PaymentMethod] | None = None):
+                 solana_rpc_url: str | dict[str, str] | None = None,
+                 tempo_rpc_url: str | dict[str, str] | None = None, methods: list[PaymentMethod] | None = None):
         base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         wallet = wallet if wallet is not None else Wallet.from_env()
         # The route table: the service's, as read last time (if recent), else the bundled one.
@@ -81,7 +84,9 @@ class AsyncStableStudio:
         self.payments = Payments(self.service, policy, self.spending, self.ledger, self.catalog, session=self.session,
                                  on_chain=not (is_loopback(base_url) and wallet.sandbox),
                                  find_job=lambda *a: self.recovery.find_paid_job(*a),
-                                 methods=methods or default_methods(solana_rpc_url=solana_rpc_url), prefer=prefer)
+                                 methods=methods or default_methods(solana_rpc_url=solana_rpc_url,
+                                                                    tempo_rpc_url=_tempo_rpc(tempo_rpc_url, base_url)),
+                                 prefer=prefer)
         self.recovery = Recovery(self.catalog, self.ledger, self.tracker, self.payments, self.jobs)
         self.uploads = Uploads(self.service, self.payments)
 
@@ -90,12 +95,13 @@ class AsyncStableStudio:
     def sandbox(cls, *, time_scale: float = 0.1, faults: Any = None, network: str | list[str] | None = None,
                 **kwargs: Any) -> AsyncStableStudio:
         """A client on a fresh in-process sandbox with a throwaway wallet: no money, no network.
-        ``network``: what the sandbox takes ("base-sepolia", "solana-devnet" or both)."""
+        ``network``: what the sandbox takes ("base-sepolia", "solana-devnet", "tempo-testnet", or several)."""
         from .sandbox import Sandbox
 
         sb = Sandbox(time_scale=time_scale, faults=faults, networks=network).start()
         kwargs.setdefault("ledger", ":memory:")
         kwargs.setdefault("solana_rpc_url", sb.solana_rpc_url)
+        kwargs.setdefault("tempo_rpc_url", sb.tempo_rpc_url)
         wallet = kwargs.pop("wallet", None) or Wallet.generate(evm=any(n.startswith("eip155:") for n in sb.networks),
                                                                solana=sb.takes_solana)
         client = cls(base_url=sb.url, wallet=wallet, time_scale=time_scale, **kwargs)
@@ -185,9 +191,11 @@ class AsyncStableStudio:
         route = self._resolve(route_or_model, params)
         wire = route.validate(params, uploadable=True, strict=self._strict(strict))
         body, uploads = placeholder_uploads(route, wire)
-        req = (await self.payments.learn(route.path, body, Payments.price_key(route, body))).requirement
+        terms = await self.payments.learn(route.path, body, Payments.price_key(route, body))
+        req = terms.requirement
         upload_amount = (await self.payments.upload_terms()).requirement.amount if uploads else 0
-        return Quote(route.id, req.amount, req.network, req.pay_to, len(uploads), upload_amount)
+        return Quote(route.id, req.amount, req.network, req.pay_to, len(uploads), upload_amount,
+                     terms.options)
 
     async def quote_many(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Quote]:
         """Exact prices of a whole batch (a dry run): concurrent unpaid 402s, nothing signed."""
@@ -359,3 +367,11 @@ def _ensure_ok(r: Any, what: str) -> None:
     if r.status_code != 200:
         raise ServiceError(f"{what} failed with HTTP {r.status_code}: {r.text[:200]}", status=r.status_code,
                            body=r.text)
+
+
+def _tempo_rpc(given: str | dict[str, str] | None, base_url: str) -> str | dict[str, str] | None:
+    """Tempo testnet terms come only from a loopback sandbox, so there its gas price comes from the
+    sandbox's own RPC stub unless told otherwise; mainnet always asks Tempo's public RPC."""
+    if given is None and is_loopback(base_url):
+        return {TEMPO_TESTNET: base_url + "/_sandbox/tempo-rpc"}
+    return given

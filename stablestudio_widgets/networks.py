@@ -13,6 +13,7 @@ from dataclasses import dataclass
 BASE, BASE_SEPOLIA = "eip155:8453", "eip155:84532"
 SOLANA = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 SOLANA_DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+TEMPO, TEMPO_TESTNET = "eip155:4217", "eip155:42431"  # paid with MPP, not x402; the same EVM key signs
 
 EVM, SVM = "evm", "solana"  # families
 _TX_ID = re.compile(r"^(0x[0-9a-fA-F]{64}|[1-9A-HJ-NP-Za-km-z]{64,90})$")  # a hash or a base58 signature
@@ -41,7 +42,14 @@ NETWORKS: dict[str, Network] = {n.id: n for n in (
             "https://explorer.solana.com/tx/{tx}"),
     Network(SOLANA_DEVNET, "Solana Devnet", "solana-devnet", "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU", True,
             "https://explorer.solana.com/tx/{tx}?cluster=devnet"),
+    # Tempo's "USDC" is the charge currency: USDC.e on mainnet, pathUSD (the chain default) on testnet.
+    Network(TEMPO, "Tempo", "tempo", "0x20C000000000000000000000b9537d11c60E8b50", False,
+            "https://explore.tempo.xyz/tx/{tx}"),
+    Network(TEMPO_TESTNET, "Tempo testnet", "tempo-testnet", "0x20c0000000000000000000000000000000000000", True,
+            "https://explore.moderato.tempo.xyz/tx/{tx}"),
 )}
+#: Other stablecoins a network's charges may be in: Tempo testnet's AlphaUSD (listed by the service's discovery doc).
+OTHER_ASSETS = {TEMPO_TESTNET: ("0x20c0000000000000000000000000000000000001",)}
 NETWORK_NAMES = {n.id: n.name for n in NETWORKS.values()}
 TESTNETS = frozenset(n.id for n in NETWORKS.values() if n.testnet)
 
@@ -72,8 +80,9 @@ def same_address(network: str, a: str, b: str) -> bool:
 
 
 def is_usdc(network: str, asset: str) -> bool:
+    """Is ``asset`` the network's own USD stablecoin (USDC; on Tempo its charge currencies)?"""
     n = NETWORKS.get(network)
-    return n is not None and same_address(network, asset, n.usdc)
+    return n is not None and any(same_address(network, asset, a) for a in (n.usdc, *OTHER_ASSETS.get(network, ())))
 
 
 def name_of(network: str | None) -> str | None:

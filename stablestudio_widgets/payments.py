@@ -29,14 +29,13 @@ from .errors import (
     ConfirmationRequired,
     PaymentRequiredError,
     ServiceError,
-    fmt_usd,
-    usd,
 )
 from .ledger import Ledger
 from .methods import PaymentMethod, default_methods, preference_rank
-from .networks import name_of, same_address
+from .networks import same_address
 from .outcomes import Outcome, error_text, failure, read_refusal, rejected, route_gone, valid_until
 from .policy import Consent, Spending, SpendingPolicy, check_terms
+from .quotes import Option
 from .schedule import parse_retry_after
 from .service import Service, json_or_none
 from .status import PaymentStatus
@@ -49,35 +48,6 @@ UPLOAD_BODY = {"filename": "image.png", "contentType": "image/png"}  # what an u
 FindJob = Callable[[Route, dict[str, Any], float, str], Awaitable[str | None]]
 
 
-@dataclass(frozen=True)
-class Quote:
-    """The exact price of a call, read from the server's unpaid 402 (nothing was signed)."""
-
-    route: str
-    amount: int
-    network: str
-    pay_to: str
-    uploads: int = 0
-    upload_amount: int = 0
-
-    @property
-    def amount_usd(self) -> float:
-        return usd(self.amount)
-
-    @property
-    def total_usd(self) -> float:
-        """Generation plus the uploads a call with local images needs."""
-        return usd(self.amount + self.uploads * self.upload_amount)
-
-    @property
-    def network_name(self) -> str:
-        return name_of(self.network) or self.network
-
-    def __repr__(self) -> str:
-        extra = f" + {self.uploads} upload(s) = {fmt_usd(self.total_usd)}" if self.uploads else ""
-        return f"<Quote {self.route} {fmt_usd(self.amount_usd)}{extra} on {self.network_name}>"
-
-
 @dataclass
 class Terms:
     """Payment terms learned for one route and price point, reused to pay in one round trip."""
@@ -88,6 +58,7 @@ class Terms:
     paid: bool = False  # a payment on these terms was accepted: later ones are signed up front
     learned_at: float = 0.0
     learned_ms: float = 0.0
+    options: tuple[Option, ...] = ()  # what every offer of the 402 costs (quotes show them)
 
 
 @dataclass
@@ -147,6 +118,18 @@ class Payments:
         order = {id(req): i for i, req in enumerate(required.accepts)}
         return sorted(found, key=lambda rm: order.get(id(rm[0]), len(order)))
 
+    def _why_not(self, req: Requirement, method: PaymentMethod | None, path: str, key: tuple) -> str | None:
+        """Why ``req`` cannot be paid (None: it can)."""
+        return ((f"no payment method for scheme {req.scheme!r} on {req.network}" if method is None else
+                 method.refuse(req, self.service.wallet)) or self.policy.refuse_terms(req, self.service.url(path))
+                or self.policy.refuse_price(req, *self.top_price(key)))
+
+    def options(self, required: PaymentRequired, path: str, key: tuple,
+                response: httpx.Response | None = None) -> tuple[Option, ...]:
+        """What each offer of a 402 would cost this wallet, and why it cannot be used (if not)."""
+        return tuple(Option(req.network, req.amount, method.max_fee(req) if method else 0,
+                            self._why_not(req, method, path, key)) for req, method in self.offers(required, response))
+
     def choose(self, required: PaymentRequired, path: str, key: tuple,
                response: httpx.Response | None = None) -> tuple[Requirement, PaymentMethod]:
         """The offer to pay: among those this wallet can sign, the policy allows and the route
@@ -154,9 +137,7 @@ class Payments:
         otherwise say what was offered and why not."""
         usable, reasons = [], []
         for req, method in self.offers(required, response):
-            why = ((f"no payment method for scheme {req.scheme!r} on {req.network}" if method is None else
-                    method.refuse(req, self.service.wallet)) or self.policy.refuse_terms(req, self.service.url(path))
-                   or self.policy.refuse_price(req, *self.top_price(key)))
+            why = self._why_not(req, method, path, key)
             if why is None:
                 usable.append((req, method))
             else:
@@ -185,12 +166,32 @@ class Payments:
                     raise rejected(r, path)
                 raise ServiceError(f"Expected a 402 with payment terms from {path}, got HTTP {r.status_code}: "
                                    f"{r.text[:200]}. Nothing was paid.", status=r.status_code, body=r.text)
-            required = decode_payment_required(r.headers.get("payment-required"), json_or_none(r))
+            required = self.read_terms(r)
             terms = Terms(required, *self.choose(required, path, key, r), learned_at=t0,
+                          options=self.options(required, path, key, r),
                           learned_ms=(time.time() - t0) * 1000)
             terms.paid = key in self.terms and self.terms[key].paid
             self.terms[key] = terms
             return terms
+
+    def read_terms(self, r: httpx.Response) -> PaymentRequired:
+        """A 402's x402 terms (none when it only carries another protocol's challenge, as an
+        MPP-only 402 does), with the refusal's reason wherever the server says it. The methods
+        read their own offers from the answer (:meth:`offers`)."""
+        required = read_refusal(r)
+        if required is None:
+            if "www-authenticate" not in r.headers:
+                return decode_payment_required(r.headers.get("payment-required"), json_or_none(r))  # says why not
+            required = PaymentRequired([], {}, None, {}, {})
+        error = required.error or next((e for m in self.methods if (e := m.reason(r))), None)
+        return dataclasses.replace(required, error=error)
+
+    def refusal_of(self, r: httpx.Response) -> PaymentRequired | None:
+        """A 402's terms, or None when they cannot be read (the refusal still counts as one)."""
+        try:
+            return self.read_terms(r)
+        except PaymentRequiredError:
+            return None
 
     def _usable(self, key: tuple) -> bool:
         t = self.terms.get(key)
@@ -216,7 +217,8 @@ class Payments:
         terms = await self.learn(path, body, key)
         if job is not None:
             job.note("terms", {"PAYMENT-REQUIRED": terms.required.raw, "accepted": terms.requirement.raw,
-                               "reused": terms.paid},
+                               "reused": terms.paid, "offer": terms.requirement.describe(),
+                               "method": terms.method.name},
                      terms.learned_at, terms.learned_ms)
         for attempt in range(2):
             req = terms.requirement
@@ -233,18 +235,19 @@ class Payments:
                 terms.paid = True
                 if job is not None:
                     job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,
-                                         "response": json_or_none(r)}, signed.signed_at)
+                                         "response": json_or_none(r), "method": signed.method}, signed.signed_at)
                 return Paid(json_or_none(r) or {}, receipt, signed)
             if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
                 found = await self.find_job(route, body, signed.signed_at, signed.payer) if route else None
                 if found:
                     self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED)
                     return Paid({"jobId": found, "status": "pending"}, None, signed)
-            fresh = refusal if refusal is not None and refusal.accepts else None
+            fresh = refusal if refusal is not None and r is not None and self.offers(refusal, r) else None
             if outcome is Outcome.REFUSED and fresh and attempt == 0 and terms.paid:
                 # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew, within consent.
                 self.terms.pop(key, None)
-                terms = Terms(fresh, *self.choose(fresh, path, key, r), learned_at=time.time())
+                terms = Terms(fresh, *self.choose(fresh, path, key, r), learned_at=time.time(),
+                              options=self.options(fresh, path, key, r))
                 _same_payee(req.pay_to, terms.requirement, signed)
                 self.terms[key] = terms
                 continue
@@ -272,9 +275,12 @@ class Payments:
             url=self.service.url(path), body=body, amount=req.amount, asset=req.asset, network=req.network,
             pay_to=req.pay_to, payer=signed.payer, valid_before=signed.valid_before,
             payload=signed.header, session=self.session, pay_method=signed.method)
+        if signed.transaction:  # known before sending: "outcome unknown" can still name it
+            self.ledger.update_payment(signed.id, tx=signed.transaction)
         if job is not None:
-            job.note("signed", {"PAYMENT-SIGNATURE": signed.payload if not self.on_chain else _shown(signed),
-                                "method": signed.method, "deadline": signed.deadline}, t0)
+            job.note("signed", {next(iter(signed.headers)): signed.payload if not self.on_chain else _shown(signed),
+                                "method": signed.method, "deadline": signed.deadline,
+                                "transaction": signed.transaction}, t0)
         return signed
 
     async def send(self, path: str, body: dict[str, Any], signed: Credential,
@@ -284,6 +290,7 @@ class Payments:
         and whether an earlier attempt may have reached the server (so a refusal now may follow a
         settlement)."""
         nonce, ambiguous = signed.nonce, False
+        resend = getattr(self.method_named(signed.method), "resend_when_ambiguous", True)
         self.ledger.update_payment(nonce, status=PaymentStatus.SENT)  # from here on it may have left
         for attempt in range(self.service.max_retries + 1):
             if attempt and signed.deadline - time.time() < min(5.0, (signed.deadline - signed.signed_at) / 10):
@@ -298,6 +305,8 @@ class Payments:
                     ambiguous = True
                     self.ledger.update_payment(nonce, status=PaymentStatus.UNCERTAIN,
                                                error=f"{type(e).__name__}: {e}"[:300])
+                    if not resend:
+                        return None, True
                 if job is not None:
                     job.progress(f"Network fault after sending the payment ({type(e).__name__}); "
                                  "re-sending the same signed payment")
@@ -307,6 +316,8 @@ class Payments:
                 if r.status_code >= 500:
                     ambiguous = True
                     self.ledger.update_payment(nonce, status=PaymentStatus.UNCERTAIN, error=f"HTTP {r.status_code}")
+                    if not resend:
+                        return r, True
                 if job is not None:
                     job.progress(f"Service answered {r.status_code}; re-sending the same signed payment")
                 await asyncio.sleep(parse_retry_after(r.headers.get("retry-after")) or self.service.backoff(attempt))
@@ -315,15 +326,14 @@ class Payments:
         return None, ambiguous
 
     # --- deciding once, applying once -------------------------------------------------------------
-    @staticmethod
-    def _classify(r: httpx.Response | None, ambiguous: bool,
+    def _classify(self, r: httpx.Response | None, ambiguous: bool,
                   method: PaymentMethod) -> tuple[Outcome, PaymentRequired | None]:
         if r is None:
             return (Outcome.UNCERTAIN if ambiguous else Outcome.UNSENT), None
         if r.status_code == 200:
             return Outcome.SETTLED, None
         if r.status_code == 402:
-            refusal = read_refusal(r)
+            refusal = self.refusal_of(r)
             used = ambiguous or method.is_replay(refusal.error if refusal else None)
             return (Outcome.NONCE_USED if used else Outcome.REFUSED), refusal
         return (Outcome.UNCERTAIN if ambiguous else Outcome.REFUSED), None
@@ -372,8 +382,8 @@ def _shown(signed: Credential) -> dict[str, Any]:
     Solana transaction (the facilitator could still complete it until its blockhash expires)."""
     inner = signed.payload["payload"]
     if "authorization" not in inner:
-        return {**signed.payload, "payload": {k: "(kept in the kernel: a real wallet's signed transaction is not "
-                                              "shown)" for k in inner}}
+        return {**signed.payload, "payload": {k: v if k == "type" else "(kept in the kernel: a real wallet's signed "
+                                              "transaction is not shown)" for k, v in inner.items()}}
     auth = inner["authorization"]
     return {**signed.payload, "payload": {
         "authorization": {k: auth[k] for k in ("from", "to", "value", "validAfter", "validBefore")},

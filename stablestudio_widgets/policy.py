@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import BudgetExceeded, ConfirmationRequired, PolicyViolation, fmt_usd
-from .networks import NETWORK_NAMES, NETWORKS, SVM, TESTNETS, family, same_address
+from .networks import NETWORK_NAMES, NETWORKS, OTHER_ASSETS, SVM, TESTNETS, family, same_address
 from .x402 import Requirement
 
 SERVICE_HOSTS = frozenset({"stablestudio.dev"})
@@ -104,7 +104,8 @@ class SpendingPolicy:
                     "(add it to SpendingPolicy.allowed_hosts if you trust it)")
         elif parts.scheme != "https" and not loopback:
             return f"real-money payments go only over https, and {parts.scheme}://{host} is not"
-        pairs = self.allowed_assets or frozenset((n.id, n.usdc) for n in NETWORKS.values())
+        pairs = self.allowed_assets or frozenset((n.id, a) for n in NETWORKS.values()
+                                                 for a in (n.usdc, *OTHER_ASSETS.get(n.id, ())))
         if not any(n == req.network and same_address(n, req.asset, a) for n, a in pairs):
             kind = "mint" if family(req.network) == SVM else "contract"
             return (f"asset {req.asset} is not a known USDC {kind} on {NETWORK_NAMES.get(req.network, req.network)} "

@@ -63,7 +63,8 @@ class Recovery:
         body = json.loads(p["body"])
         job = self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
         # Still open and valid (its payload is still kept): resend the very same credential.
-        if method and p["status"] in OPEN_PAYMENTS and p["valid_before"] > time.time() + 2:
+        if method and method.resend_when_ambiguous and p["status"] in OPEN_PAYMENTS \
+                and p["valid_before"] > time.time() + 2:
             signed = method.restore(p)
             r, _ = await self.payments.send(route.path, body, signed)
             if r is not None and r.status_code == 200:

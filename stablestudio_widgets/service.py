@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from . import siwx
-from .errors import AuthError, ServiceError
-from .networks import BASE, BASE_SEPOLIA, EVM, SOLANA, SOLANA_DEVNET, SVM
+from . import mpp, siwx, tempo_charge
+from .errors import AuthError, PaymentRequiredError, ServiceError
+from .networks import BASE, BASE_SEPOLIA, EVM, SOLANA, SOLANA_DEVNET, SVM, TEMPO, TEMPO_TESTNET
 from .policy import is_loopback
 from .schedule import parse_retry_after
 from .wallet import Wallet
@@ -123,13 +123,35 @@ class Service:
             return r
         error, extensions = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
         info = siwx.challenge_info(extensions, url=url, chains=chains)
-        header = self._sign(uri, info) if info is not None else self._own_proof(uri, chains)
-        r = await self.retrying(lambda: self._send_signed(method, path, header, kwargs))
+        proof = self._mpp_proof(r, uri, as_ or self.wallet.address) if info is None else None
+        if proof is not None:  # the route offers the MPP $0 proof instead of a SIWX challenge
+            r = await self.retrying(lambda: self.http.request(method, path, headers={"Authorization": proof},
+                                                              **kwargs))
+        else:
+            header = self._sign(uri, info) if info is not None else self._own_proof(uri, chains)
+            r = await self.retrying(lambda: self._send_signed(method, path, header, kwargs))
         if r.status_code == 402:
             again, _ = siwx.refusal(r.headers.get("payment-required"), json_or_none(r))
             raise AuthError(f"Sign-in to {path} was refused twice, the second time with a fresh signature: "
                             f"{again or error or 'no reason given'}.")
         return r
+
+    def _mpp_proof(self, r: httpx.Response, uri: str, address: str) -> str | None:
+        """An ``Authorization: Payment`` $0 proof for the 402's zero-amount Tempo challenge, if it
+        offers one we may sign: for this host (its realm), on Tempo (testnet only from loopback),
+        as ``address`` when that is our EVM address. The proof is single-use, like a SIWX nonce."""
+        if address != self.wallet.evm_address:
+            return None
+        allowed = {TEMPO, TEMPO_TESTNET} if is_loopback(self.base_url) else {TEMPO}
+        for ch in mpp.parse_challenges(r.headers.get_list("www-authenticate"))[0]:
+            try:
+                charge = tempo_charge.parse_charge(ch)
+            except PaymentRequiredError:
+                continue
+            if charge.amount == 0 and charge.network in allowed and ch.realm == siwx.host_of(uri):
+                self.stats["siwx_signatures"] += 1
+                return tempo_charge.sign_proof(self.wallet, charge).header
+        return None
 
     def _send_signed(self, method: str, path: str, header: str, kwargs: dict[str, Any]) -> Awaitable[httpx.Response]:
         return self.http.request(method, path, headers={siwx.HEADER: header}, **kwargs)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 from .catalog import Catalog, Route
 from .client import AsyncStableStudio
 from .jobs import AsyncJob
-from .payments import Quote
+from .quotes import Quote
 from .results import Result
 
 T = TypeVar("T")

@@ -22,11 +22,7 @@ from eth_utils import keccak, to_checksum_address
 if TYPE_CHECKING:
     from .wallet import Wallet
 
-MAINNET, TESTNET = 4217, 42431
-NETWORKS = {MAINNET: "eip155:4217", TESTNET: "eip155:42431"}
-NETWORK_NAMES = {"eip155:4217": "Tempo", "eip155:42431": "Tempo testnet"}
-EXPLORERS = {"eip155:4217": "https://explore.tempo.xyz/tx/",
-             "eip155:42431": "https://explore.moderato.tempo.xyz/tx/"}
+MAINNET, TESTNET = 4217, 42431  # names and explorers: networks.TEMPO, networks.TEMPO_TESTNET
 RPC_URLS = {MAINNET: "https://rpc.tempo.xyz", TESTNET: "https://rpc.moderato.tempo.xyz"}
 #: TIP-20 stablecoins (6 decimals). USDC.e is the mainnet charge currency; the others are testnet tokens.
 USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
@@ -43,6 +39,8 @@ VALIDITY_S = 25
 GAS_LIMIT = 1_000_000
 #: Gas prices are attodollars per gas; fee tokens count microdollars (6 decimals).
 ATTO_PER_BASE_UNIT = 10**12
+#: Tempo's base fee (TIP-1010): what fees are estimated at before the first gas price is read.
+BASE_FEE = 2 * 10**10
 #: Above this an RPC's gas price is refused (the default sponsor policy's ``maxFeePerGas`` cap).
 MAX_GAS_PRICE = 10**11
 #: The sponsor policy's priority-fee caps per chain (mppx ``fee-payer.ts`` ``defaultPolicy``).

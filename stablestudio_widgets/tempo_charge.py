@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import tempo
+from . import networks, tempo
 from .errors import PaymentRequiredError, ServiceError, fmt_usd, usd
 from .mpp import Challenge, credential, source_did
 from .tempo import Call, SignedTransaction, TempoTransaction
@@ -61,7 +61,7 @@ class Charge:
         return usd(self.amount)
 
     def describe(self) -> str:
-        name = tempo.NETWORK_NAMES.get(self.network, self.network)
+        name = networks.name_of(self.network)
         token = tempo.TOKEN_NAMES.get(self.currency.lower(), self.currency)
         fees = "fees sponsored" if self.fee_payer else "fees paid by you"
         return f"MPP charge {fmt_usd(self.amount_usd)} in {token} on {name} to {self.recipient} ({fees})"

@@ -17,7 +17,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 
 from .errors import WalletError
-from .networks import EVM, SVM
+from .networks import EVM, NETWORKS, SVM
 
 ENV_KEY = "STABLESTUDIO_PRIVATE_KEY"
 ENV_KEYSTORE = "STABLESTUDIO_KEYSTORE"
@@ -150,6 +150,12 @@ class Wallet:
         """Family (``evm``, ``solana``) → address, for the keys this wallet holds."""
         out = {EVM: self.evm_address, SVM: self.solana_address}
         return {k: v for k, v in out.items() if v is not None}
+
+    @property
+    def networks(self) -> list[str]:
+        """The networks this wallet may pay on: those of the key families it holds (an EVM key pays
+        on Base and on Tempo, with MPP), and only testnets for a throwaway sandbox wallet."""
+        return [n.id for n in NETWORKS.values() if n.family in self.addresses and (n.testnet or not self.sandbox)]
 
     def address_for(self, family: str | None) -> str | None:
         return self.addresses.get(family or "")

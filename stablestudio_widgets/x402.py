@@ -204,6 +204,7 @@ class Credential:
     payload: dict[str, Any] = field(repr=False)  # what was signed, for the inspector
     signed_at: float
     method: str
+    transaction: str | None = None  # the on-chain hash, when known before sending (Tempo, self-paid)
 
     @property
     def header(self) -> str:

@@ -36,6 +36,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
     if name == "quickstart.ipynb":
         assert text.count("application/vnd.jupyter.widget-view+json") >= 4  # Studio, two cards, Gallery
         assert "<img src=" in text and "<video src=" in text and "settled" in text
+        assert "fees up to $0.02 on Tempo testnet" in text and "network='eip155:42431'" in text
     elif name == "ab_compare.ipynb":
         assert "6 generations for $0.334" in text and text.count("complete") >= 6
     elif name == "paying_on_solana.ipynb":

@@ -372,9 +372,13 @@ def test_cli_sandbox_on_tempo_testnet():
     p = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0", "--network",
                           "tempo-testnet", "--tempo-fee-payer"], stdout=subprocess.PIPE, text=True)
     try:
-        first = p.stdout.readline()  # printed once the socket listens
-        assert "MPP on Tempo testnet, eip155:42431, fees sponsored" in first and "x402" not in first
-        url = re.search(r"http://127\.0\.0\.1:\d+", first).group()
+        banner = [p.stdout.readline()]  # printed once the socket listens
+        while "Ctrl-C" not in banner[-1]:
+            banner.append(p.stdout.readline())
+        text = "".join(banner)
+        assert "# Tempo testnet (MPP) (eip155:42431), fees sponsored" in text and "Base Sepolia" not in text
+        assert "/_sandbox/tempo-rpc" in text
+        url = re.search(r"http://127\.0\.0\.1:\d+", banner[0]).group()
         charge = fresh_charge(url)
         assert charge.chain_id == 42431 and charge.fee_payer
         assert pay(url, sign_charge(Wallet.generate(), charge, gas_price=GAS).header).status_code == 200

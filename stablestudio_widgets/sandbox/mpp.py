@@ -97,11 +97,12 @@ class Mpp:
     """Issues and checks MPP challenges for one sandbox."""
 
     def __init__(self, *, recipient: str, fee_payer: bool = False, strict: bool = True, settle: str = "before",
-                 currency: str = PATH_USD, secret: bytes | None = None):
+                 currency: str = PATH_USD, secret: bytes | None = None, signin_only: bool = False):
         if settle not in ("before", "after"):
             raise ValueError(f"settle must be 'before' or 'after', got {settle!r}")
         self.recipient, self.fee_payer, self.strict, self.settle = recipient, fee_payer, strict, settle
         self.currency = currency
+        self.signin_only = signin_only  # job routes take the $0 proof only (no SIWX challenge)
         self.secret = secret or secrets.token_bytes(32)  # mppx requires at least 32 bytes
         self.balances: dict[str, int] = {}
 

@@ -66,22 +66,24 @@ class Sandbox:
                  blob_limit_bytes: int = BLOB_LIMIT_BYTES, log_level: str = "warning",
                  access_log: bool = False, networks: str | list[str] | None = None,
                  solana_blockhash_ttl_s: float | None = None, solana_blockhash_hint: bool = True,
-                 tempo_fee_payer: bool = False, mpp_strict: bool = True, mpp_settle: str = "before"):
+                 tempo_fee_payer: bool = False, mpp_strict: bool = True, mpp_settle: str = "before",
+                 mpp_signin_only: bool = False):
         """``networks``: what the sandbox takes, in the order of its 402's ``accepts``:
         ``"base-sepolia"`` (the default), ``"solana-devnet"`` (needs the ``solana`` extra), and/or
         ``"tempo-testnet"`` (MPP: a ``WWW-Authenticate: Payment`` challenge beside the x402 header).
         ``solana_blockhash_hint=False`` leaves ``recentBlockhash`` out of ``extra`` (a server built
         without an RPC URL), so clients ask :attr:`solana_rpc_url`. ``tempo_fee_payer``: the sandbox
         sponsors Tempo fees; ``mpp_strict=False`` checks only what mppx checks; ``mpp_settle="after"``
-        settles after the handler, as the router does (a failed payment is a 500 with the job created)."""
+        settles after the handler, as the router does (a failed payment is a 500 with the job created);
+        ``mpp_signin_only``: job routes offer only the MPP $0 proof, no SIWX challenge."""
         if time_scale < 0:
             raise ValueError("time_scale must not be negative")
         mode = Mode.make(router=router, siwx_reuse=siwx_reuse, body_402=body_402, extra_fields=extra_fields,
                          pricing_format=pricing_format, replay=replay, omit_extra=omit_extra)
         ids = network_ids(networks)
         merchant = merchant or DEFAULT_MERCHANT
-        tempo = Mpp(recipient=merchant, fee_payer=tempo_fee_payer, strict=mpp_strict, settle=mpp_settle) \
-            if TEMPO_TESTNET in ids else None
+        tempo = Mpp(recipient=merchant, fee_payer=tempo_fee_payer, strict=mpp_strict, settle=mpp_settle,
+                    signin_only=mpp_signin_only) if TEMPO_TESTNET in ids else None
         self.state = State(time_scale=time_scale, faults=faults or Faults(), mode=mode,
                            merchant=merchant, blob_limit_bytes=blob_limit_bytes,
                            catalog=_catalog(catalog), networks=ids,

@@ -212,6 +212,8 @@ class Api:
         try:
             if self.state.mpp is not None and authorization.startswith("Payment "):
                 return self.state.proved(authorization, realm=_realm(request), now=now)
+            if self.state.mpp is not None and self.state.mpp.signin_only:
+                raise MppInvalid("payment-required", "this sandbox signs in with the MPP $0 proof only")
             return signin.verify(request.headers.get("sign-in-with-x"), host=host, url=url, now=now, max_age_s=max_age,
                                  router=mode.router, nonces=self.state.siwx_nonces if mode.tracks_siwx_nonces else None,
                                  chains=chains)
@@ -228,6 +230,8 @@ class Api:
     def _signin_402(self, request: Request, body: dict[str, Any], now: float) -> Response:
         """A sign-in challenge: SIWX's and, where Tempo is taken, an amount-0 MPP challenge beside it."""
         headers = {"PAYMENT-REQUIRED": encode_header(body), "Cache-Control": "no-store"}
+        if self.state.mpp is not None and self.state.mpp.signin_only:  # no SIWX challenge, only the proof's
+            body, headers = {"error": body.get("error")}, {"Cache-Control": "no-store"}
         if self.state.mpp is not None:
             headers["WWW-Authenticate"] = self.state.mpp.challenge(_realm(request), 0, "Sign in", now)[1]
         return JSONResponse(body, status_code=402, headers=headers)

@@ -117,6 +117,20 @@ def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 50
 
 # --- the payment inspector: events in words ------------------------------------------------------
 
+def _mpp_words(d: dict[str, Any]) -> str:
+    """An MPP credential in words: the Tempo transaction it carries (or the $0 proof)."""
+    cred = d["Authorization"]
+    challenge = str(cred.get("challenge", {}).get("id", ""))[:12]
+    if cred.get("payload", {}).get("type") == "proof":
+        return f"MPP $0 proof: EIP-712 Proof(account, challengeId {challenge}…, realm), single-use"
+    raw = str(cred.get("payload", {}).get("signature", ""))
+    how = ("0x78 hand-off: the server's fee payer co-signs and pays the fees" if raw.startswith("0x78") else
+           "0x76 transaction, fees paid by you in the charge token")
+    tx = f", transaction {d['transaction'][:12]}…" if d.get("transaction") else ""
+    return (f"MPP credential: a Tempo {how}; one transferWithMemo, memo bound to challenge {challenge}…, "
+            f"expiring nonce valid until {int(d.get('deadline') or 0)}{tx}; the server broadcasts it")
+
+
 def inspector_steps(job: AsyncJob) -> list[dict[str, Any]]:
     return [_step(e) for e in job.events]
 
@@ -135,9 +149,14 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
             what = parse_requirement(d.get("accepted"), 0).describe()
         except StableStudioError:
             what = "terms the client could not read"
+        what = d.get("offer") or what
+        header = ("WWW-Authenticate: Payment challenge (MPP)" if d.get("method") == "mpp-tempo" else
+                  "PAYMENT-REQUIRED header")
         how = ("reused from an earlier paid request: this payment needs one round trip" if d.get("reused") else
-               "read from the unpaid request's 402 answer (body {}), PAYMENT-REQUIRED header")
+               f"read from the unpaid request's 402 answer, {header}")
         return "402 Payment Required", f"{what} — {how}", {"PAYMENT-REQUIRED": required}
+    if e.kind == "signed" and "Authorization" in d:
+        return "Signed credential", _mpp_words(d), d
     if e.kind == "signed":
         inner = d["PAYMENT-SIGNATURE"]["payload"]
         if "transaction" in inner:  # x402 exact on Solana
@@ -154,7 +173,8 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
     if e.kind == "settled":
         r = d.get("PAYMENT-RESPONSE") or {}
         network = NETWORK_NAMES.get(r.get("network") or "", r.get("network") or "?")
-        return "Settlement", f"PAYMENT-RESPONSE: {r.get('transaction') or 'no receipt'} on {network}", d
+        header = "Payment-Receipt" if d.get("method") == "mpp-tempo" else "PAYMENT-RESPONSE"
+        return "Settlement", f"{header}: {r.get('transaction') or 'no receipt'} on {network}", d
     if e.kind == "signed_in":
         payload = d.get("SIGN-IN-WITH-X") or {}
         text = text_for(payload) if payload.get("address") else ""
