@@ -193,6 +193,7 @@ class AsyncStableStudio:
         body, uploads = placeholder_uploads(route, wire)
         terms = await self.payments.learn(route.path, body, Payments.price_key(route, body))
         req = terms.requirement
+        uploads = self.uploads.needed(uploads)  # an image uploaded already is not paid again
         upload_amount = (await self.payments.upload_terms()).requirement.amount if uploads else 0
         return Quote(route.id, req.amount, req.network, req.pay_to, len(uploads), upload_amount,
                      terms.options)
@@ -279,7 +280,7 @@ class AsyncStableStudio:
         self.spending.release(req.amount)
         if uploads:
             job.stage(JobStatus.UPLOADING, f"Uploading {len(uploads)} image(s)")
-            wire = await self.uploads.upload_inputs(route, wire, consent=upload_consent)
+            wire, job.uploads = await self.uploads.upload_inputs(route, wire, consent=upload_consent)
             job.params = {**job.params, **{k: wire[k] for k in media_params(route, wire)}}
         job.stage(JobStatus.PAYING, "Signing and sending the payment")
         paid = await self.payments.post(route.path, wire, key, kind="generate", route=route,

@@ -76,6 +76,7 @@ class AsyncJob:
     finished_at: float | None = None
     key: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     events: list[JobEvent] = field(default_factory=list)
+    uploads: list[dict[str, Any]] = field(default_factory=list)  # {name, url, cost_usd, reused} per input image
     raw: dict[str, Any] = field(default_factory=dict)
     _poller: asyncio.Task | None = field(default=None, repr=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -78,7 +79,10 @@ async def test_every_route_end_to_end(make_client, sandbox, tmp_path, transport)
             assert job.amount == job.route.price_atomic(job.params), job.route.id
     uploads = sum(len(v) if isinstance(v, list) else 1 for params in calls.values() for v in params.values()
                   if not isinstance(v, (str, bool, int)))
-    assert len(sandbox.settlements) == 27 + uploads
+    assert sum(len(j.uploads) for j in jobs) == uploads  # every image listed on its job, paid or reused
+    paid_uploads = [u for j in jobs for u in j.uploads if not u["reused"]]
+    assert len(sandbox.settlements) == 27 + len(paid_uploads)
+    assert all(u["cost_usd"] == paid_uploads[0]["cost_usd"] > 0 for u in paid_uploads)
     assert len({s["nonce"] for s in sandbox.settlements}) == len(sandbox.settlements)
     assert ss.ledger.spent_atomic() == sum(int(s["amount"]) for s in sandbox.settlements)
     assert sandbox.jobs[jobs[0].id].params["prompt"] == jobs[0].prompt
@@ -497,3 +501,33 @@ async def test_cancelled_paid_request_is_recorded_as_possibly_paid(make_client, 
     sandbox.set_faults(drop_after_settle_rate=0.0)
     (job,) = await ss.resume()
     assert job.status == "complete" and job.id == sandbox.settlements[0]["job_id"] and len(sandbox.settlements) == 1
+
+
+async def test_an_upload_is_paid_once_per_kernel(make_client, sandbox, tmp_path):
+    """The same file to the same service within the blob's lifetime is reused, not paid again;
+    the job lists its uploads and what each cost; the quote no longer counts a reused one."""
+    ss = make_client()
+    cat = png(tmp_path, "cat.png")
+    first = await ss.submit("grok/edit", {"prompt": "make it blue", "images": [cat]})
+    assert [(u["name"], u["cost_usd"], u["reused"]) for u in first.uploads] == [("cat.png", 0.01, False)]
+    assert (await ss.quote("grok/edit", prompt="again", images=[cat])).uploads == 0
+    second = await ss.submit("grok/edit", {"prompt": "make it green", "images": [cat]})
+    assert [(u["cost_usd"], u["reused"]) for u in second.uploads] == [(0.0, True)]
+    assert second.params["images"] == first.params["images"]  # the same blob URL
+    other = png(tmp_path, "dog.png", (10, 200, 10))
+    third = await ss.submit("grok/edit", {"prompt": "a dog", "images": [other, cat]})
+    assert [u["reused"] for u in third.uploads] == [False, True]
+    kinds = [p["kind"] for p in ss.ledger.payments()]
+    assert kinds.count("upload") == 2 and kinds.count("generate") == 3
+    await asyncio.gather(*(j.wait() for j in (first, second, third)))
+
+
+def test_upload_reuse_honours_expires_at_and_distrusts_it():
+    from stablestudio_widgets.uploads import REUSE_MARGIN_S, REUSE_MAX_S, _usable_until
+
+    now = time.time()
+    soon = _usable_until(datetime.fromtimestamp(now + 600, timezone.utc).isoformat().replace("+00:00", "Z"))
+    assert soon == pytest.approx(now + 600 - REUSE_MARGIN_S, abs=2)
+    assert _usable_until("2999-01-01T00:00:00Z") <= time.time() + REUSE_MAX_S  # a hostile far future is capped
+    assert _usable_until("2000-01-01T00:00:00Z") < now  # already expired: not reused
+    assert _usable_until("not a date") is None and _usable_until(None) is None and _usable_until(12) is None
