@@ -20,6 +20,7 @@
 import "./css/base.css";
 import "./css/compare.css";
 import { button } from "./components/buttons.js";
+import { createConnection, createShell } from "./components/connection.js";
 import { fill, h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { formatUsd, statusKind } from "./components/format.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
@@ -39,7 +40,8 @@ const pairId = (pi, a, b) => `${pi}|${[a, b].sort().join("|")}`;
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
-  const requests = createRequests(model, signal);
+  const connection = createConnection(model, el, signal);
+  const requests = createRequests(model, signal, connection);
   const get = (name) => model.get(name);
   const complete = (c) => statusKind(c.job?.status) === "complete";
 
@@ -63,7 +65,7 @@ function render({ model, el, signal: outer }) {
   const voting = h("section", { class: "ssw-compare__voting", testid: "voting", "aria-label": "Voting" });
   const summary = h("section", { class: "ssw-compare__summary", "aria-label": "Results" });
   const lightbox = createLightbox();
-  const root = h("div", { class: "ssw ssw-compare" },
+  const root = createShell("ssw-compare", connection,
     h("header", { class: "ssw-compare__header" }, h("strong", {}, "Compare"), info, total, run, reveal, headerError),
     stateText,
     h("div", { class: "ssw-compare__scroll" }, table),

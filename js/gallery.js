@@ -7,6 +7,7 @@
 // Filters are applied here, on the full `jobs` list; the kernel only stores the choice.
 
 import "./css/base.css";
+import { createConnection, createShell } from "./components/connection.js";
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
@@ -16,7 +17,8 @@ import { createTicker } from "./components/ticker.js";
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
-  const requests = createRequests(model, signal);
+  const connection = createConnection(model, el, signal);
+  const requests = createRequests(model, signal, connection);
   const save = (values) => {
     for (const [k, v] of Object.entries(values)) model.set(k, v);
     model.save_changes();
@@ -29,7 +31,7 @@ function render({ model, el, signal: outer }) {
   });
   const title = h("h3", { class: "ssw-gallery__title", testid: "gallery-title" });
   const ledger = h("input", { type: "checkbox", testid: "show-ledger", onchange: () => save({ show_ledger: ledger.checked }) });
-  const root = h("div", { class: "ssw ssw-gallery" },
+  const root = createShell("ssw-gallery", connection,
     h("header", { class: "ssw-gallery__header" }, title,
       h("label", { class: "ssw-field--check" }, ledger, h("span", {}, "Show past jobs from the ledger"))),
     gallery.node,

@@ -4,7 +4,8 @@
 // Requests (each answered by one reply, see components/requests.js): {type:"retry"|"resume", key}
 
 import "./css/base.css";
-import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { createConnection, createShell } from "./components/connection.js";
+import { isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
 import { createRequests } from "./components/requests.js";
@@ -13,9 +14,11 @@ import { createTicker } from "./components/ticker.js";
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
-  const requests = createRequests(model, signal);
+  const connection = createConnection(model, el, signal);
+  const requests = createRequests(model, signal, connection);
   const lightbox = createLightbox();
-  const root = h("div", { class: "ssw ssw-jobcard" }, lightbox.node);
+  const root = createShell("ssw-jobcard", connection, lightbox.node);
+  const body = root.querySelector(".ssw-body");
   isolateKeys(root);
   el.append(root);
   let card = null;
@@ -33,7 +36,7 @@ function render({ model, el, signal: outer }) {
       card = null;
     } else if (!card) {
       card = createJobCard(job, { onAction, live: true });
-      root.prepend(card.node);
+      body.prepend(card.node);
     } else card.update(job);
     if (card?.running && !stopTicking) stopTicking = ticker.add(card.tick);
     else if (!card?.running && stopTicking) {

@@ -7,14 +7,18 @@
 //   prompt                str                                                      read/write (debounced)
 //   params                non-prompt, non-image wire params {name: str | bool}     read/write
 //   inputs                [{name, size, status, url, thumb, param?}]               read
-//   quote                 {status, amount_usd, route_id, message}                  read
+//   quote                 {status, amount_usd, route_id, message, for}             read
+//                         `for` = the form it priced {route_id, params, inputs: [name]}: the price
+//                         counts only while it is the form on screen (else "…", Generate disabled)
+//   inputs_note           why attached images were taken off the form (a model/mode switch)
 //   budget                {spent_usd, budget_usd, remaining_usd, max_per_request_usd, confirm_above_usd}
 //   sandbox, banner, wallet_address, network_name, total_spent_usd                 read
 //   pending_confirmation  null | {id, price_usd, route_id, message}               read
 //   jobs                  [job record]                                             read
 // Requests, each answered by one reply (components/requests.js); a refusal is shown where the
 // user acted:
-//   {type:"generate"}                                   next to Generate (busy until the reply)
+//   {type:"generate", quote: {for, amount_usd}}         next to Generate (busy until the reply);
+//                                                       the kernel pays at most that quote's price, or refuses
 //   {type:"confirm", confirmation_id, accept: bool, amount_usd}  in the confirmation panel (Pay / Cancel);
 //                                                       Pay consents to amount_usd, the price it shows
 //   {type:"upload", name, mime, size, param} + [ArrayBuffer]   at the image's drop zone
@@ -28,7 +32,8 @@ import { button } from "./components/buttons.js";
 import {
   assignInputs, missingInputs, modeLabel, modelGroups, modesFor, normalizeParams, routeFor,
 } from "./components/catalog.js";
-import { fill, h, isolateKeys, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
+import { createConnection, createShell } from "./components/connection.js";
+import { canonical, fill, h, isolateKeys, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
 import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./components/format.js";
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
@@ -37,11 +42,13 @@ import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
 const PROMPT_SAVE_MS = 300;
+const ASK_FOCUS_MS = 30_000; // a confirmation this soon after a Generate click here is its question
 
 function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
-  const requests = createRequests(model, signal);
+  const connection = createConnection(model, el, signal);
+  const requests = createRequests(model, signal, connection);
   const get = (name) => model.get(name);
 
   // --- view state that is not a trait ---
@@ -55,6 +62,7 @@ function render({ model, el, signal: outer }) {
   let pickerKey = "";
   let confirmId = null;
   let answeredId = null; // the confirmation already answered here (until the kernel refuses the answer)
+  let askedAt = 0; // when Generate was pressed here: the confirmation that follows takes the focus
 
   // --- elements ---
   const banner = createBanner("sandbox-banner", "sandbox");
@@ -100,15 +108,17 @@ function render({ model, el, signal: outer }) {
   const confirmPay = button("Pay", { class: "ssw-btn ssw-btn--primary", testid: "confirm-pay", onclick: () => answer(true) });
   const cancelPay = button("Cancel", { testid: "cancel-pay", onclick: () => answer(false) });
   const confirmError = h("p", { class: "ssw-action-error", role: "alert", testid: "confirm-error", hidden: true });
-  const confirmPanel = h("div", { class: "ssw-confirm", role: "alertdialog", "aria-labelledby": confirmTitleId, testid: "confirm-panel", hidden: true, ...suppress },
+  const confirmPanel = h("div", { class: "ssw-confirm", role: "alertdialog", "aria-labelledby": confirmTitleId, "aria-describedby": `${confirmTitleId}-text`, tabindex: -1, testid: "confirm-panel", hidden: true, ...suppress },
     h("strong", { id: confirmTitleId }, "Confirm payment"), confirmText, h("div", { class: "ssw-row" }, confirmPay, cancelPay), confirmError);
+  confirmText.id = `${confirmTitleId}-text`;
+  const inputsNote = h("p", { class: "ssw-muted", role: "status", testid: "inputs-note", hidden: true });
 
   const gallery = createGallery({ ticker, onAction: (type, job) => requests.send(cardRequest(type, job)) });
 
-  const root = h("div", { class: "ssw ssw-studio" },
+  const root = createShell("ssw-studio", connection,
     banner.node,
     h("header", { class: "ssw-studio__header" }, h("strong", { class: "ssw-studio__title" }, "StableStudio"), wallet, budgetText, totalText),
-    picker, description, form.node, bar, confirmPanel, gallery.node,
+    picker, description, form.node, inputsNote, bar, confirmPanel, gallery.node,
   );
   isolateKeys(root);
   el.append(root);
@@ -199,9 +209,12 @@ function render({ model, el, signal: outer }) {
     form.setInputs(byParam);
   }
 
+  /** What the price depends on, as on screen now; a quote counts only for exactly this form. */
+  const formNow = () => ({ route_id: get("route_id"), params: get("params") ?? {}, inputs: (get("inputs") ?? []).map((i) => i.name) });
+
   function quoteState() {
     const q = get("quote") ?? {};
-    const stale = q.status === "ok" && q.route_id && route() && q.route_id !== route().id;
+    const stale = (q.status === "ok" || q.status === "error") && canonical(q.for) !== canonical(formNow());
     return { ...q, status: stale ? "loading" : q.status ?? "idle" };
   }
 
@@ -264,14 +277,19 @@ function render({ model, el, signal: outer }) {
       confirmId = null;
       return;
     }
-    confirmText.textContent = pc.message || `Pay ${formatUsd(pc.price_usd)} for ${pc.route_id}?`;
+    confirmText.textContent = pc.message || `This costs ${formatUsd(pc.price_usd)}.`;
     confirmPay.textContent = `Pay ${formatUsd(pc.price_usd)}`;
     if (pc.id !== confirmId) {
       confirmId = pc.id;
       fill(confirmError);
       confirmPay.disabled = cancelPay.disabled = answeredId === pc.id;
-      // Move focus only when it is already in this widget; the safe default is Cancel.
-      if (root.contains(document.activeElement)) cancelPay.focus();
+      // The question takes the focus when it follows a click here (or focus is in this widget):
+      // the safe default is Cancel. Generate is disabled meanwhile, so focus would be lost.
+      if (Date.now() - askedAt < ASK_FOCUS_MS || root.contains(document.activeElement)) {
+        askedAt = 0;
+        confirmPanel.scrollIntoView?.({ block: "nearest" });
+        cancelPay.focus();
+      }
     }
   }
 
@@ -282,6 +300,7 @@ function render({ model, el, signal: outer }) {
     syncHeader();
     syncConfirm();
     syncGenerate();
+    fill(inputsNote, get("inputs_note"));
   }
 
   // --- actions ---
@@ -289,9 +308,11 @@ function render({ model, el, signal: outer }) {
     if (blockReason()) return;
     savePrompt(); // the prompt reaches the kernel before the generate message (same comm, in order)
     busy = true; // until the kernel replies: the job card exists, or why not
+    askedAt = Date.now();
     fill(generateError);
     syncGenerate();
-    requests.send({ type: "generate" })
+    const q = quoteState(); // fresh: blockReason() checked it; the kernel pays this price or refuses
+    requests.send({ type: "generate", quote: { for: q.for, amount_usd: q.amount_usd } })
       .catch((err) => fill(generateError, refusal(err)))
       .finally(() => {
         busy = false;
@@ -351,7 +372,7 @@ function render({ model, el, signal: outer }) {
     if (!writing) refresh();
   };
   for (const name of ["model", "mode", "params", "prompt", "inputs", "quote", "budget", "sandbox", "banner",
-    "wallet_address", "network_name", "pending_confirmation", "total_spent_usd"]) {
+    "wallet_address", "network_name", "pending_confirmation", "total_spent_usd", "inputs_note"]) {
     listen(model, signal, `change:${name}`, onChange);
   }
   listen(model, signal, "change:catalog", () => {

@@ -69,6 +69,17 @@ class Replies:
         return [r for r in self.sent if r["request_id"] == request_id]
 
 
+def shown_quote(st) -> dict:
+    """The price the front end shows for the Studio's form now (once the kernel has priced it)."""
+    until(lambda: st.quote["status"] in ("ok", "error") and st.quote["for"] == st._form())
+    return {"for": st.quote["for"], "amount_usd": st.quote["amount_usd"]}
+
+
+def generate(replies, st) -> dict:
+    """Press Generate as the front end does: with the quote on screen."""
+    return replies.request({"type": "generate", "quote": shown_quote(st)})
+
+
 def png_bytes(colour=(255, 0, 0)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (120, 80), colour).save(buf, "PNG")
@@ -82,7 +93,7 @@ def test_studio_quote_generate_and_state(ss):
     assert st.quote["amount_usd"] == 0.07 and st.sandbox  # loopback + a generated key: sandbox terms
     st.prompt = "a fox from the studio"
     replies = Replies(st)
-    assert replies.request({"type": "generate"})["ok"]
+    assert generate(replies, st)["ok"]
     assert len(st.jobs) == 1  # the card exists when the reply says so; the job goes on without it
     until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
     assert len(replies.sent) == 1  # one reply, not another when the job finished
@@ -99,7 +110,7 @@ def test_studio_confirmation_above_threshold(ss):
     st.prompt, st.params = "an expensive wave", {"durationSeconds": "8"}
     until(lambda: st.quote.get("amount_usd") == 3.2)
     replies = Replies(st)
-    assert replies.request({"type": "generate"})["ok"]
+    assert generate(replies, st)["ok"]
     until(lambda: st.pending_confirmation is not None)
     assert st.pending_confirmation["price_usd"] == 3.2 and "confirm" in st.pending_confirmation["message"]
     until(lambda: st.jobs and st.jobs[0]["status"] == "awaiting_confirmation")
@@ -117,7 +128,7 @@ def test_studio_declined_confirmation_signs_nothing(ss):
     st = Studio(ss, model="sora-2-pro")
     st.prompt = "too much"
     replies = Replies(st)
-    replies.request({"type": "generate"})
+    generate(replies, st)
     until(lambda: st.pending_confirmation is not None)
     answer = replies.request({"type": "confirm", "confirmation_id": st.pending_confirmation["id"], "accept": False})
     assert answer["ok"] and st.jobs[0]["status"] == "cancelled" and st.pending_confirmation is None
@@ -129,11 +140,11 @@ def test_studio_asks_for_each_waiting_payment_in_turn(ss):
     st = Studio(ss, model="sora-2-pro")
     st.prompt = "first"
     replies = Replies(st)
-    replies.request({"type": "generate"})
+    generate(replies, st)
     until(lambda: st.pending_confirmation is not None)
     first = st.pending_confirmation["id"]
     st.prompt = "second"
-    replies.request({"type": "generate"})
+    generate(replies, st)
     until(lambda: len(st._awaiting) == 2)
     assert st.pending_confirmation["id"] == first
     replies.request({"type": "confirm", "confirmation_id": first, "accept": False})
@@ -156,24 +167,24 @@ def test_studio_uploads_stay_in_the_kernel(ss, sandbox):
     assert len(state) < 200_000 and data.hex()[:64] not in state
     until(lambda: st.quote["status"] == "ok" and st.quote["route_id"] == "seedance-fast/i2v")
     assert "1 upload" in st.quote["message"]
-    replies.request({"type": "generate"})
+    generate(replies, st)
     until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
     assert st.jobs[0]["params"]["image"].startswith(sandbox.url + "/blob/")
     assert sorted(p["kind"] for p in ss.ledger.payments()) == ["generate", "upload"]
 
 
-def test_studio_generate_mode_ignores_attached_images(ss):
-    """Veo's one route does text and image to video: images only count in i2v mode."""
+def test_studio_attachments_never_carry_over_between_modes_or_models(ss):
+    """Veo's one route does text and image to video: images attached in i2v mode are sent; a switch
+    of mode or model takes them off the form, and says so."""
     st = Studio(ss, model="veo-3.1-fast")
+    st.mode = "i2v"
     replies = Replies(st)
     upload = {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"}
     replies.request(upload, [memoryview(png_bytes())])
     replies.request({"type": "upload", "name": "b.png", "mime": "image/png", "param": "lastFrame"},
                     [memoryview(png_bytes((0, 0, 255)))])
-    assert len(st.inputs) == 2
+    assert len(st.inputs) == 2 and st.inputs_note == ""
     st.prompt = "x"
-    assert "image" not in st._call_params()
-    st.mode = "i2v"
     params = st._call_params()
     assert params["image"] == png_bytes() and params["lastFrame"] == png_bytes((0, 0, 255))
     assert replies.request({"type": "remove_input", "index": 0})["ok"]
@@ -183,12 +194,42 @@ def test_studio_generate_mode_ignores_attached_images(ss):
     assert not gone["ok"] and gone["error"]["field"] == "index" and len(st.inputs) == 1
     empty = replies.request({"type": "upload", "name": "c.png", "mime": "image/png", "param": "image"})
     assert not empty["ok"] and "No file data" in empty["error"]["message"] and len(st.inputs) == 1
+    st.mode = "generate"  # the same route: still never sent where it was not attached
+    assert st.inputs == [] and "image" not in st._call_params() and "lastFrame" not in st._call_params()
+    assert "1 attached image was removed" in st.inputs_note
+    st.mode = "i2v"
+    replies.request(upload, [memoryview(png_bytes())])
+    assert st.inputs_note == ""
+    st.model, st.mode, st.route_id = "seedance-fast", "i2v", "seedance-fast/i2v"
+    assert st.inputs == [] and "removed" in st.inputs_note
+
+
+def test_studio_pays_only_the_price_on_screen(ss):
+    """Seedance Fast 4 s/480p is $0.04, 12 s/1080p $0.12: a Generate sent with the old price (or
+    before the new one arrived) is refused and signs nothing; with the new one it pays $0.12."""
+    st = Studio(ss, model="seedance-fast")
+    st.prompt = "a slow wave"
+    st.params = {**st.params, "duration": "4", "resolution": "480p"}
+    old = shown_quote(st)
+    assert old["amount_usd"] == 0.04
+    replies = Replies(st)
+    st.params = {**st.params, "duration": "12", "resolution": "1080p"}  # and Generate at once
+    stale = replies.request({"type": "generate", "quote": old})
+    assert not stale["ok"] and stale["error"]["field"] == "quote" and "Nothing was signed" in stale["error"]["message"]
+    new = shown_quote(st)
+    assert new["amount_usd"] == 0.12
+    lower = replies.request({"type": "generate", "quote": {**new, "amount_usd": 0.04}})
+    assert not lower["ok"] and "now $0.12" in lower["error"]["message"]
+    assert ss.stats["signatures"] == 0 and st.jobs == []
+    assert replies.request({"type": "generate", "quote": new})["ok"]
+    until(lambda: st.jobs and st.jobs[0]["cost_usd"] is not None)
+    assert st.jobs[0]["cost_usd"] == 0.12 and [p["amount"] for p in ss.ledger.payments()] == [120_000]
 
 
 def test_studio_bad_generate_is_refused_in_its_reply_and_signs_nothing(ss):
     st = Studio(ss, model="grok")
     st.prompt = "   "
-    reply = Replies(st).request({"type": "generate"})
+    reply = generate(Replies(st), st)
     assert reply["ok"] is False and reply["error"]["type"] == "InvalidParams"
     assert reply["error"]["field"] == "prompt" and "prompt" in reply["error"]["message"]
     assert "Nothing was paid" in reply["error"]["message"]
@@ -209,7 +250,7 @@ def test_every_request_gets_exactly_one_reply_with_its_id(ss, sandbox):
     until(lambda: st.quote["status"] == "ok" and c.state == "ready")
     a, b = (x["key"] for x in c.cells)
     cases = [
-        (st, {"type": "generate"}, []),
+        (st, {"type": "generate", "quote": shown_quote(st)}, []),
         (st, {"type": "upload", "name": "a.png", "mime": "image/png", "param": "image"}, [memoryview(png_bytes())]),
         (st, {"type": "remove_input", "index": 0}, []),
         (st, {"type": "confirm", "confirmation_id": "none", "accept": True}, []),
@@ -257,18 +298,26 @@ def test_jobcard_is_live_and_retries_a_failed_job(ss, sandbox):
     card = JobCard(job)  # polls the job itself
     until(lambda: card.job.get("status") == "failed")
     assert card.job["error"]["retryable"] and "Generation failed" in card.job["error"]["message"]
+    # Written for the card: its Retry button says what a retry costs, no job.retry() advice beside it.
+    assert card.job["retry_usd"] == 0.07 and "job.retry()" not in card.job["error"]["message"]
+    assert "Retry pays again" in card.job["error"]["message"]
     sandbox.set_faults(fail_rate=0.0)
     replies = Replies(card)
     failed_key = card.job["key"]
-    assert replies.request({"type": "retry", "key": failed_key})["ok"]
-    assert card.job["key"] != failed_key  # the reply comes once the new card has taken the old one's place
+    cheaper = replies.request({"type": "retry", "key": failed_key, "price_usd": 0.01})
+    assert not cheaper["ok"] and cheaper["error"]["field"] == "price_usd" and len(sandbox.settlements) == 1
+    assert replies.request({"type": "retry", "key": failed_key, "price_usd": 0.07})["ok"]
+    assert card.job["key"] != failed_key  # the reply comes once the new card exists
     until(lambda: card.job.get("status") == "complete" and card.job["id"] != job.id)
     assert len(sandbox.settlements) == 2  # the retry was a new payment, at the user's request
-    stale = replies.request({"type": "retry", "key": failed_key})
-    assert not stale["ok"] and "No job card" in stale["error"]["message"]
-    done = replies.request({"type": "retry", "key": card.job["key"]})
+    # The failed attempt is kept as history, its Retry done: pressing it again pays nothing.
+    old = next(r for r in card._records if r["key"] == failed_key)
+    assert old["status"] == "failed" and not old["error"]["retryable"] and old["retry_usd"] is None
+    twice = replies.request({"type": "retry", "key": failed_key, "price_usd": 0.07})
+    assert not twice["ok"] and "retried already" in twice["error"]["message"]
+    done = replies.request({"type": "retry", "key": card.job["key"], "price_usd": 0.07})
     assert not done["ok"] and "is complete: nothing to retry" in done["error"]["message"]
-    assert len(sandbox.settlements) == 2 and len(replies.sent) == 3
+    assert len(sandbox.settlements) == 2 and len(replies.sent) == 4
 
 
 def test_gallery_session_jobs_ledger_and_total(ss):

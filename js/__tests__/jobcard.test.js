@@ -88,7 +88,7 @@ describe("JobCard", () => {
   it("stops ticking and listening when the view is removed", () => {
     const model = show(makeJob());
     expect(vi.getTimerCount()).toBe(1);
-    expect(model.listenerCount()).toBe(2); // change:job, and msg:custom for replies
+    expect(model.listenerCount()).toBe(3); // change:job, msg:custom for replies, comm_live_update
     view.unmount();
     view = null;
     expect(vi.getTimerCount()).toBe(0);
@@ -146,7 +146,7 @@ describe("JobCard", () => {
     click(view.$("resume"));
     await reply(model, "resume");
     expect(model.messages()).toEqual([
-      { type: "retry", key: "j9", request_id: expect.any(String) },
+      { type: "retry", key: "j9", price_usd: null, request_id: expect.any(String) },
       { type: "resume", key: "j9", request_id: expect.any(String) },
     ]);
   });

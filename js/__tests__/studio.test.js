@@ -25,8 +25,10 @@ function typePrompt(text) {
   box.value = text;
   box.dispatchEvent(new Event("input", { bubbles: true }));
 }
-function okQuote(model, amount = 0.039) {
-  model.kernelSet("quote", { status: "ok", amount_usd: amount, route_id: model.get("route_id"), message: "" });
+/** The form as the kernel reads it: what a quote says it priced. */
+const formOf = (model) => ({ route_id: model.get("route_id"), params: model.get("params"), inputs: (model.get("inputs") ?? []).map((i) => i.name) });
+function okQuote(model, amount = 0.039, extra = {}) {
+  model.kernelSet("quote", { status: "ok", amount_usd: amount, route_id: model.get("route_id"), message: "", for: formOf(model), ...extra });
 }
 
 beforeEach(() => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] }));
@@ -248,9 +250,9 @@ describe("Studio: price and Generate", () => {
     expect(view.$("cost").textContent).toBe("…");
     okQuote(model);
     expect(view.$("cost").textContent).toBe("$0.039");
-    model.kernelSet("quote", { status: "ok", amount_usd: 0.049, route_id: "nano-banana/generate", message: "$0.049 incl. 1 upload(s) on Base Sepolia" });
+    okQuote(model, 0.049, { message: "$0.049 incl. 1 upload(s) on Base Sepolia" });
     expect(view.$("cost-hint").textContent).toBe("$0.049 incl. 1 upload(s) on Base Sepolia · ~5 s");
-    model.kernelSet("quote", { status: "error", amount_usd: null, route_id: "nano-banana/generate", message: "Service unreachable" });
+    model.kernelSet("quote", { status: "error", amount_usd: null, route_id: "nano-banana/generate", message: "Service unreachable", for: formOf(model) });
     expect(view.$("cost").textContent).toBe("Service unreachable");
   });
 
@@ -267,14 +269,37 @@ describe("Studio: price and Generate", () => {
     expect(gen.disabled).toBe(true);
     typePrompt("a red fox");
     // a quote for another route is stale
-    model.kernelSet("quote", { status: "ok", amount_usd: 0.07, route_id: "grok/generate", message: "" });
+    model.kernelSet("quote", { status: "ok", amount_usd: 0.07, route_id: "grok/generate", message: "", for: { ...formOf(model), route_id: "grok/generate" } });
     expect(gen.disabled).toBe(true);
     expect(view.$("cost").textContent).toBe("…");
     okQuote(model);
     click(gen);
     const [msg] = model.messages("generate");
-    expect(msg).toEqual({ type: "generate", request_id: expect.any(String) });
+    // The click carries the quote it saw: the kernel pays that price for that form, or refuses.
+    expect(msg).toEqual({ type: "generate", request_id: expect.any(String), quote: { for: formOf(model), amount_usd: 0.039 } });
     expect(model.get("prompt")).toBe("a red fox"); // flushed before the message
+  });
+
+  it("treats a quote as stale the moment a priced parameter changes, until the kernel prices the new form", () => {
+    const model = show({ prompt: "a wave" });
+    choose(view.$("model-select"), "seedance-fast");
+    choose(param("duration"), "4");
+    choose(param("resolution"), "480p");
+    okQuote(model, 0.04);
+    const gen = view.$("generate");
+    expect(gen.disabled).toBe(false);
+    expect(view.$("cost").textContent).toBe("$0.04");
+    choose(param("duration"), "12");
+    choose(param("resolution"), "1080p");
+    // The old price is not shown for the new settings, and it cannot be paid.
+    expect(view.$("cost").textContent).toBe("…");
+    expect(gen.disabled).toBe(true);
+    click(gen);
+    expect(model.messages("generate")).toHaveLength(0);
+    okQuote(model, 0.12);
+    expect(view.$("cost").textContent).toBe("$0.12");
+    click(gen);
+    expect(model.messages("generate")[0].quote.amount_usd).toBe(0.12);
   });
 
   it("keeps Generate busy until the kernel replies to that click, however long it takes", async () => {
@@ -344,6 +369,8 @@ describe("Studio: price and Generate", () => {
     model.kernelSet("inputs", [{ name: "cat.png", size: 10, status: "uploading", url: null, thumb: null }]);
     expect(view.$("generate").disabled).toBe(true);
     model.kernelSet("inputs", [{ name: "cat.png", size: 10, status: "uploaded", url: "http://h/cat.png", thumb: "data:image/png;base64,AA==" }]);
+    expect(view.$("generate").disabled).toBe(true); // the price of the form with the image is not known yet
+    okQuote(model, 0.049);
     expect(view.$("generate").disabled).toBe(false);
     expect(view.$("input-thumb").querySelector("img").getAttribute("src")).toBe("data:image/png;base64,AA==");
   });
@@ -361,6 +388,7 @@ describe("Studio: price and Generate", () => {
       { name: "last.png", size: 1, status: "local", url: null, thumb: null, param: "lastFrame" },
       { name: "first.png", size: 1, status: "local", url: null, thumb: null, param: "image" },
     ]);
+    okQuote(model, 3.22);
     expect(view.$("generate").disabled).toBe(false);
   });
 });
@@ -477,7 +505,7 @@ describe("Studio: kernel state", () => {
     model.kernelSet("jobs", [makeJob({ key: "j1", status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: false } })]);
     expect(view.$$("job-card")).toHaveLength(1);
     click(view.$("retry"));
-    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j1", request_id: expect.any(String) }]);
+    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j1", price_usd: null, request_id: expect.any(String) }]);
     expect(view.$("retry").disabled).toBe(true);
     await reply(model, "retry", { type: "InvalidParams", message: "Nothing to retry." });
     expect(view.$("action-error").textContent).toBe("InvalidParams: Nothing to retry.");

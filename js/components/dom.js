@@ -77,6 +77,15 @@ export function randomId() {
 /** Cheap structural comparison of JSON-ish trait values. */
 export const sameJSON = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
+/** JSON with object keys sorted: the same value gives the same text whatever the key order. */
+export function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
 /** Replace an element's children; hide it when there is nothing to show. */
 export function fill(el, ...children) {
   const kids = children.flat().filter((c) => c != null && c !== false && c !== "");

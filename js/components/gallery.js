@@ -14,7 +14,7 @@ const STATUS_FILTERS = [["", "All statuses"], ...STATUS_KINDS.map((kind) => [kin
 
 /**
  * @param options { ticker                 the view's shared ticker (ticker.js)
- *                  onAction(type, job)    "retry" | "resume"; returns the kernel's reply (a Promise)
+ *                  onAction(type, job)    "retry" | "resume" | "dismiss" | "download"; returns the kernel's reply (a Promise)
  *                  onFilterChange(filter) called with { model, status } when the user changes a filter
  *                  showTotal              show the total-spent figure }
  */

@@ -4,15 +4,18 @@
 //
 // Job record (the contract with the kernel; see js/README.md):
 //   { key, id, route, model, label, media: "image"|"video", prompt, params, status, detail,
-//     created_at, finished_at, typical_s, cost_usd, receipt, result, error, inspector }
+//     created_at, finished_at, typical_s, cost_usd, receipt, result: {url, thumbnail_url, thumb,
+//     local_path}, error, inspector, uploads: [{name, url, cost_usd, reused}] }
 //   error: {type, message, retryable, resumable, retry_usd}: a Retry shows retry_usd and sends it
 //   as the most it consents to pay (the kernel refuses or asks again above it).
+// `result.thumb` is a small embedded JPEG: shown when the media URL no longer answers (a saved
+// notebook whose sandbox is gone, an expired URL).
 
 import "../css/card.css";
 import { button, copyButton } from "./buttons.js";
 import { costBadge } from "./costbadge.js";
 import { fill, h } from "./dom.js";
-import { STATUS_KINDS, formatUsd, statusKind, statusText } from "./format.js";
+import { formatUsd, humanize, STATUS_KINDS, statusKind, statusText } from "./format.js";
 import { createInspector } from "./inspector.js";
 import { createProgress } from "./progress.js";
 import { refusal } from "./requests.js";
@@ -25,14 +28,30 @@ export function cardRequest(type, job, key = job.key) {
 
 /**
  * @param job      job record
- * @param options  { onAction(type, job)  "retry" | "resume" | "open" (image clicked); for retry and
- *                                      resume it returns the kernel's reply (a Promise): the buttons
- *                                      stay busy until it settles and a refusal is shown on the card,
+ * @param options  { onAction(type, job)  "retry" | "resume" | "dismiss" (a cancelled card) |
+ *                                      "download" | "open" (image clicked);
+ *                                      for requests it returns the kernel's reply (a Promise): the
+ *                                      buttons stay busy until it settles and a refusal is shown on the card,
  *                   title        text shown instead of job.label (Compare: "Model A"),
  *                   compact      smaller card (Compare grid),
  *                   hideCost     hide cost, receipt and inspector (blind Compare: prices reveal models),
  *                   live         announce status changes (single-card widget) }
  */
+const HIDDEN_PARAMS = new Set(["prompt", "image", "images", "lastFrame"]);
+
+/** "16 / 9" from a record's params (aspectRatio, aspect_ratio, size "1280x720", "1280*720"), or null. */
+export function mediaRatio(params = {}) {
+  const value = params?.aspectRatio ?? params?.aspect_ratio ?? params?.size;
+  const m = typeof value === "string" && value.match(/^(\d+(?:\.\d+)?)\s*[:x*]\s*(\d+(?:\.\d+)?)$/);
+  return m ? `${m[1]} / ${m[2]}` : null;
+}
+
+/** "Uploads: cat.png $0.01, dog.png (already paid, reused)". */
+function uploadsText(list) {
+  if (!list?.length) return "";
+  return `Uploads: ${list.map((u) => `${u.name} ${u.reused ? "(already paid, reused)" : formatUsd(u.cost_usd)}`).join(", ")}`;
+}
+
 export function createJobCard(job, options = {}) {
   const { onAction = () => {}, compact = false, live = false } = options;
   let opts = { title: options.title, hideCost: !!options.hideCost };
@@ -41,6 +60,8 @@ export function createJobCard(job, options = {}) {
   const title = h("span", { class: "ssw-card__title" });
   const pill = h("span", { class: "ssw-pill", testid: "status", "aria-live": live ? "polite" : null });
   const prompt = h("p", { class: "ssw-card__prompt", testid: "prompt-text" });
+  const chips = h("ul", { class: "ssw-chips", testid: "param-chips", "aria-label": "Parameters" });
+  const uploads = h("p", { class: "ssw-card__uploads ssw-muted", testid: "uploads" });
   const media = h("div", { class: "ssw-card__media" });
   const progress = createProgress();
   const detail = h("p", { class: "ssw-card__detail ssw-muted", testid: "detail" });
@@ -52,7 +73,7 @@ export function createJobCard(job, options = {}) {
 
   const node = h("article", { class: `ssw-card${compact ? " ssw-card--compact" : ""}`, testid: "job-card" },
     h("header", { class: "ssw-card__head" }, title, pill),
-    prompt, media, progress.node, detail, error, actionError, actions, cost, inspector.node,
+    prompt, chips, media, progress.node, detail, error, actionError, actions, cost, uploads, inspector.node,
   );
 
   // [name, the job fields the section reads, how to render it]
@@ -63,7 +84,8 @@ export function createJobCard(job, options = {}) {
       prompt.title = j.prompt || "";
       prompt.hidden = !j.prompt;
     }],
-    ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.prompt], renderMedia],
+    ["chips", (j) => j.params, renderChips],
+    ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.result?.thumb, j.prompt, mediaRatio(j.params)], renderMedia],
     ["progress", (j) => [j.status, j.created_at, j.finished_at, j.typical_s], (j) => progress.set(j)],
     // The step detail while live; after an end without success only when no error explains it.
     ["detail", (j) => [j.detail, j.status, !!j.error], (j) => {
@@ -71,6 +93,7 @@ export function createJobCard(job, options = {}) {
       fill(detail, (kind === "running" || kind === "waiting" || (kind !== "complete" && !j.error)) && j.detail);
     }],
     ["error", (j) => [j.error, j.status, acting], renderError],
+    ["uploads", (j) => [j.uploads, opts.hideCost], (j) => fill(uploads, !opts.hideCost && uploadsText(j.uploads))],
     ["actions", (j) => [j.status, j.result], renderActions],
     ["cost", (j) => [j.cost_usd, j.receipt, opts.hideCost], (j) => fill(cost, !opts.hideCost && costBadge(j.cost_usd, j.receipt))],
     ["inspector", (j) => [j.inspector, opts.hideCost], (j) => inspector.set(opts.hideCost ? [] : j.inspector)],
@@ -88,43 +111,62 @@ export function createJobCard(job, options = {}) {
     node.classList.add(`ssw-card--${statusKind(j.status)}`);
   }
 
+  function renderChips(j) {
+    const shown = Object.entries(j.params ?? {}).filter(([k, v]) => !HIDDEN_PARAMS.has(k) && v !== "" && v != null && typeof v !== "object");
+    chips.replaceChildren(...shown.map(([k, v]) => h("li", { class: "ssw-chip", title: k }, `${humanize(k)}: ${v === true ? "on" : v === false ? "off" : v}`)));
+    chips.hidden = shown.length === 0;
+  }
+
   function renderMedia(j) {
     const url = j.result?.url;
+    const thumb = j.result?.thumb || null;
     let content = null;
+    // Until the media is there, its box takes the shape it will have (no forced squares).
+    media.style.setProperty("--ssw-ratio", mediaRatio(j.params) ?? "1 / 1");
     if (statusKind(j.status) === "complete" && url) {
+      const label = `${j.media === "video" ? "Video" : "Image"}: ${j.prompt || "generated"}`;
       if (j.media === "video") {
         content = h("video", {
-          src: url, poster: j.result.thumbnail_url || null, controls: true, muted: true,
-          playsinline: true, preload: "metadata", testid: "result-video",
+          src: url, poster: j.result.thumbnail_url || thumb, controls: true, muted: true,
+          playsinline: true, preload: "metadata", testid: "result-video", "aria-label": label,
         });
+        if (thumb) content.addEventListener("error", () => degrade(content, thumb, label), { once: true });
       } else {
+        // loading/decoding before src: set after it, the image would already be fetching eagerly
+        const img = h("img", { loading: "lazy", decoding: "async", src: j.result.thumbnail_url || url, alt: j.prompt || "generated image", testid: "result-image" });
+        if (thumb) img.addEventListener("error", () => { img.src = thumb; img.dataset.degraded = "true"; }, { once: true });
         // A real button around the image: keyboard users can open the lightbox too.
-        content = h("button", { type: "button", class: "ssw-card__mediabtn", "aria-label": "Enlarge image", onclick: () => onAction("open", current) },
-          // loading/decoding before src: set after it, the image would already be fetching eagerly
-          h("img", { loading: "lazy", decoding: "async", src: j.result.thumbnail_url || url, alt: j.prompt || "generated image", testid: "result-image" }),
-        );
+        content = h("button", { type: "button", class: "ssw-card__mediabtn", "aria-label": "Enlarge image", onclick: () => onAction("open", current) }, img);
       }
     } else if (statusKind(j.status) === "running") {
       content = h("div", { class: "ssw-card__placeholder", "aria-hidden": "true" });
     }
+    media.classList.toggle("ssw-card__media--pending", !content || statusKind(j.status) !== "complete");
     fill(media, content);
+  }
+
+  /** The media URL no longer answers: show the embedded thumbnail in its place. */
+  function degrade(video, thumb, label) {
+    video.replaceWith(h("img", { src: thumb, alt: label, testid: "result-image", "data-degraded": "true" }));
   }
 
   function renderError(j) {
     const e = j.error;
-    if (!e && statusKind(j.status) !== "failed") return fill(error);
+    if (!e && statusKind(j.status) !== "failed" && statusKind(j.status) !== "cancelled") return fill(error);
     const message = e ? `${e.type ? `${e.type}: ` : ""}${e.message ?? ""}` : `Job ${statusText(j.status)}`;
     const action = (type, label, busyLabel) => button(acting === type ? busyLabel : label, {
       testid: type, disabled: !!acting, "aria-busy": acting === type ? "true" : null, onclick: () => act(type),
     });
+    if (!e && statusKind(j.status) === "cancelled") return fill(error, action("dismiss", "Dismiss", "Dismissing…"));
+    // A retry is a new payment: its button says how much (the most the kernel may pay for it).
     fill(error,
       h("p", { class: "ssw-card__errortext", testid: "error" }, message),
-      e?.retryable && action("retry", e.retry_usd != null ? `Retry ${formatUsd(e.retry_usd)}` : "Retry", "Retrying…"),
+      e?.retryable && action("retry", e.retry_usd != null ? `Retry · ${formatUsd(e.retry_usd)}` : "Retry", "Retrying…"),
       e?.resumable && action("resume", "Resume", "Resuming…"),
     );
   }
 
-  /** Ask the kernel to retry or resume; one request at a time, its refusal shown here. */
+  /** Ask the kernel to retry, resume or dismiss; one request at a time, its refusal shown here. */
   function act(type) {
     if (acting) return;
     const reply = onAction(type, current);

@@ -3,7 +3,9 @@
 //   kernel -> front end  { type: "reply", request_id, ok: true }
 //                      | { type: "reply", request_id, ok: false, error: { type, message, field? } }
 // `send` returns a Promise for the reply; every request still pending when the view goes away is
-// rejected with a "Closed" error, so nothing waits for an answer that can no longer be shown.
+// rejected with a "Closed" error, so nothing waits for an answer that can no longer be shown, and
+// with a "Disconnected" error when the kernel goes away (connection.js): a send to a dead comm
+// is dropped by ipywidgets without a word, so it would wait forever.
 
 import { listen, randomId } from "./dom.js";
 
@@ -22,12 +24,18 @@ export class RequestError extends Error {
 }
 
 /** What to show for a failed request: its reason, or nothing when only the view went away. */
-export const refusal = (err) => (err?.type === "Closed" ? "" : String(err));
+export const refusal = (err) => (err?.type === "Closed" ? "" : err?.type === "Disconnected" ? err.message : String(err));
 
 const closed = () => new RequestError({ type: "Closed", message: "The view closed before the kernel answered." });
+const offline = () => new RequestError({ type: "Disconnected", message: "Kernel disconnected — re-run this cell." });
 
-export function createRequests(model, signal) {
+export function createRequests(model, signal, connection = null) {
   const pending = new Map(); // request_id -> { resolve, reject }
+  const rejectAll = (error) => {
+    for (const { reject } of pending.values()) reject(error);
+    pending.clear();
+  };
+  connection?.onChange((disconnected) => disconnected && rejectAll(offline()));
 
   listen(model, signal, "msg:custom", (msg) => {
     const waiting = msg?.type === "reply" ? pending.get(msg.request_id) : null;
@@ -36,15 +44,13 @@ export function createRequests(model, signal) {
     if (msg.ok) waiting.resolve(msg);
     else waiting.reject(new RequestError(msg.error ?? {}));
   });
-  signal.addEventListener("abort", () => {
-    for (const { reject } of pending.values()) reject(closed());
-    pending.clear();
-  }, { once: true });
+  signal.addEventListener("abort", () => rejectAll(closed()), { once: true });
 
   return {
     /** Send `{ ...content, request_id }`; resolves on `ok: true`, rejects with a RequestError otherwise. */
     send(content, buffers) {
       if (signal.aborted) return Promise.reject(closed());
+      if (connection?.disconnected) return Promise.reject(offline());
       const request_id = randomId();
       const reply = new Promise((resolve, reject) => pending.set(request_id, { resolve, reject }));
       model.send({ ...content, request_id }, undefined, buffers);

@@ -41,6 +41,8 @@ class JobFeed:
         # each and a saved notebook keeps them).
         self.inspector = inspector
         self.on_flush: list[Any] = []
+        self.dismissed: set[str] = set()  # cards the user closed: not followed again
+        self.retried: set[str] = set()  # failed cards kept as history next to their retry
 
     def track(self, job: AsyncJob) -> None:
         with self._lock:
@@ -49,16 +51,10 @@ class JobFeed:
             self.jobs[job.key] = job
         self._changed(job)
 
-    def replace(self, old: AsyncJob, new: AsyncJob) -> None:
-        """Show ``new`` where ``old`` was (a retry takes its card's place)."""
-        with self._lock:
-            self.jobs = {(new.key if k == old.key else k): (new if k == old.key else j) for k, j in self.jobs.items()}
-        self._changed(new)
-
     def _on_job(self, job: AsyncJob) -> None:
         if job.key in self.jobs:
             self._changed(job)
-        elif self.follow_all:
+        elif self.follow_all and job.key not in self.dismissed:
             self.track(job)
 
     def _changed(self, job: AsyncJob | None = None) -> None:
@@ -85,7 +81,7 @@ class JobFeed:
                 masked = bool(self.mask and self.mask(j))
                 cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep))
                 self._cache[j.key] = cached
-            live.append(cached[1])
+            live.append(self._as_history(cached[1]) if j.key in self.retried else cached[1])
         shown = {j.id for j in self.jobs.values() if j.id}
         rows = live + [r for k, r in self.extra.items() if k not in shown]  # a live job hides its ledger row
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
@@ -105,8 +101,8 @@ class JobFeed:
 
     # --- the actions every job card offers --------------------------------------------------
     def act(self, kind: str, key: Any, amount_usd: float | None = None) -> Awaitable[Any] | None:
-        """Retry (a new payment of at most ``amount_usd``, what the Retry button showed) or resume
-        (poll again) a card's job.
+        """Retry (a new payment of at most ``amount_usd``, what the Retry button showed), resume
+        (poll again) or dismiss (a cancelled card goes away) a card's job.
 
         Returns what to finish before the request is answered (None: nothing); raises with the
         reason when there is nothing to do. A retry is answered once its new card exists.
@@ -115,24 +111,47 @@ class JobFeed:
         if job is None:
             if kind == "resume" and key in self.extra:
                 return self.resume_ledger()  # a past job from the ledger: finish every unfinished one
-            raise InvalidParams(f"No job card {key!r} here (a retry replaces its card).", field="key")
+            raise InvalidParams(f"No job card {key!r} here.", field="key")
+        if kind == "dismiss":
+            return self._dismiss(job)
         if job.id is None and job.error is not None and job.error.paid_usd > 0:
             return self.resume_ledger()  # paid, answer lost: find the job, never pay again
         if job.id and not job.done:
             self.bridge.spawn(self._quiet(job.wait()))  # paid and unfinished: poll it again
             return None
+        if kind == "retry" and job.key in self.retried:
+            raise InvalidParams("This job was retried already: the newer card is its new attempt.", field="key")
         if kind == "retry" and job.error is not None and job.status != JobStatus.COMPLETE:
             self._retry(job, amount_usd)
             return None
         label = VOCABULARY["job_status"].get(job.status, {}).get("label", job.status)
         raise InvalidParams(f"Job {job.id or job.key} is {label}: nothing to {kind}.", field="key")
 
+    @staticmethod
+    def _as_history(record: dict[str, Any]) -> dict[str, Any]:
+        """A failed card that was retried: kept, but its Retry is done (the new card has it)."""
+        err = record.get("error")
+        return {**record, "error": {**err, "retryable": False, "retry_usd": None} if err else None,
+                "detail": "Retried: the newer card is the new attempt"}
+
+    def _dismiss(self, job: AsyncJob) -> None:
+        if VOCABULARY["job_status"].get(job.status, {}).get("kind") != "cancelled":
+            raise InvalidParams("Only a cancelled card can be dismissed: this one has a job to keep.", field="key")
+        with self._lock:
+            self.jobs.pop(job.key, None)
+            self._cache.pop(job.key, None)
+            self.dismissed.add(job.key)
+        self._changed()
+
     def _retry(self, job: AsyncJob, confirm_usd: float | None) -> None:
         """Pay again for a card's job: at most the amount its Retry button showed (without one, the
-        confirmation threshold decides), never reading a local file by path."""
+        confirmation threshold decides), never reading a local file by path. The new attempt gets
+        its own card; the failed one stays, as history."""
         client = self.bridge.aio
         fresh = client.tracker.new_job(job.route.id, dict(job.params))
-        self.replace(job, fresh)
+        self.retried.add(job.key)
+        self._changed(job)
+        self.track(fresh)
 
         async def pay_and_poll() -> None:
             await self._quiet(client.submit(job.route.id, dict(job.params), confirm_usd=confirm_usd, job=fresh,
@@ -180,7 +199,7 @@ class FeedWidget(anywidget.AnyWidget):
     def _handlers(self) -> dict[str, Handler]:
         """The front end's requests this widget answers, by ``type``; each handler may return an
         awaitable to finish before the reply, and raises to refuse the request."""
-        return {"retry": self._card_action, "resume": self._card_action}
+        return {"retry": self._card_action, "resume": self._card_action, "dismiss": self._card_action}
 
     def _card_action(self, content: dict[str, Any], _buffers: list) -> Awaitable[Any] | None:
         return self._feed.act(content["type"], content.get("key"), consented_usd(content.get("amount_usd")))

@@ -6,6 +6,7 @@ payment inspector's teaching text made from the client's structured events.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..boundary import result_url, wire_params
@@ -43,7 +44,8 @@ def _record(route: Route, *, key: str, id: str | None, params: dict[str, Any], s
             "media": route.media, "prompt": params.get("prompt") or "", "params": jsonable(params),
             "status": str(status), "detail": detail, "created_at": int(created_at * 1000),
             "finished_at": int(finished_at * 1000) if finished_at else None, "typical_s": typical_s,
-            "cost_usd": cost_usd, "receipt": receipt, "result": result, "error": error, "inspector": inspector}
+            "cost_usd": cost_usd, "receipt": receipt, "result": result, "error": error, "inspector": inspector,
+            "uploads": []}
 
 
 def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
@@ -55,9 +57,28 @@ def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -
         created_at=job.created_at, finished_at=job.finished_at, typical_s=job.route.typical_s * job.scale,
         cost_usd=job.cost_usd, receipt=job.receipt.to_dict() if job.receipt else None,
         result={"url": res.url, "thumbnail_url": res.thumbnail_url, "local_path": res.local_path} if res else None,
-        error={**err.to_dict(), **recovery(job, err)} if err else None,
+        error={**err.to_dict(), "message": for_card(str(err)), **recovery(job, err)} if err else None,
         inspector=inspector_steps(job) if inspector else [])
+    record["uploads"] = [dict(u) for u in getattr(job, "uploads", [])]
     return mask_record(record) if masked else record
+
+
+# Advice written for code, rewritten for a card that has buttons for it.
+_CARD_WORDS = [
+    (r"Retry with job\.retry\(\) \(a new payment\) or try another model\.", "Retry pays again; or try another model."),
+    (r"call job\.wait\(\) again or ss\.resume\(\) later\.?", "Resume checks on it again."),
+    (r"Call again with confirm=True to pay it\.", "Pay confirms it."),
+    (r"\bss\.resume\(\)", "Resume"),
+    (r"\bjob\.wait\(\)", "Resume"),
+    (r"\bjob\.retry\(\)", "Retry"),
+]
+
+
+def for_card(message: str) -> str:
+    """An error's text for a card: no Python calls next to the buttons that do the same."""
+    for pattern, words in _CARD_WORDS:
+        message = re.sub(pattern, words, message)
+    return message
 
 
 def recovery(job: AsyncJob, err: StableStudioError) -> dict[str, Any]:
@@ -86,7 +107,7 @@ def mask_record(record: dict[str, Any]) -> dict[str, Any]:
     names differ per model), cost, receipt, inspector and error text (it may quote the route)."""
     err = record.get("error")
     return {**record, "route": "", "model": "", "label": "", "params": {"prompt": record.get("prompt", "")},
-            "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None,
+            "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None, "uploads": [],
             "error": {"type": err.get("type"), "retryable": err.get("retryable"), "resumable": err.get("resumable"),
                       "message": "This cell failed; details are shown after the reveal."} if err else None}
 

@@ -38,7 +38,11 @@ class Studio(FeedWidget):
     prompt = traitlets.Unicode("").tag(sync=True)
     params = traitlets.Dict().tag(sync=True)
     inputs = traitlets.List(traitlets.Dict()).tag(sync=True)
-    quote = traitlets.Dict({"status": "idle", "amount_usd": None, "route_id": "", "message": ""}).tag(sync=True)
+    # A quote names the form it priced (``for``: route, params, attached images): the front end
+    # treats it as the price of the form on screen only while the two are the same.
+    quote = traitlets.Dict({"status": "idle", "amount_usd": None, "route_id": "", "message": "",
+                            "for": None}).tag(sync=True)
+    inputs_note = traitlets.Unicode("").tag(sync=True)  # why attached images were taken off the form
     budget = traitlets.Dict().tag(sync=True)
     sandbox = traitlets.Bool(False).tag(sync=True)
     banner = traitlets.Unicode("").tag(sync=True)
@@ -107,19 +111,26 @@ class Studio(FeedWidget):
                                                               lambda: self._bridge.spawn(self._requote()))
         self._bridge.call_soon(arm)
 
+    def _form(self) -> dict[str, Any]:
+        """What a price depends on, as the front end sees it: the route, the parameters, the images."""
+        return {"route_id": self.route_id, "params": dict(self.params),
+                "inputs": [i.get("name") for i in self.inputs]}
+
     async def _requote(self) -> None:
-        route_id = self.route_id
-        self.quote = {"status": "loading", "amount_usd": None, "route_id": route_id, "message": ""}
+        form = self._form()
+        route_id = form["route_id"]
+        self.quote = {"status": "loading", "amount_usd": None, "route_id": route_id, "message": "", "for": form}
         try:
             params = self._call_params(for_quote=True)
             q = await self._bridge.aio.quote(route_id, **params)
         except Exception as e:  # no request waits for a quote: its failure shows where the price would
-            if route_id == self.route_id:
-                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": describe(e)}
+            if form == self._form():
+                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": describe(e),
+                              "for": form}
             return
-        if route_id == self.route_id:
+        if form == self._form():  # else the form changed meanwhile: its own quote is on the way
             uploads = f" incl. {q.uploads} upload(s)" if q.uploads else ""
-            self.quote = {"status": "ok", "amount_usd": q.total_usd, "route_id": route_id,
+            self.quote = {"status": "ok", "amount_usd": q.total_usd, "route_id": route_id, "for": form,
                           "message": f"{fmt_usd(q.total_usd)}{uploads} on {self._network_label(q.network)}"}
             self.network_name = self._network_label(q.network)  # the network this wallet will pay on
 
@@ -128,8 +139,8 @@ class Studio(FeedWidget):
         params = {k: v for k, v in self.params.items()
                   if k in route.params and not route.params[k].is_media and v not in ("", None)}
         params["prompt"] = self.prompt if self.prompt.strip() or not for_quote else "price check"
-        # Attached images are kept across mode switches (they may be paid uploads) but only sent
-        # when the mode uses them: Veo and Grok Video share one route for text and image to video.
+        # Images are sent only in a mode that uses them (Veo and Grok Video share one route for text
+        # and image to video); a switch of model or mode takes them off the form (_route_changed).
         inputs = [i for i in self.inputs if i.get("name") in self._uploads] if self.mode != "generate" else []
         for name, chosen in _assign(route, inputs).items():
             data = [self._uploads[i["name"]] for i in chosen]
@@ -152,6 +163,7 @@ class Studio(FeedWidget):
         while name in self._uploads:
             name = "copy-" + name
         self._uploads[name] = data
+        self.inputs_note = ""
         media = {n for r in self._bridge.aio.catalog.routes.values() for n, p in r.params.items() if p.is_media}
         slot = content.get("param") if content.get("param") in media else "image"
         self.inputs = [*self.inputs, {"name": name, "size": len(data), "status": "local", "url": None,
@@ -166,30 +178,41 @@ class Studio(FeedWidget):
         self.inputs = [x for i, x in enumerate(self.inputs) if i != index]
 
     def _generate(self, content: dict[str, Any], _buffers: list) -> None:
-        """Answered once the job's card exists (or with why there is none); paying and polling go on.
-        The price shown beside Generate is a ceiling when it needs no confirmation: a higher 402 is
-        asked in the confirmation panel instead of paid."""
+        """Pays at most the price on screen: the request carries the quote the user saw, and it must be
+        the quote of the form as it is now. That price is the payment's ceiling when it needs no
+        confirmation (a higher 402 is asked in the confirmation panel instead of paid). Answered once
+        the job's card exists (or with why there is none); paying and polling go on."""
         aio = self._bridge.aio
         params = self._call_params()
         route = aio.catalog.route(self.route_id)
-        job = aio.tracker.new_job(route.id, route.validate(params, uploadable=True))
+        wire = route.validate(params, uploadable=True)  # bad input is refused first, with its field
+        shown = content.get("quote") if isinstance(content.get("quote"), dict) else {}
+        form, q = self._form(), self.quote
+        if q.get("status") != "ok" or q.get("for") != form or shown.get("for") != form \
+                or shown.get("amount_usd") != q.get("amount_usd"):
+            now = f" (now {fmt_usd(q['amount_usd'])})" if q.get("status") == "ok" and q.get("for") == form else ""
+            raise InvalidParams(f"The price on screen is not the price of these settings{now}: check it and press "
+                                "Generate again. Nothing was signed.", field="quote")
+        job = aio.tracker.new_job(route.id, wire)
         self._feed.track(job)
-        q, threshold = self.quote, aio.policy.confirm_above_usd
-        shown = q.get("amount_usd") if q.get("status") == "ok" and q.get("route_id") == route.id else None
-        ceiling = shown if shown is not None and (threshold is None or shown <= threshold) else None
+        shown, threshold = float(q["amount_usd"]), aio.policy.confirm_above_usd
+        ceiling = shown if threshold is None or shown <= threshold else None
         self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job, ceiling))
 
     async def _pay_and_wait(self, confirmation_id: str, params: dict[str, Any], job: AsyncJob,
                             confirm_usd: float | None = None) -> None:
-        """Pay for ``job`` within ``confirm_usd`` (the price the Pay button showed); a price the user
-        has not agreed to (or a new payee) is asked again, never signed."""
+        """The one place the Studio pays: for ``job`` within ``confirm_usd`` (the price Generate or
+        the Pay button showed); a price the user has not agreed to (or a new payee) is asked again,
+        never signed."""
         aio = self._bridge.aio
         try:
             await aio.submit(job.route.id, params, confirm_usd=confirm_usd, job=job)
         except ConfirmationRequired as e:
             job.awaiting_confirmation(e.price_usd)
             self._awaiting[confirmation_id] = (params, job, {
-                "id": confirmation_id, "price_usd": e.price_usd, "route_id": job.route.id, "message": str(e)})
+                "id": confirmation_id, "price_usd": e.price_usd, "route_id": job.route.id,
+                "label": job.route.label,
+                "message": _question(e, job)})
             self._ask_next()
             return
         except StableStudioError:
@@ -217,6 +240,30 @@ class Studio(FeedWidget):
             self._bridge.spawn(self._pay_and_wait(uuid.uuid4().hex, params, job, confirm_usd=consent))
         else:
             job.cancel()
+
+    @traitlets.observe("route_id", "mode")
+    def _route_changed(self, change: dict[str, Any]) -> None:
+        """Attached images belong to the model and mode they were attached for: a switch takes them
+        off the form, and says so (they are never sent somewhere the user did not attach them)."""
+        if not self.inputs or change["old"] == change["new"]:
+            return
+        n = len(self.inputs)
+        self._uploads.clear()
+        self.inputs = []
+        them = "them" if n > 1 else "it"
+        self.inputs_note = (f"{n} attached image{'s were' if n > 1 else ' was'} removed when you switched from "
+                            f"{change['old']}: attach {them} again to use {them} here.")
+
+
+def _question(e: ConfirmationRequired, job: AsyncJob) -> str:
+    """The confirmation panel's question, as a person would ask it (no API words)."""
+    what = f"{job.route.label}, {job.route.media}"
+    if e.consented_usd is not None and e.price_usd > e.consented_usd:
+        return f"This now costs {fmt_usd(e.price_usd)}, not the {fmt_usd(e.consented_usd)} shown: {what}."
+    if e.threshold_usd is not None:
+        threshold = fmt_usd(e.threshold_usd)
+        return f"This costs {fmt_usd(e.price_usd)}: {what}. It is above the {threshold} you asked to confirm."
+    return f"This costs {fmt_usd(e.price_usd)}: {what}. The payee changed since the price was shown."
 
 
 def _assign(route: Any, inputs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
