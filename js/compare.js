@@ -20,7 +20,7 @@
 import "./css/base.css";
 import "./css/compare.css";
 import { button } from "./components/buttons.js";
-import { createConnection, createShell } from "./components/connection.js";
+import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
 import { fill, h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { formatUsd, statusKind } from "./components/format.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
@@ -28,9 +28,11 @@ import { createLightbox } from "./components/lightbox.js";
 import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
+// The pair is shown Left and Right (the cells keep their own names, "Model A"…, so a vote never
+// reads "A = Model B"); the kernel's choices stay "a" (left) and "b" (right).
 const CHOICES = [
-  ["a", "A better", "vote-a"],
-  ["b", "B better", "vote-b"],
+  ["a", "Left better", "vote-a"],
+  ["b", "Right better", "vote-b"],
   ["tie", "Tie", "vote-tie"],
   ["both_bad", "Both bad", "vote-both-bad"],
 ];
@@ -41,6 +43,7 @@ function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
   const connection = createConnection(model, el, signal);
+  hideStaticCopy(model, signal);
   const requests = createRequests(model, signal, connection);
   const get = (name) => model.get(name);
   const complete = (c) => statusKind(c.job?.status) === "complete";
@@ -242,13 +245,14 @@ function render({ model, el, signal: outer }) {
     };
     return h("div", { class: "ssw-vote", testid: "vote-panel", "data-prompt-index": pi }, head,
       abView(a, b),
-      h("p", { class: "ssw-muted" }, `A = ${cellName(a)}, B = ${cellName(b)} · pair ${voted + 1} of ${pairs.length}`),
+      h("p", { class: "ssw-muted", testid: "pair-names" }, `Left: ${cellName(a)} · Right: ${cellName(b)} · pair ${voted + 1} of ${pairs.length}`),
       h("div", { class: "ssw-row" }, CHOICES.map(([choice, text, testid]) => button(text, { testid, onclick: () => vote(choice) }))),
       refused,
     );
   }
 
-  /** Two images stacked; the range input moves a clip-path so A covers B up to the handle. */
+  /** Two images stacked: the left one covers the right one up to the handle, which follows a drag
+   *  on the picture itself (or the range input below it, for the keyboard). */
   function abView(a, b) {
     const urlA = a.job?.result?.url;
     const urlB = b.job?.result?.url;
@@ -257,25 +261,40 @@ function render({ model, el, signal: outer }) {
         ? h("video", { src: c.job.result?.url, controls: true, muted: true, playsinline: true, preload: "metadata", poster: c.job.result?.thumbnail_url || null })
         : h("img", { src: c.job?.result?.url, alt: cellName(c) }));
       return h("div", { class: "ssw-ab-side" },
-        h("figure", {}, media(a), h("figcaption", {}, "A")),
-        h("figure", {}, media(b), h("figcaption", {}, "B")));
+        h("figure", {}, media(a), h("figcaption", {}, `Left: ${cellName(a)}`)),
+        h("figure", {}, media(b), h("figcaption", {}, `Right: ${cellName(b)}`)));
     }
-    const top = h("img", { class: "ssw-ab__a", src: urlA, alt: `A: ${cellName(a)}` });
+    const top = h("img", { class: "ssw-ab__a", src: urlA, alt: `Left: ${cellName(a)}`, draggable: false });
     const wrap = h("div", { class: "ssw-ab", testid: "ab-slider" },
-      h("img", { class: "ssw-ab__b", src: urlB, alt: `B: ${cellName(b)}` }),
+      h("img", { class: "ssw-ab__b", src: urlB, alt: `Right: ${cellName(b)}`, draggable: false }),
       top,
-      h("span", { class: "ssw-ab__tag ssw-ab__tag--a", "aria-hidden": "true" }, "A"),
-      h("span", { class: "ssw-ab__tag ssw-ab__tag--b", "aria-hidden": "true" }, "B"),
+      h("span", { class: "ssw-ab__handle", "aria-hidden": "true" }),
+      h("span", { class: "ssw-ab__tag ssw-ab__tag--a", "aria-hidden": "true" }, cellName(a)),
+      h("span", { class: "ssw-ab__tag ssw-ab__tag--b", "aria-hidden": "true" }, cellName(b)),
     );
     const range = h("input", {
       type: "range", min: 0, max: 100, value: 50, class: "ssw-ab__range", testid: "ab-range",
-      "aria-label": "Slide to compare A (left) with B (right)", "data-lm-suppress-shortcuts": "true",
+      "aria-label": `Slide to compare left (${cellName(a)}) with right (${cellName(b)})`, "data-lm-suppress-shortcuts": "true",
       oninput: () => place(range.value),
     });
     const place = (pos) => {
       wrap.style.setProperty("--pos", `${pos}%`);
       top.style.setProperty("clip-path", `inset(0 ${100 - pos}% 0 0)`);
+      range.value = String(pos);
     };
+    // Drag on the picture: the handle follows the pointer (captured, so it keeps following off it).
+    const follow = (e) => {
+      const box = wrap.getBoundingClientRect();
+      if (box.width) place(Math.round(Math.min(Math.max((e.clientX - box.left) / box.width, 0), 1) * 100));
+    };
+    wrap.addEventListener("pointerdown", (e) => {
+      wrap.setPointerCapture?.(e.pointerId);
+      follow(e);
+      e.preventDefault();
+    });
+    wrap.addEventListener("pointermove", (e) => {
+      if (wrap.hasPointerCapture?.(e.pointerId)) follow(e);
+    });
     place(50);
     return h("div", { class: "ssw-ab-wrap" }, wrap, range);
   }
@@ -352,16 +371,19 @@ function render({ model, el, signal: outer }) {
     if (!show) return summary.replaceChildren();
     const pct = (v) => (v == null ? "—" : `${Math.round(v * 100)}%`);
     const num = (v) => (v == null ? "—" : Number(v).toFixed(2));
-    const heads = ["Model", "Wins", "Losses", "Ties", "Both bad", "Votes", "Win rate", "Mean rating", "Cost", "Cost per win"];
-    summary.replaceChildren(h("h4", {}, "Results"), h("table", { class: "ssw-table", testid: "summary" },
-      h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))),
+    const usd = (v) => (v == null ? "—" : formatUsd(v));
+    // Only the columns the vote mode fills: pairwise votes give no ratings, ratings no wins.
+    const columns = get("vote_mode") === "rating"
+      ? [["Mean rating", (r) => num(r.mean_rating)], ["Cost", (r) => usd(r.cost_usd)]]
+      : [["Wins", (r) => r.wins], ["Losses", (r) => r.losses], ["Ties", (r) => r.ties], ["Both bad", (r) => r.both_bad],
+        ["Votes", (r) => r.votes], ["Win rate", (r) => pct(r.win_rate)], ["Cost", (r) => usd(r.cost_usd)],
+        ["Cost per win", (r) => usd(r.cost_per_win)]];
+    summary.replaceChildren(h("h4", {}, "Results"), h("div", { class: "ssw-compare__scroll" }, h("table", { class: "ssw-table", testid: "summary" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Model"), columns.map(([t]) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows.map((r) => h("tr", {},
         h("th", { scope: "row" }, r.label || r.model),
-        [r.wins, r.losses, r.ties, r.both_bad, r.votes].map((v) => h("td", {}, String(v ?? 0))),
-        h("td", {}, pct(r.win_rate)), h("td", {}, num(r.mean_rating)),
-        h("td", {}, r.cost_usd == null ? "—" : formatUsd(r.cost_usd)),
-        h("td", {}, r.cost_per_win == null ? "—" : formatUsd(r.cost_per_win))))),
-    ));
+        columns.map(([, cell]) => h("td", {}, String(cell(r) ?? 0)))))),
+    )));
   }
 
   function refresh() {

@@ -7,7 +7,7 @@
 // Filters are applied here, on the full `jobs` list; the kernel only stores the choice.
 
 import "./css/base.css";
-import { createConnection, createShell } from "./components/connection.js";
+import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
@@ -18,6 +18,7 @@ function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
   const connection = createConnection(model, el, signal);
+  hideStaticCopy(model, signal);
   const requests = createRequests(model, signal, connection);
   const save = (values) => {
     for (const [k, v] of Object.entries(values)) model.set(k, v);

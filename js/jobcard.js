@@ -4,7 +4,7 @@
 // Requests (each answered by one reply, see components/requests.js): {type:"retry"|"resume", key}
 
 import "./css/base.css";
-import { createConnection, createShell } from "./components/connection.js";
+import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
 import { isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
@@ -15,6 +15,7 @@ function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
   const connection = createConnection(model, el, signal);
+  hideStaticCopy(model, signal);
   const requests = createRequests(model, signal, connection);
   const lightbox = createLightbox();
   const root = createShell("ssw-jobcard", connection, lightbox.node);

@@ -32,7 +32,7 @@ import { button } from "./components/buttons.js";
 import {
   assignInputs, missingInputs, modeLabel, modelGroups, modesFor, normalizeParams, routeFor,
 } from "./components/catalog.js";
-import { createConnection, createShell } from "./components/connection.js";
+import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
 import { canonical, fill, h, isolateKeys, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
 import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./components/format.js";
 import { createGallery } from "./components/gallery.js";
@@ -48,6 +48,7 @@ function render({ model, el, signal: outer }) {
   const { signal, dispose } = viewLifetime(outer);
   const ticker = createTicker(signal);
   const connection = createConnection(model, el, signal);
+  hideStaticCopy(model, signal);
   const requests = createRequests(model, signal, connection);
   const get = (name) => model.get(name);
 

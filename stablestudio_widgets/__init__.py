@@ -47,11 +47,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'stablestudio_widgets' has no attribute {name!r}")
 
 
-def _live_card(job: Job) -> dict[str, Any]:
+def _live_card(job: Job) -> None:
     """A bare ``job`` in a notebook shows a live card: the widgets load on first display."""
-    from .widgets.jobcard import card_bundle
+    from .widgets.jobcard import show_card
 
-    return card_bundle(job)
+    show_card(job)
 
 
 if Job.display_hook is None:

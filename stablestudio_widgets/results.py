@@ -5,11 +5,15 @@ A result URL is the service's word, so a download is bounded and typed: only htt
 loopback sandbox), redirects checked hop by hop, a size cap per media kind, a content type that
 matches the media, and a file suffix from an allow-list — never from the URL. Files are created
 inside the directory asked for, never through a symlink and never over an existing file.
+
+A result shown in a notebook embeds a small JPEG of itself, so the saved notebook still shows it
+when the URL has expired or the sandbox that served it is gone (nbviewer and GitHub too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import io
 import os
@@ -176,6 +180,24 @@ class Downloads:
             self._sync.close()
 
 
+THUMB_PX = 112  # a card's embedded thumbnail (~1.5–2 KB): saved notebooks stay small
+PREVIEW_PX = 512  # a result shown on its own in a cell: about the size it is displayed at
+
+
+def jpeg_data_uri(data: bytes, px: int = THUMB_PX, quality: int = 50) -> str | None:
+    """A JPEG data URI of an image, fitted in ``px``×``px`` (None if the bytes are no image)."""
+    try:
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        img.thumbnail((px, px))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality, optimize=True)
+    except Exception:  # not an image we can read (or a truncated download): no thumbnail
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -222,6 +244,24 @@ class Result:
     local_path: str | None = None
     name: str | None = None  # the job id: what a saved copy is called
     downloads: Downloads | None = field(default=None, repr=False, compare=False)
+    thumb: str | None = field(default=None, repr=False, compare=False)  # small JPEG data URI, once made
+    _preview: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def _still_url(self) -> str | None:
+        """Where a still of the result is: the image itself, or a video's thumbnail."""
+        return self.url if self.media == "image" else self.thumbnail_url
+
+    async def athumbnail(self) -> str | None:
+        """The small embedded thumbnail (made once; None when the media cannot be fetched)."""
+        if self.thumb is None and self._still_url:
+            try:
+                data = await self.aread() if self.media == "image" else (
+                    await self._downloads.fetch(self._still_url, "image")).data
+            except (httpx.HTTPError, OSError, ServiceError):
+                return None
+            self.thumb = jpeg_data_uri(data)
+        return self.thumb
 
     @property
     def _downloads(self) -> Downloads:
@@ -267,10 +307,25 @@ class Result:
             raise ValueError("This video has no thumbnail; use read() or save() for the video itself.")
         return Image.open(io.BytesIO(self._downloads.fetch_blocking(self.thumbnail_url, "image").data))
 
-    def _repr_html_(self) -> str:
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return {"text/html": self.html(), "text/plain": repr(self)}
+
+    def html(self) -> str:
+        """The result inline, with an embedded still (the image at display size, a video's poster),
+        so it still shows when its URL no longer answers."""
+        if self._preview is None and self._still_url:
+            try:
+                data = self.read() if self.media == "image" else (
+                    self._downloads.fetch_blocking(self._still_url, "image").data)
+            except (httpx.HTTPError, OSError, ServiceError):
+                data = b""
+            self._preview = jpeg_data_uri(data, PREVIEW_PX, 80) or ""
         u = html.escape(self.url, quote=True)
+        link = f'<br><a href="{u}" target="_blank" rel="noopener">{html.escape(self.url)}</a>'
         if self.media == "video":
-            poster = f' poster="{html.escape(self.thumbnail_url, quote=True)}"' if self.thumbnail_url else ""
-            return (f'<video src="{u}"{poster} controls muted playsinline preload="metadata" '
-                    f'style="max-width:100%;max-height:480px"></video>')
-        return f'<img src="{u}" style="max-width:100%;max-height:480px" alt="generated image">'
+            poster = self._preview or self.thumbnail_url
+            attr = f' poster="{html.escape(poster, quote=True)}"' if poster else ""
+            return (f'<video src="{u}"{attr} controls muted playsinline preload="metadata" '
+                    f'style="max-width:100%;max-height:480px"></video>{link}')
+        src = html.escape(self._preview or self.url, quote=True)
+        return f'<img src="{src}" style="max-width:100%;max-height:480px" alt="generated image">{link}'

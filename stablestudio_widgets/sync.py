@@ -51,7 +51,7 @@ class Job:
     """The sync twin of :class:`AsyncJob`; a bare ``job`` in a notebook cell shows a live card."""
 
     #: How a job shows itself in a notebook; the widgets package registers a live card here.
-    display_hook: ClassVar[Callable[[Job], dict[str, Any]] | None] = None
+    display_hook: ClassVar[Callable[[Job], None] | None] = None
 
     def __init__(self, inner: AsyncJob, runner: LoopThread):
         self._inner, self._runner = inner, runner
@@ -78,9 +78,13 @@ class Job:
     def __repr__(self) -> str:
         return repr(self._inner)
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = Job.display_hook(self) if Job.display_hook is not None else {}
-        return {**bundle, "text/plain": repr(self)}
+    def _ipython_display_(self) -> None:
+        if Job.display_hook is not None:
+            Job.display_hook(self)
+        else:
+            from IPython.display import display
+
+            display({"text/plain": repr(self)}, raw=True)
 
 
 class StableStudio:

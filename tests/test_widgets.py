@@ -378,12 +378,23 @@ def test_compare_blind_grid_hides_models_until_reveal(ss, sandbox):
         assert name not in shown
     assert {x["label"] for x in c.cells} == {"Model A", "Model B", "Model C"} and c.summary == []
     assert all(x["job"]["cost_usd"] is None and x["job"]["receipt"] is None for x in c.cells)
+    # The tables a notebook prints stay blind too: letters, no route, no price (Run All prints them).
+    tables = json.dumps([c.result_rows(), c.summary_rows()], default=str) + c.results().to_string()
+    tables += c.summary_table().to_string() + c.static_html()
+    assert not any(name in tables for name in MODEL_NAMES) and "$0.0" not in c.static_html()
+    assert {r["model"] for r in c.result_rows()} == {"Model A", "Model B", "Model C"}
+    assert all(r["cost_usd"] is None and r["route"] == "" for r in c.result_rows())
+    assert "rating" not in c.results().columns and "mean_rating" not in c.summary_table().columns  # pairwise
+    letters = {x["key"]: x["label"] for x in c.cells}
     row = sorted((x for x in c.cells if x["prompt_index"] == 0), key=lambda x: x["col"])
     vote = {"type": "vote", "prompt_index": 0, "a": row[0]["key"], "b": row[1]["key"], "choice": "a"}
     assert replies.request(vote)["ok"]
     assert replies.request({"type": "reveal"})["ok"]
     assert c.revealed and c.cells[0]["job"]["model"]  # revealed with the reply
-    assert {x["label"] for x in c.cells} == {"Nano Banana", "Grok Imagine", "FLUX.2 [pro]"}
+    # The letters stay, beside the names: the votes given to "Model B" read as votes for its model.
+    assert {x["label"].split(" · ")[1] for x in c.cells} == {"Nano Banana", "Grok Imagine", "FLUX.2 [pro]"}
+    assert all(x["label"].split(" · ")[0] == letters[x["key"]][6:] for x in c.cells)
+    assert {r["model"] for r in c.result_rows()} == {"nano-banana", "grok", "flux-2-pro"}
     assert len(c.summary) == 3 and sum(r["wins"] for r in c.summary) == 1
     assert len(sandbox.settlements) == 6
     with pytest.raises(InvalidParams, match="would not be blind"):

@@ -156,7 +156,7 @@ describe("Compare: voting", () => {
     const panels = view.$$("vote-panel");
     expect(panels).toHaveLength(2);
     expect(panels[0].textContent).toContain("a red fox");
-    expect(panels[0].textContent).toContain("A = Model A, B = Model B");
+    expect(panels[0].textContent).toContain("Left: Model A · Right: Model B");
     click(view.$("vote-a", panels[0]));
     expect(model.messages("vote")).toEqual([{ type: "vote", request_id: expect.any(String), prompt_index: 0, a: "r0c1", b: "r0c0", choice: "a" }]);
     expect(view.$$("vote-panel")[0].textContent).toContain("All 1 pair voted.");
@@ -260,7 +260,9 @@ describe("Compare: reveal and summary", () => {
     model.kernelSet("revealed", true);
     const table = view.$("summary");
     const rows = [...table.querySelectorAll("tbody tr")].map((tr) => [...tr.children].map((c) => c.textContent));
-    expect(rows[0]).toEqual(["Nano Banana", "2", "1", "0", "0", "3", "67%", "—", "$0.078", "$0.039"]);
+    // Pairwise votes: no (empty) rating column.
+    expect([...table.querySelectorAll("thead th")].map((th) => th.textContent)).not.toContain("Mean rating");
+    expect(rows[0]).toEqual(["Nano Banana", "2", "1", "0", "0", "3", "67%", "$0.078", "$0.039"]);
     expect([...view.$("compare-grid").querySelectorAll("thead th")].map((th) => th.textContent)).toEqual(["Prompt", "Grok Imagine", "Nano Banana"]);
     expect(view.$("reveal").hidden).toBe(true);
     expect(view.$$("cost-badge").length).toBeGreaterThan(0); // prices back once revealed

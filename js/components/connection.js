@@ -52,3 +52,29 @@ export function createShell(className, connection, ...children) {
   apply(connection.disconnected);
   return root;
 }
+
+const shownViews = new Map(); // static id -> live views showing that widget
+
+/**
+ * The kernel writes a static copy of the widget's results in the output after it (static.py:
+ * what nbviewer, GitHub or JupyterLab without the widget's state show). While a live view of the
+ * widget is on the page, that copy is hidden: one style rule per widget, named by `_static_id`.
+ */
+export function hideStaticCopy(model, signal) {
+  const id = String(model.get("_static_id") ?? "");
+  if (!/^[0-9a-f]{1,32}$/.test(id) || typeof document === "undefined") return;
+  const count = (shownViews.get(id) ?? 0) + 1;
+  shownViews.set(id, count);
+  if (count === 1) {
+    const style = document.createElement("style");
+    style.id = `ssw-static-hide-${id}`;
+    style.textContent = `.jp-OutputArea-child:has(.ssw-static-${id}), .ssw-static-${id} { display: none !important; }`;
+    document.head.append(style);
+  }
+  signal.addEventListener("abort", () => {
+    const left = (shownViews.get(id) ?? 1) - 1;
+    if (left > 0) return shownViews.set(id, left);
+    shownViews.delete(id);
+    document.getElementById(`ssw-static-hide-${id}`)?.remove();
+  }, { once: true });
+}

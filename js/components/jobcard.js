@@ -46,6 +46,28 @@ export function mediaRatio(params = {}) {
   return m ? `${m[1]} / ${m[2]}` : null;
 }
 
+const sameOrigin = (url) => {
+  try {
+    return new URL(url, location.href).origin === location.origin;
+  } catch {
+    return false;
+  }
+};
+
+/** Save bytes the kernel sent as a file (a temporary object URL and a click on a download link). */
+function saveBytes(data, name, mime) {
+  if (!data) return;
+  const href = URL.createObjectURL(new Blob([data], { type: mime || "application/octet-stream" }));
+  const link = h("a", { href, download: name || "stablestudio-result" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 60_000);
+}
+
+/** A URL from the service goes into an href only if it is http(s). */
+const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
+
 /** "Uploads: cat.png $0.01, dog.png (already paid, reused)". */
 function uploadsText(list) {
   if (!list?.length) return "";
@@ -181,10 +203,24 @@ export function createJobCard(job, options = {}) {
   }
 
   function renderActions(j) {
-    const url = j.result?.url;
+    const url = safeUrl(j.result?.url);
     if (statusKind(j.status) !== "complete" || !url) return fill(actions);
+    const download = h("a", { class: "ssw-btn", href: url, download: "", target: "_blank", rel: "noopener", testid: "download" }, "Download");
+    // A browser ignores `download` on a cross-origin link (it would open the media instead): the
+    // kernel fetches the bytes and the card saves them.
+    download.addEventListener("click", (e) => {
+      if (sameOrigin(url)) return;
+      e.preventDefault();
+      const reply = onAction("download", current);
+      if (!reply?.then) return;
+      download.setAttribute("aria-busy", "true");
+      fill(actionError);
+      reply.then(({ name, mime, buffers }) => saveBytes(buffers?.[0], name, mime))
+        .catch((err) => fill(actionError, refusal(err)))
+        .finally(() => download.removeAttribute("aria-busy"));
+    });
     fill(actions,
-      h("a", { class: "ssw-btn", href: url, download: "", target: "_blank", rel: "noopener", testid: "download" }, "Download"),
+      download,
       copyButton(() => current.result?.url ?? url),
       j.result.local_path && h("span", { class: "ssw-muted ssw-card__path", title: j.result.local_path, testid: "local-path" }, "saved locally"),
     );

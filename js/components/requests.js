@@ -37,17 +37,18 @@ export function createRequests(model, signal, connection = null) {
   };
   connection?.onChange((disconnected) => disconnected && rejectAll(offline()));
 
-  listen(model, signal, "msg:custom", (msg) => {
+  listen(model, signal, "msg:custom", (msg, buffers) => {
     const waiting = msg?.type === "reply" ? pending.get(msg.request_id) : null;
     if (!waiting) return; // not a reply, or one already settled
     pending.delete(msg.request_id);
-    if (msg.ok) waiting.resolve(msg);
+    if (msg.ok) waiting.resolve({ ...msg, buffers: buffers ?? [] });
     else waiting.reject(new RequestError(msg.error ?? {}));
   });
   signal.addEventListener("abort", () => rejectAll(closed()), { once: true });
 
   return {
-    /** Send `{ ...content, request_id }`; resolves on `ok: true`, rejects with a RequestError otherwise. */
+    /** Send `{ ...content, request_id }`; resolves on `ok: true` (with the reply's `buffers`),
+     *  rejects with a RequestError otherwise. */
     send(content, buffers) {
       if (signal.aborted) return Promise.reject(closed());
       if (connection?.disconnected) return Promise.reject(offline());

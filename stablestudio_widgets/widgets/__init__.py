@@ -7,9 +7,9 @@ the core never imports the widgets.
 from ..sync import Job
 from .compare import Compare
 from .gallery import Gallery
-from .jobcard import JobCard, card_bundle
+from .jobcard import JobCard, show_card
 from .studio import Studio
 
-Job.display_hook = card_bundle
+Job.display_hook = show_card
 
 __all__ = ["Compare", "Gallery", "JobCard", "Studio"]

@@ -26,6 +26,7 @@ from ..status import JobStatus
 from ._runtime import Bridge, css, describe, esm
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
 from .records import job_record, jsonable, ledger_records, mask_record
+from .scoring import result_rows, summary_rows, vote_counts
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
 FAILED = (JobStatus.FAILED, JobStatus.LOST)  # a cell in these may be run again (a new payment)
@@ -288,27 +289,20 @@ class Compare(FeedWidget):
 
     # --- results ---------------------------------------------------------------------------------
     def results(self):
-        """One row per cell: model, prompt, cost, time to result, status, vote outcome, rating (a DataFrame)."""
+        """One row per cell: model, prompt, cost, time to result, status, vote outcome, rating (a DataFrame).
+        While a blind comparison is not revealed, models show by letter, without route or price."""
         import pandas as pd
 
-        return pd.DataFrame(self.result_rows())
+        return pd.DataFrame(self.result_rows()).drop(columns=self._unused_columns("rating"))
+
+    def _unused_columns(self, *rating: str) -> list[str]:
+        """Pairwise votes leave the rating columns empty: tables leave them out."""
+        return list(rating) if self.vote_mode == "pairwise" else []
 
     def result_rows(self) -> list[dict[str, Any]]:
-        wins = self._vote_counts_by_cell()
-        rows = []
-        for c in self._cells:
-            rec = self._record(c)
-            done = rec.get("finished_at") and rec.get("created_at")
-            rows.append({
-                "cell": c.key, "model": c.model, "route": c.route_id, "prompt_index": c.prompt_index,
-                "prompt": self._spec["prompts"][c.prompt_index], "repeat": c.repeat,
-                "cost_usd": rec.get("cost_usd"), "status": rec.get("status", "not run"),
-                "time_to_result_s": round((rec["finished_at"] - rec["created_at"]) / 1000, 3) if done else None,
-                "job_id": rec.get("id") or c.job_id, "url": (rec.get("result") or {}).get("url"),
-                "wins": wins[c.key]["wins"], "losses": wins[c.key]["losses"], "ties": wins[c.key]["ties"],
-                "rating": self.ratings.get(c.key),
-            })
-        return rows
+        """Per cell; while blind and not revealed, models by letter only, no route, no price."""
+        return result_rows([(c, self._record(c)) for c in self._cells], self._spec["prompts"], self._counts(),
+                           self.ratings, self._table_name, self._masked)
 
     def to_csv(self, path: str) -> str:
         self.results().to_csv(path, index=False)
@@ -317,50 +311,37 @@ class Compare(FeedWidget):
     def summary_table(self):
         import pandas as pd
 
-        return pd.DataFrame(self.summary_rows())
+        return pd.DataFrame(self.summary_rows()).drop(columns=self._unused_columns("mean_rating"))
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """Win rate (ties count half) or mean rating per model, with cost per win."""
-        rows = []
-        by_cell = self._vote_counts_by_cell()
-        results = self.result_rows()
-        for m in self._spec["models"]:
-            mine = [r for r in results if r["model"] == m]
-            w = sum(by_cell[r["cell"]]["wins"] for r in mine)
-            lo = sum(by_cell[r["cell"]]["losses"] for r in mine)
-            t = sum(by_cell[r["cell"]]["ties"] for r in mine)
-            bb = sum(by_cell[r["cell"]]["both_bad"] for r in mine)
-            votes = w + lo + t + bb
-            ratings = [r["rating"] for r in mine if r["rating"] is not None]
-            cost = round(sum(r["cost_usd"] or 0 for r in mine), 6)
-            rows.append({"model": m, "label": self._label(m), "wins": w, "losses": lo, "ties": t, "both_bad": bb,
-                         "votes": votes, "win_rate": round((w + 0.5 * t) / votes, 4) if votes else None,
-                         "mean_rating": round(sum(ratings) / len(ratings), 3) if ratings else None,
-                         "cost_usd": cost, "cost_per_win": round(cost / w, 6) if w else None})
-        return sorted(rows, key=lambda r: (-(r["win_rate"] or 0), -(r["mean_rating"] or 0)))
+        return summary_rows(self.result_rows(), self._spec["models"], self._table_name, self._label,
+                            self._counts(), self._masked)
 
-    def _vote_counts_by_cell(self) -> dict[str, dict[str, int]]:
-        counts = {c.key: {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0} for c in self._cells}
-        for v in self.votes:
-            a, b = counts[v["a"]], counts[v["b"]]
-            if v["choice"] == "a":
-                a["wins"], b["losses"] = a["wins"] + 1, b["losses"] + 1
-            elif v["choice"] == "b":
-                b["wins"], a["losses"] = b["wins"] + 1, a["losses"] + 1
-            elif v["choice"] == "tie":
-                a["ties"], b["ties"] = a["ties"] + 1, b["ties"] + 1
-            else:
-                a["both_bad"], b["both_bad"] = a["both_bad"] + 1, b["both_bad"] + 1
-        return counts
+    def _counts(self) -> dict[str, dict[str, int]]:
+        return vote_counts((c.key for c in self._cells), self.votes)
+
+    @property
+    def _masked(self) -> bool:
+        return self.blind and not self.revealed
+
+    def _table_name(self, model: str) -> str:
+        return self._letter(model) if self._masked else model
 
     def _refresh_summary(self) -> None:
         self.summary = self.summary_rows() if (self.revealed or not self.blind) else []
 
     # --- front end ----------------------------------------------------------------------------
+    def _letter(self, model: str) -> str:
+        return f"Model {string.ascii_uppercase[self._order.index(model)]}"
+
     def _label(self, model: str) -> str:
-        if self.blind and not self.revealed:
-            return f"Model {string.ascii_uppercase[self._order.index(model)]}"
-        return self._bridge.aio.catalog.generate_route(model).label
+        """"Model A" while blind; after the reveal the letter stays beside the name, so the votes
+        given to a letter read as votes for that model."""
+        name = self._bridge.aio.catalog.generate_route(model).label
+        if not self.blind:
+            return name
+        return self._letter(model) if not self.revealed else f"{self._letter(model)[6:]} · {name}"
 
     def _record(self, cell: Cell) -> dict[str, Any]:
         if cell.job is not None:
@@ -387,6 +368,21 @@ class Compare(FeedWidget):
             if not masked and getattr(self, "_per_cell", None) and self.quote.get("status") == "ok":
                 self.quote = {**self.quote, "per_cell_usd": self._per_cell}
             self._refresh_summary()
+        self._refresh_static()
+
+    def _static_cards(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """The cells as the front end has them (masked while blind), each titled by its column label."""
+        prompts = self._spec["prompts"]
+        return [(f"{c['label']} — prompt {c['prompt_index'] + 1}", c["job"] or {"prompt": prompts[c["prompt_index"]],
+                                                                              "status": "not run"})
+                for c in sorted(self.cells, key=lambda c: (c["row"], c["col"]))]
+
+    def _static_notes(self) -> list[str]:
+        total = self.quote.get("total_usd")
+        notes = [f"{len(self._cells)} generations" + (f" for {fmt_usd(total)}" if total is not None else "")
+                 + (" · blind" if self.blind and not self.revealed else "")]
+        notes += [f"{r['label']}: {r['wins']} wins, {r['ties']} ties, {r['votes']} votes" for r in self.summary]
+        return notes
 
     def _handlers(self) -> dict[str, Handler]:
         """The front end's requests (answered by FeedWidget._answer); ``key`` is a cell key."""
@@ -397,7 +393,14 @@ class Compare(FeedWidget):
             "vote": lambda c, _b: self.vote(int(c["prompt_index"]), str(c["a"]), str(c["b"]), str(c["choice"])),
             "rate": lambda c, _b: self.rate(str(c["key"]), int(c["rating"])),
             "reveal": lambda _c, _b: self.reveal(),
+            "download": lambda c, _b: self._feed.act("download", self._cell_job_key(str(c.get("key")))),
         }
+
+    def _cell_job_key(self, key: str) -> str:
+        cell = next((c for c in self._cells if c.key == key), None)
+        if cell is None or cell.job is None:
+            raise InvalidParams(f"Cell {key} has no result here to download.", field="key")
+        return cell.job.key
 
     async def _request_run(self, confirm_usd: float | None) -> None:
         """The Run button, consenting to the total it showed: answered once the cells start (or

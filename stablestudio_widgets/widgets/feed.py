@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import inspect
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import anywidget
+import traitlets
 
 from ..errors import InvalidParams, StableStudioError
 from ..jobs import AsyncJob
+from ..results import Result
 from ..status import VOCABULARY, JobStatus
 from ._runtime import Bridge
 from .records import job_record
+from .static import page_html
 
 FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
+STATIC_EVERY_S = 1.0  # the static copy under a widget is rewritten at most this often
 
 
 class JobFeed:
@@ -43,6 +48,7 @@ class JobFeed:
         self.on_flush: list[Any] = []
         self.dismissed: set[str] = set()  # cards the user closed: not followed again
         self.retried: set[str] = set()  # failed cards kept as history next to their retry
+        self._thumbing: set[str] = set()  # results whose embedded thumbnail is made or being made
 
     def track(self, job: AsyncJob) -> None:
         with self._lock:
@@ -76,6 +82,9 @@ class JobFeed:
         keep = {j.key for j in newest[: self.inspector if self.inspector is not True else len(newest)]}
         live = []
         for j in self.jobs.values():
+            if j.result is not None and j.result.thumb is None and j.key not in self._thumbing:
+                self._thumbing.add(j.key)
+                self.bridge.spawn(self._thumbnail(j))
             cached = self._cache.get(j.key)
             if stale is None or j.key in stale or cached is None or cached[0] != (j.key in keep):
                 masked = bool(self.mask and self.mask(j))
@@ -85,6 +94,12 @@ class JobFeed:
         shown = {j.id for j in self.jobs.values() if j.id}
         rows = live + [r for k, r in self.extra.items() if k not in shown]  # a live job hides its ledger row
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
+
+    async def _thumbnail(self, job: AsyncJob) -> None:
+        """A small JPEG of the result in its record: what a saved notebook shows when the media
+        URL no longer answers (an expired URL, a sandbox that is gone)."""
+        if job.result is not None and await job.result.athumbnail():
+            self._changed(job)
 
     def flush(self) -> None:
         with self._lock:
@@ -108,6 +123,8 @@ class JobFeed:
         reason when there is nothing to do. A retry is answered once its new card exists.
         """
         job = self.jobs.get(key)
+        if kind == "download":
+            return self._download(job, key)
         if job is None:
             if kind == "resume" and key in self.extra:
                 return self.resume_ledger()  # a past job from the ledger: finish every unfinished one
@@ -126,6 +143,19 @@ class JobFeed:
             return None
         label = VOCABULARY["job_status"].get(job.status, {}).get("label", job.status)
         raise InvalidParams(f"Job {job.id or job.key} is {label}: nothing to {kind}.", field="key")
+
+    async def _download(self, job: AsyncJob | None, key: Any) -> Reply:
+        """The result's bytes for the browser to save (it cannot save a cross-origin URL itself)."""
+        result = job.result if job is not None else None
+        if result is None:
+            url = ((self.extra.get(key) or {}).get("result") or {}).get("url")
+            if not url:
+                raise InvalidParams(f"Job card {key!r} has no result to download.", field="key")
+            result = Result(url=url, media=self.extra[key]["media"], downloads=self.bridge.aio.tracker.downloads)
+        data = await result.aread()
+        mime = "video/mp4" if result.media == "video" else ("image/jpeg" if result.suffix in (".jpg", ".jpeg")
+                                                             else f"image/{result.suffix.lstrip('.') or 'png'}")
+        return Reply({"name": f"stablestudio-{job.id if job and job.id else key}{result.suffix}", "mime": mime}, [data])
 
     @staticmethod
     def _as_history(record: dict[str, Any]) -> dict[str, Any]:
@@ -189,17 +219,73 @@ def consented_usd(value: Any) -> float | None:
     return float(value)
 
 
+class Reply(NamedTuple):
+    """What a handler may give back beyond "done": fields for the reply and binary buffers."""
+
+    fields: dict[str, Any]
+    buffers: list[bytes]
+
+
 class FeedWidget(anywidget.AnyWidget):
-    """A widget whose cards come from a :class:`JobFeed`: requests answered, card actions and clean
-    closing, once for every widget."""
+    """A widget whose cards come from a :class:`JobFeed`: requests answered, card actions, its
+    static copy (static.py) and clean closing, once for every widget."""
 
     _feed: JobFeed
     _bridge: Bridge
+    _static_id = traitlets.Unicode().tag(sync=True)  # names this widget's static copy: its live view hides it
+    _copies: list[Any]
+    _static_due: bool = False
+
+    @traitlets.default("_static_id")
+    def _new_static_id(self) -> str:
+        return uuid.uuid4().hex[:12]
+
+    # --- how it shows in a notebook: the live widget, then its static copy ----------------------
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        plain = f"{type(self).__name__} widget: live while its kernel runs; a static copy of its results follows."
+        display({**data, "text/plain": plain}, metadata=metadata, raw=True)
+        if not hasattr(self, "_copies"):
+            self._copies = []
+            self._feed.on_flush.append(self._refresh_static)
+        self._shown_html = self.static_html()
+        self._copies.append(display({"text/html": self._shown_html}, raw=True, display_id=True))
+
+    def static_html(self) -> str:
+        return page_html(self._static_id, self._static_heading(), self._static_cards(), self._static_notes())
+
+    def _static_heading(self) -> str:
+        return f"StableStudio {type(self).__name__}"
+
+    def _static_cards(self) -> list[tuple[str | None, dict[str, Any]]]:
+        return [(None, r) for r in getattr(self, "jobs", [])]
+
+    def _static_notes(self) -> list[str]:
+        return []
+
+    def _refresh_static(self) -> None:
+        """Rewrite the static copy (at most once a second) when what it shows has changed."""
+        if not getattr(self, "_copies", None) or self._static_due:
+            return
+        self._static_due = True
+
+        def push() -> None:
+            self._static_due = False
+            page = self.static_html()
+            if page != self._shown_html:
+                self._shown_html = page
+                for handle in self._copies:
+                    handle.update({"text/html": page}, raw=True)
+        self._bridge.loop.call_soon_threadsafe(self._bridge.loop.call_later, STATIC_EVERY_S, push)
 
     def _handlers(self) -> dict[str, Handler]:
         """The front end's requests this widget answers, by ``type``; each handler may return an
         awaitable to finish before the reply, and raises to refuse the request."""
-        return {"retry": self._card_action, "resume": self._card_action, "dismiss": self._card_action}
+        return {"retry": self._card_action, "resume": self._card_action, "dismiss": self._card_action,
+                "download": self._card_action}
 
     def _card_action(self, content: dict[str, Any], _buffers: list) -> Awaitable[Any] | None:
         return self._feed.act(content["type"], content.get("key"), consented_usd(content.get("amount_usd")))
@@ -213,20 +299,24 @@ class FeedWidget(anywidget.AnyWidget):
         ``ok: true``, or ``ok: false`` with the error's type and message (and field, if any).
         Cards the handler changed are flushed first, so the front end sees them with the reply."""
         reply: dict[str, Any] = {"type": "reply", "request_id": content.get("request_id"), "ok": True}
+        out: list[bytes] = []
         try:
             handler = self._handlers().get(content.get("type"))
             if handler is None:
                 raise InvalidParams(f"Unknown request {content.get('type')!r}.", field="type")
             result = handler(content, buffers)
             if inspect.isawaitable(result):
-                await result
+                result = await result
+            if isinstance(result, Reply):
+                reply.update(result.fields)
+                out = result.buffers
         except Exception as e:  # every request is answered, whatever went wrong
             error = {"type": type(e).__name__, "message": str(e)}
             if getattr(e, "field", None):
                 error["field"] = e.field
             reply.update(ok=False, error=error)
         self._feed.flush()
-        self.send(reply)
+        self.send(reply, out or None)
 
     def close(self) -> None:
         if hasattr(self, "_feed"):  # also when __init__ stopped early on invalid input

@@ -6,6 +6,7 @@ from typing import Any
 
 import traitlets
 
+from ..errors import fmt_usd
 from ._runtime import Bridge, as_async, css, esm
 from .feed import FeedWidget, JobFeed
 from .records import ledger_records
@@ -35,6 +36,9 @@ class Gallery(FeedWidget):
             self._feed.track(as_async(job))
         self.on_msg(self._on_msg)
         self._feed.flush()
+
+    def _static_notes(self) -> list[str]:
+        return [f"Total spent: {fmt_usd(self.total_spent_usd)}"]
 
     def _update_total(self) -> None:
         self.total_spent_usd = round(self._bridge.aio.spending.spent / 1e6, 6)

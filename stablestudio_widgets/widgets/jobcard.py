@@ -33,12 +33,14 @@ class JobCard(FeedWidget):
 
     _records = traitlets.List()  # not synced: the feed's output, of which the card shows the one job
 
+    def _static_cards(self) -> list[tuple[str | None, dict[str, Any]]]:
+        return [(None, self.job)] if self.job else []
+
     def _show_latest(self) -> None:
         if self._records:
             self.job = self._records[0]
 
 
-def card_bundle(job: Any) -> dict[str, Any]:
-    """A live card's MIME bundle for a bare ``job`` in a notebook cell."""
-    bundle = JobCard(job)._repr_mimebundle_()
-    return dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+def show_card(job: Any) -> None:
+    """A bare ``job`` in a notebook cell: its live card (and the card's static copy)."""
+    JobCard(job)._ipython_display_()

@@ -56,7 +56,8 @@ def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -
         job.route, key=job.key, id=job.id, params=job.params, status=job.status, detail=job.detail,
         created_at=job.created_at, finished_at=job.finished_at, typical_s=job.route.typical_s * job.scale,
         cost_usd=job.cost_usd, receipt=job.receipt.to_dict() if job.receipt else None,
-        result={"url": res.url, "thumbnail_url": res.thumbnail_url, "local_path": res.local_path} if res else None,
+        result={"url": res.url, "thumbnail_url": res.thumbnail_url, "local_path": res.local_path, "thumb": res.thumb}
+        if res else None,
         error={**err.to_dict(), "message": for_card(str(err)), **recovery(job, err)} if err else None,
         inspector=inspector_steps(job) if inspector else [])
     record["uploads"] = [dict(u) for u in getattr(job, "uploads", [])]

@@ -4,8 +4,6 @@ watch the cards. The kernel side signs and polls; the front end never sees a key
 
 from __future__ import annotations
 
-import base64
-import io
 import uuid
 from typing import Any
 
@@ -13,6 +11,7 @@ import traitlets
 
 from ..errors import ConfirmationRequired, InvalidParams, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
+from ..results import jpeg_data_uri
 from ..x402 import NETWORK_NAMES
 from ._runtime import Bridge, css, describe, esm
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
@@ -70,6 +69,10 @@ class Studio(FeedWidget):
         self.on_msg(self._on_msg)
         self._unsubscribe_catalog = aio.catalog.subscribe(self._follow_catalog)
         self._schedule_quote()
+
+    def _static_notes(self) -> list[str]:
+        spent = fmt_usd(self.total_spent_usd)
+        return [f"This session: {spent} spent · wallet {self.wallet_address} · {self.network_name}"]
 
     def _follow_catalog(self, catalog: Any, added: list[str], removed: list[str]) -> None:
         """A refreshed route table (``refresh_routes()``): the picker shows it at once, and a model
@@ -167,7 +170,7 @@ class Studio(FeedWidget):
         media = {n for r in self._bridge.aio.catalog.routes.values() for n, p in r.params.items() if p.is_media}
         slot = content.get("param") if content.get("param") in media else "image"
         self.inputs = [*self.inputs, {"name": name, "size": len(data), "status": "local", "url": None,
-                                      "param": slot, "thumb": _thumbnail(data)}]
+                                      "param": slot, "thumb": jpeg_data_uri(data, THUMB_PX, 70)}]
 
     def _detach(self, content: dict[str, Any], _buffers: list) -> None:
         index = content.get("index")
@@ -282,17 +285,3 @@ def _assign(route: Any, inputs: list[dict[str, Any]]) -> dict[str, list[dict[str
     if rest and target:
         out[target].extend(rest)
     return out
-
-
-def _thumbnail(data: bytes) -> str | None:
-    """A tiny JPEG preview (a few KB) so the form can show what was attached."""
-    try:
-        from PIL import Image
-
-        img = Image.open(io.BytesIO(data)).convert("RGB")
-        img.thumbnail((THUMB_PX, THUMB_PX))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=70)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-    except Exception:  # not an image we can read: the upload itself will say so
-        return None

@@ -1,0 +1,61 @@
+"""A comparison's tables: one row per cell, and per model its wins, ties, win rate, mean rating
+and cost per win. While a blind comparison is not revealed, every table names models only by their
+letter ("Model A") and shows no route or price (prices tell models apart)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Counts = dict[str, dict[str, int]]
+
+
+def vote_counts(keys: Iterable[str], votes: Iterable[dict[str, Any]]) -> Counts:
+    """Wins, losses, ties and both-bad per cell key, from pairwise votes."""
+    counts = {k: {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0} for k in keys}
+    for v in votes:
+        a, b = counts[v["a"]], counts[v["b"]]
+        if v["choice"] == "a":
+            a["wins"], b["losses"] = a["wins"] + 1, b["losses"] + 1
+        elif v["choice"] == "b":
+            b["wins"], a["losses"] = b["wins"] + 1, a["losses"] + 1
+        elif v["choice"] == "tie":
+            a["ties"], b["ties"] = a["ties"] + 1, b["ties"] + 1
+        else:
+            a["both_bad"], b["both_bad"] = a["both_bad"] + 1, b["both_bad"] + 1
+    return counts
+
+
+def result_rows(cells: list[tuple[Any, dict[str, Any]]], prompts: list[str], counts: Counts,
+                ratings: dict[str, int], name: Callable[[str], str], masked: bool) -> list[dict[str, Any]]:
+    """One row per (cell, record); ``name(model)`` is what the model is called in the table."""
+    rows = []
+    for c, rec in cells:
+        done = rec.get("finished_at") and rec.get("created_at")
+        rows.append({
+            "cell": c.key, "model": name(c.model), "route": "" if masked else c.route_id,
+            "prompt_index": c.prompt_index, "prompt": prompts[c.prompt_index], "repeat": c.repeat,
+            "cost_usd": None if masked else rec.get("cost_usd"), "status": rec.get("status", "not run"),
+            "time_to_result_s": round((rec["finished_at"] - rec["created_at"]) / 1000, 3) if done else None,
+            "job_id": rec.get("id") or c.job_id, "url": (rec.get("result") or {}).get("url"),
+            "wins": counts[c.key]["wins"], "losses": counts[c.key]["losses"], "ties": counts[c.key]["ties"],
+            "rating": ratings.get(c.key),
+        })
+    return rows
+
+
+def summary_rows(results: list[dict[str, Any]], models: list[str], name: Callable[[str], str],
+                 label: Callable[[str], str], counts: Counts, masked: bool) -> list[dict[str, Any]]:
+    """Win rate (ties count half) or mean rating per model, with cost per win (hidden while masked)."""
+    rows = []
+    for m in models:
+        mine = [r for r in results if r["model"] == name(m)]
+        w, lo, t, bb = (sum(counts[r["cell"]][k] for r in mine) for k in ("wins", "losses", "ties", "both_bad"))
+        votes = w + lo + t + bb
+        ratings = [r["rating"] for r in mine if r["rating"] is not None]
+        cost = None if masked else round(sum(r["cost_usd"] or 0 for r in mine), 6)
+        rows.append({"model": name(m), "label": label(m), "wins": w, "losses": lo, "ties": t, "both_bad": bb,
+                     "votes": votes, "win_rate": round((w + 0.5 * t) / votes, 4) if votes else None,
+                     "mean_rating": round(sum(ratings) / len(ratings), 3) if ratings else None,
+                     "cost_usd": cost, "cost_per_win": round(cost / w, 6) if w and cost is not None else None})
+    return sorted(rows, key=lambda r: (-(r["win_rate"] or 0), -(r["mean_rating"] or 0)))
