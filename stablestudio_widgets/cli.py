@@ -151,7 +151,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
             r = job.receipt
             tx = f", tx {r.transaction[:18]}… on {r.network_name}" if r and r.transaction else ""
             print(f"  paid: job {job.id}{tx}")
-            result = job.wait()
+            result = wait_showing_progress(job)
             path = result.save(out)
             print(f"  {job.status}: {result.url}\n  saved to {path}")
         print(f"\nSpent {fmt_usd(ss.ledger.spent_usd())} of test USDC in {len(ss.ledger.payments())} payments; "
@@ -197,8 +197,52 @@ def _param(text: str) -> tuple[str, Any]:
     return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
+def progress_line(job: Any, now: float) -> str:
+    """What the card shows while a job runs: status, elapsed vs typical time."""
+    from .status import VOCABULARY
+
+    elapsed = max(0, int(now - job.created_at))
+    typical = job.route.typical_s * job.scale
+    label = VOCABULARY["job_status"].get(job.status, {}).get("label", job.status)
+    shown = f"{elapsed // 60} min {elapsed % 60:02d} s" if elapsed >= 60 else f"{elapsed} s"
+    expect = f"typically ~{typical:.0f} s" if typical < 90 else f"typically ~{typical / 60:.0f} min"
+    return f"  {label} · {shown} · {expect}" + (" (taking longer than usual)" if elapsed > typical > 0 else "")
+
+
+def wait_showing_progress(job: Any, out: Any = None, every_s: float = 1.0) -> Any:
+    """``job.wait()`` that says how it is going: one line rewritten in place on a terminal; on a
+    pipe, a line when the status changes (and every 30 s)."""
+    import asyncio
+    import concurrent.futures
+    import time
+
+    out = out or sys.stderr
+    tty = out.isatty()
+    pending = asyncio.run_coroutine_threadsafe(job.aio.wait(), job.loop)
+    last, printed_at = None, 0.0
+    while True:
+        try:
+            result = pending.result(timeout=every_s)
+            break
+        except concurrent.futures.TimeoutError:
+            now = time.time()
+            line = progress_line(job.aio, now)
+            if tty:
+                print("\r" + line.ljust(72), end="", file=out, flush=True)
+            elif job.aio.status != last or now - printed_at >= 30:
+                print(line, file=out, flush=True)
+                last, printed_at = job.aio.status, now
+        except BaseException:
+            if tty:
+                print(file=out)
+            raise
+    if tty:
+        print("\r" + progress_line(job.aio, job.aio.finished_at or time.time()).ljust(72), file=out, flush=True)
+    return result
+
+
 def _run_generate(args: argparse.Namespace) -> int:
-    from .errors import StableStudioError, fmt_usd
+    from .errors import ConfirmationRequired, StableStudioError, fmt_usd
 
     params = dict(args.param or [])
     with _client(args) as ss:
@@ -209,7 +253,12 @@ def _run_generate(args: argparse.Namespace) -> int:
             job = ss.generate(args.model, args.prompt, image=args.image, confirm=args.confirm, **params)
             r = job.receipt
             print(f"paid: job {job.id}" + (f", tx {r.transaction}" if r and r.transaction else ""))
-            result = job.wait()
+            result = wait_showing_progress(job)
+        except ConfirmationRequired as e:
+            print(f"ConfirmationRequired: this costs {fmt_usd(e.price_usd)}, above the confirmation threshold of "
+                  f"{fmt_usd(e.threshold_usd)}. Nothing was signed. Run it again with --confirm to pay it.",
+                  file=sys.stderr)
+            return 1
         except StableStudioError as e:
             print(f"{type(e).__name__}: {e}", file=sys.stderr)
             return 1

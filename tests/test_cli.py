@@ -31,7 +31,17 @@ def test_generate_and_refuse_before_paying(tmp_path):
     bad = cli("generate", "--sandbox", "grok", "x", "-p", "colour=red")
     assert bad.returncode == 1 and "InvalidParams" in bad.stderr and "Nothing was paid" in bad.stderr
     pricey = cli("generate", "--sandbox", "sora-2-pro", "x")
-    assert pricey.returncode == 1 and "confirm" in pricey.stderr
+    assert pricey.returncode == 1 and "--confirm" in pricey.stderr and "confirm=True" not in pricey.stderr
+    assert "this costs $3.00" in pricey.stderr and "Nothing was signed" in pricey.stderr
+
+
+def test_generate_shows_progress_while_it_waits(tmp_path):
+    """Like the card: the status and the time elapsed against the route's typical time."""
+    r = cli("generate", "--sandbox", "--time-scale", "0.15", "grok-video", "a cli wave", "-p", "duration=3")
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "typically ~" in line]
+    assert lines and all(" s · typically ~3 s" in line for line in lines), r.stderr
+    assert any(status in r.stderr for status in ("pending", "processing")), r.stderr
 
 
 def test_ledger_summary_and_csv(tmp_path):
