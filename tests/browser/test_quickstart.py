@@ -79,8 +79,10 @@ def card_keys(root) -> list[str]:
     return root.locator("[data-testid=job-card]").evaluate_all("(cards) => cards.map((c) => c.dataset.key)")
 
 
-def generate(studio, *, model: str, prompt: str, price: str, params: dict[str, str] | None = None) -> str:
-    """Pick the model, fill the form, wait for the exact price, press Generate; the new card's key."""
+def generate(studio, *, model: str, prompt: str, price: str, params: dict[str, str] | None = None,
+             keyboard: bool = False) -> str:
+    """Pick the model, fill the form, wait for the exact price, press Generate (a click, or Enter
+    on the focused button); the new card's key."""
     page = studio.page
     studio.get_by_test_id("model-select").select_option(model)
     for name, value in (params or {}).items():
@@ -90,7 +92,11 @@ def generate(studio, *, model: str, prompt: str, price: str, params: dict[str, s
     known = card_keys(studio)
     button = studio.get_by_test_id("generate")
     expect(button).to_be_enabled()
-    button.click()
+    if keyboard:
+        button.focus()
+        page.keyboard.press("Enter")
+    else:
+        button.click()
     return page.wait_for_function(NEW_CARD, arg=[studio.element_handle(), known]).json_value()
 
 
@@ -198,21 +204,30 @@ def test_studio_generates_a_video(studio, screenshot):
 
 
 def test_studio_asks_before_paying_above_threshold(studio, screenshot):
-    """Veo 3.1 for 4 s costs $1.60, above the $1.00 threshold: Cancel signs nothing, Pay runs the job."""
+    """Veo 3.1 for 4 s costs $1.60, above the $1.00 threshold. Generate pressed from the keyboard:
+    the question takes the focus (on Cancel); Cancel signs nothing and the card can be dismissed;
+    Pay runs the job."""
     spent = session_total(studio).inner_text()
-    key = generate(studio, model="veo-3.1", prompt="waves at night", params={"durationSeconds": "4"}, price="$1.60")
+    key = generate(studio, model="veo-3.1", prompt="waves at night", params={"durationSeconds": "4"}, price="$1.60",
+                   keyboard=True)
     panel = studio.get_by_test_id("confirm-panel")
     expect(panel).to_be_visible()
-    expect(panel).to_contain_text("$1.60")
+    expect(panel).to_contain_text("This costs $1.60")
+    expect(panel).not_to_contain_text("confirm=True")
+    expect(studio.get_by_test_id("confirm-pay")).to_have_text("Pay $1.60")
+    expect(studio.get_by_test_id("cancel-pay")).to_be_focused()  # keyboard focus moved to the question
     card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
     expect(card).to_have_attribute("data-status", "awaiting_confirmation")
+    expect(card.get_by_test_id("progress")).to_be_hidden()  # nobody works on it yet: no clock
     screenshot(studio, "confirm")
-    studio.get_by_test_id("cancel-pay").click()
+    studio.page.keyboard.press("Enter")  # on the focused Cancel
     expect(card).to_have_attribute("data-status", "cancelled")
     expect(card.get_by_test_id("status")).to_have_class(re.compile(r"ssw-pill--cancelled"))  # neutral, not failed
     expect(card.get_by_test_id("detail")).to_contain_text("nothing was signed")
     expect(panel).to_be_hidden()
     expect(session_total(studio)).to_have_text(spent)
+    card.get_by_test_id("dismiss").click()  # a cancelled request is dismissible
+    expect(card).to_have_count(0)
 
     key = generate(studio, model="veo-3.1", prompt="waves at night", params={"durationSeconds": "4"}, price="$1.60")
     expect(panel).to_be_visible()
@@ -222,6 +237,56 @@ def test_studio_asks_before_paying_above_threshold(studio, screenshot):
     assert "awaiting_confirmation" in statuses(studio, key)
     expect(card.get_by_test_id("cost-amount")).to_have_text("$1.60")
     expect_video_loaded(card.get_by_test_id("result-video"), 4)
+
+
+# Records, while it runs, every price the bar shows with Generate enabled: window.__sswOffers.
+WATCH_OFFERS = """(root) => {
+  const offers = (window.__sswOffers = []);
+  const look = () => {
+    const gen = root.querySelector('[data-testid=generate]');
+    const cost = root.querySelector('[data-testid=cost]').textContent;
+    const form = [...root.querySelectorAll('[data-testid=param-form] select')].map((s) => s.value).join('/');
+    if (!gen.disabled) offers.push(form + ' ' + cost);
+  };
+  new MutationObserver(look).observe(root, { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+
+def test_stale_price_is_never_paid(studio, screenshot):
+    """Seedance Fast at 4 s/480p costs $0.04, at 12 s/1080p $0.12. Change the settings and press
+    Generate at once: the old price is gone and Generate disabled until the new one has arrived; the
+    card then charges exactly the price shown."""
+    page = studio.page
+    spent = usd(session_total(studio).inner_text())
+    studio.get_by_test_id("model-select").select_option("seedance-fast")
+    form = studio.locator("[data-testid=param-form]")
+    form.locator("select[data-param=duration]").select_option("4")
+    form.locator("select[data-param=resolution]").select_option("480p")
+    studio.get_by_test_id("prompt").fill("a slow wave, price check")
+    expect(studio.get_by_test_id("cost")).to_have_text("$0.04")
+    button = studio.get_by_test_id("generate")
+    expect(button).to_be_enabled()
+    studio.evaluate(WATCH_OFFERS)
+    known = card_keys(studio)
+    form.locator("select[data-param=duration]").select_option("12")
+    form.locator("select[data-param=resolution]").select_option("1080p")
+    button.click(force=True)  # at once: on a disabled button, nothing happens
+    expect(button).to_be_disabled()
+    expect(studio.get_by_test_id("cost")).not_to_have_text("$0.04")
+    screenshot(studio.locator(".ssw-studio__bar"), "stale")
+    expect(studio.get_by_test_id("cost")).to_have_text("$0.12")
+    assert card_keys(studio) == known, "a card was made from the stale price"
+    offers = page.evaluate("() => window.__sswOffers")
+    # Generate was never enabled with the 4 s price beside 12 s settings, nor with a stale 12 s/1080p price.
+    assert not [o for o in offers if o.startswith("12/") and o.endswith("$0.04")], offers
+    assert not [o for o in offers if o.startswith("12/1080p/") and not o.endswith("$0.12")], offers
+    expect(button).to_be_enabled()
+    button.click()
+    key = page.wait_for_function(NEW_CARD, arg=[studio.element_handle(), known]).json_value()
+    card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
+    expect(card.get_by_test_id("cost-amount")).to_have_text("$0.12", timeout=30_000)
+    expect(card.get_by_test_id("param-chips")).to_contain_text("Duration: 12")
+    expect(session_total(studio)).to_have_text(f"This session: {format_usd(spent + 0.12)}")
 
 
 def test_keystrokes_stay_in_the_widget(studio, quickstart):
