@@ -253,6 +253,23 @@ describe("JobCard", () => {
     expect(view.$("cost-amount").textContent).toBe("$0.40");
   });
 
+  it("keeps its media when the embedded thumbnail arrives, and shows the thumbnail if the URL is dead", () => {
+    const model = show(completeJob({ result: { url: "http://dead.invalid/x.png" } }));
+    const img = view.$("result-image");
+    model.kernelSet("job", { ...model.get("job"), result: { url: "http://dead.invalid/x.png", thumb: "data:image/jpeg;base64,AA==" } });
+    expect(view.$("result-image")).toBe(img); // not rebuilt: no reload, no flicker
+    img.dispatchEvent(new Event("error"));
+    expect(img.getAttribute("src")).toBe("data:image/jpeg;base64,AA==");
+    expect(img.dataset.degraded).toBe("true");
+  });
+
+  it("offers Retry with its price, and Dismiss on a cancelled card", () => {
+    const model = show(makeJob({ key: "j7", status: "failed", retry_usd: 0.07, error: { type: "JobFailed", message: "boom", retryable: true } }));
+    expect(view.$("retry").textContent).toBe("Retry · $0.07");
+    click(view.$("retry"));
+    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j7", price_usd: 0.07, request_id: expect.any(String) }]);
+  });
+
   it("shows a cancelled job as finished and neutral, with its detail and no error", () => {
     show(makeJob({ status: "cancelled", detail: "Payment declined: nothing was signed" }));
     const card = view.$("job-card");
@@ -260,6 +277,7 @@ describe("JobCard", () => {
     expect(card.classList.contains("ssw-card--failed")).toBe(false);
     expect(view.$("detail").textContent).toBe("Payment declined: nothing was signed");
     expect(view.$("error")).toBeNull();
+    expect(view.$("dismiss").textContent).toBe("Dismiss"); // a cancelled request can be closed
     expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(true);
     expect(vi.getTimerCount()).toBe(0);
   });

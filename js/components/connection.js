@@ -1,26 +1,45 @@
-// Is the kernel side of this widget still there? ipywidgets marks a model whose comm is gone
-// (kernel restarted or shut down, or a notebook reopened from saved widget state with no kernel)
-// with `comm_live = false`, fires "comm_live_update" and puts `jupyter-widgets-disconnected` on the
-// view's element. We read that class (the model proxy anywidget gives us has no `comm_live`), and
-// then: a banner says "Kernel disconnected — re-run this cell", every control is disabled (one
-// disabled <fieldset>), and requests still waiting for a reply are rejected (requests.js), so
-// no button stays busy forever.
+// Is the kernel side of this widget still there? Two signs, either is enough, and once gone it
+// stays gone (a restarted kernel never owns this widget again):
+// - ipywidgets marks a model without a live comm (a notebook reopened from saved widget state, a
+//   closed comm) with `comm_live = false`, fires "comm_live_update" and puts
+//   `jupyter-widgets-disconnected` on the view's element (the model proxy anywidget gives us has
+//   no `comm_live`, so we read the class);
+// - the kernel connection of the widget manager reports "restarting", "autorestarting" or "dead"
+//   (JupyterLab and Notebook 7 do not mark the models on a restart, and the old comm id then
+//   reaches a kernel that does not know it: requests would never be answered).
+// Then a banner says "Kernel disconnected — re-run this cell", every control is disabled (one
+// disabled <fieldset>), and requests waiting for a reply are rejected (requests.js), so no button
+// stays busy forever.
 
 import { h, listen } from "./dom.js";
 
 export const OFFLINE_TEXT = "Kernel disconnected — re-run this cell to use this widget again. What it shows is its last saved state.";
 
+const GONE = new Set(["restarting", "autorestarting", "dead"]);
+
 export function createConnection(model, el, signal) {
   const listeners = new Set();
-  const dead = () => !!el?.closest?.(".jupyter-widgets-disconnected");
+  let kernelGone = false;
+  const dead = () => kernelGone || !!el?.closest?.(".jupyter-widgets-disconnected");
   let disconnected = dead();
   const check = () => {
     const now = dead();
-    if (now === disconnected) return;
+    if (now === disconnected || !now) return; // latched: it does not come back
     disconnected = now;
     for (const fn of listeners) fn(now);
   };
   listen(model, signal, "comm_live_update", () => queueMicrotask(check));
+  const kernel = model.widget_manager?.kernel;
+  if (kernel?.statusChanged?.connect) {
+    const onStatus = (_sender, status) => {
+      if (!GONE.has(status)) return;
+      kernelGone = true;
+      check();
+    };
+    kernel.statusChanged.connect(onStatus);
+    signal.addEventListener("abort", () => kernel.statusChanged.disconnect(onStatus), { once: true });
+    if (GONE.has(kernel.status)) kernelGone = disconnected = true;
+  }
   if (el && globalThis.MutationObserver) {
     const observer = new MutationObserver(check); // the class can change without an event we see
     observer.observe(el, { attributes: true, attributeFilter: ["class"] });

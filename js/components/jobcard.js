@@ -107,7 +107,9 @@ export function createJobCard(job, options = {}) {
       prompt.hidden = !j.prompt;
     }],
     ["chips", (j) => j.params, renderChips],
-    ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.result?.thumb, j.prompt, mediaRatio(j.params)], renderMedia],
+    // The embedded thumbnail arrives after the result: it must not rebuild (reload, restart) the media.
+    ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.prompt, mediaRatio(j.params)], renderMedia],
+    ["thumb", (j) => j.result?.thumb ?? null, (j) => setThumb(j.result?.thumb ?? null)],
     ["progress", (j) => [j.status, j.created_at, j.finished_at, j.typical_s], (j) => progress.set(j)],
     // The step detail while live; after an end without success only when no error explains it.
     ["detail", (j) => [j.detail, j.status, !!j.error], (j) => {
@@ -139,10 +141,29 @@ export function createJobCard(job, options = {}) {
     chips.hidden = shown.length === 0;
   }
 
+  let thumb = null; // the embedded thumbnail, shown when the media URL does not answer
+  let broken = null; // the media element whose URL failed, waiting for a thumbnail
+
+  function setThumb(value) {
+    thumb = value;
+    if (thumb && broken) degrade(broken);
+  }
+
+  /** The media URL no longer answers: show the embedded thumbnail in its place (when there is one). */
+  function degrade(el) {
+    broken = el;
+    if (!thumb) return;
+    broken = null;
+    if (el.tagName === "IMG") {
+      el.src = thumb;
+      el.dataset.degraded = "true";
+    } else el.replaceWith(h("img", { src: thumb, alt: el.getAttribute("aria-label") || "", testid: "result-image", "data-degraded": "true" }));
+  }
+
   function renderMedia(j) {
     const url = j.result?.url;
-    const thumb = j.result?.thumb || null;
     let content = null;
+    broken = null;
     // Until the media is there, its box takes the shape it will have (no forced squares).
     media.style.setProperty("--ssw-ratio", mediaRatio(j.params) ?? "1 / 1");
     if (statusKind(j.status) === "complete" && url) {
@@ -152,11 +173,12 @@ export function createJobCard(job, options = {}) {
           src: url, poster: j.result.thumbnail_url || thumb, controls: true, muted: true,
           playsinline: true, preload: "metadata", testid: "result-video", "aria-label": label,
         });
-        if (thumb) content.addEventListener("error", () => degrade(content, thumb, label), { once: true });
+        const video = content;
+        video.addEventListener("error", () => degrade(video), { once: true });
       } else {
         // loading/decoding before src: set after it, the image would already be fetching eagerly
         const img = h("img", { loading: "lazy", decoding: "async", src: j.result.thumbnail_url || url, alt: j.prompt || "generated image", testid: "result-image" });
-        if (thumb) img.addEventListener("error", () => { img.src = thumb; img.dataset.degraded = "true"; }, { once: true });
+        img.addEventListener("error", () => degrade(img), { once: true });
         // A real button around the image: keyboard users can open the lightbox too.
         content = h("button", { type: "button", class: "ssw-card__mediabtn", "aria-label": "Enlarge image", onclick: () => onAction("open", current) }, img);
       }
@@ -167,10 +189,7 @@ export function createJobCard(job, options = {}) {
     fill(media, content);
   }
 
-  /** The media URL no longer answers: show the embedded thumbnail in its place. */
-  function degrade(video, thumb, label) {
-    video.replaceWith(h("img", { src: thumb, alt: label, testid: "result-image", "data-degraded": "true" }));
-  }
+
 
   function renderError(j) {
     const e = j.error;

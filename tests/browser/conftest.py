@@ -74,7 +74,7 @@ def browser():
 
 
 def new_page(browser, width: int = 1400, height: int = 1000):
-    """A fresh context (light scheme, 1400×1000 unless told) whose page keeps its console log in ``page.console_log``."""
+    """A fresh context (light scheme, 1400×1000 unless told); its page keeps its console in ``page.console_log``."""
     context = browser.new_context(viewport={"width": width, "height": height}, color_scheme="light")
     context.set_default_timeout(30_000)
     pg = context.new_page()

@@ -1,4 +1,5 @@
-"""A JupyterLab server on 127.0.0.1 and a notebook driver for Playwright: what the browser tests share.
+"""A JupyterLab (or Notebook 7) server on 127.0.0.1 and a notebook driver for Playwright: what the
+browser tests share.
 
 Everything is local and isolated: a random token, a free port, a temporary root directory with
 its own Jupyter config, settings, workspaces and StableStudio home (so a developer's ledger,
@@ -37,6 +38,8 @@ LAB_SETTINGS = {
                                                                         "checkForUpdates": False},
     # Nothing written behind the test's back (and no "file changed on disk" dialogs).
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    # A save keeps the widgets' state in the notebook (the tests of reopened notebooks use it).
+    "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
 }
 
 
@@ -56,14 +59,22 @@ class Lab:
     proc: subprocess.Popen
     log_path: Path
     _log: Any = field(repr=False, default=None)
+    app: str = "lab"  # or "notebook" (Notebook 7)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"token {self.token}"}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
 
     def notebook_url(self, name: str) -> str:
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{name}?token={self.token}"
         # ?reset: a fresh workspace, so no tab or layout survives from an earlier test
         return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
+
+    def kernels_idle(self) -> bool:
+        """Every kernel of the server is idle (the server's own view; Notebook 7 has no status bar)."""
+        kernels = self.api("GET", "/api/kernels").json()
+        return bool(kernels) and all(k.get("execution_state") == "idle" for k in kernels)
 
     def shutdown_kernels(self) -> None:
         for session in self.api("GET", "/api/sessions").json():
@@ -91,8 +102,9 @@ class Lab:
             self._log.close()
 
 
-def start_lab(root: Path, *, startup_timeout: float = 90.0) -> Lab:
-    """Start ``jupyter lab`` serving ``root`` (notebooks go there); returns once /api/status answers."""
+def start_lab(root: Path, *, startup_timeout: float = 90.0, app: str = "lab") -> Lab:
+    """Start ``jupyter lab`` (or ``jupyter notebook``, Notebook 7, with ``app="notebook"``) serving
+    ``root`` (notebooks go there); returns once /api/status answers."""
     home = root.parent / (root.name + "-home")
     settings = home / "settings"
     for rel, value in LAB_SETTINGS.items():
@@ -108,18 +120,22 @@ def start_lab(root: Path, *, startup_timeout: float = 90.0) -> Lab:
                IPYTHONDIR=str(home / "ipython"), STABLESTUDIO_HOME=str(home / "stablestudio"),
                PYTHONUNBUFFERED="1")
     port, token = free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyter", "lab",
+    cmd = [sys.executable, "-m", "jupyter", app,
            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", "--allow-root",
-           f"--ServerApp.root_dir={root}",
-           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.extension_manager=readonly",
-           f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={home / 'workspaces'}"]
+           f"--ServerApp.root_dir={root}"]
+    if app == "lab":
+        cmd += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly",
+                f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={home / 'workspaces'}"]
+    else:
+        cmd += [f"--JupyterNotebookApp.user_settings_dir={settings}",
+                f"--JupyterNotebookApp.workspaces_dir={home / 'workspaces'}"]
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "jupyterlab.log"
+    log_path = ARTIFACTS / ("jupyterlab.log" if app == "lab" else "notebook7.log")
     log = open(log_path, "w")  # noqa: SIM115 - closed by Lab.stop()
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    lab = Lab(f"http://127.0.0.1:{port}", token, root, proc, log_path, log)
+    lab = Lab(f"http://127.0.0.1:{port}", token, root, proc, log_path, log, app)
     deadline = time.monotonic() + startup_timeout
     while True:
         if proc.poll() is not None:
@@ -154,9 +170,16 @@ class Notebook:
         return self
 
     def wait_idle(self, timeout: float = 60_000) -> None:
-        """Until the status bar reads "Python 3 (ipykernel) | Idle"."""
+        """Until the status bar reads "Python 3 (ipykernel) | Idle" (Notebook 7: the server says idle)."""
         from playwright.sync_api import expect
 
+        if self.lab.app == "notebook":
+            deadline = time.monotonic() + timeout / 1000
+            while not self.lab.kernels_idle():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the kernel of {self.name} is not idle after {timeout / 1000:.0f} s")
+                time.sleep(0.2)  # polling interval of a deadline loop, not a synchronisation
+            return
         idle = self.page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\|\s*Idle$"))
         expect(idle).to_be_visible(timeout=timeout)
 
@@ -174,8 +197,15 @@ class Notebook:
         if counted.count():
             raise RuntimeError(f"{self.name} was saved with execution counts: clear its outputs first")
         self.panel.locator(".jp-Cell").first.click()
-        self.command("Run All Cells")
+        self.menu("Run", "Run All Cells")
         self.wait_executed(timeout)
+
+    def menu(self, menu: str, item: str) -> None:
+        """Choose ``item`` from the menu bar's ``menu`` (JupyterLab and Notebook 7 alike)."""
+        page = self.page
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(menu)}$")).click()
+        page.locator(".lm-Menu-item:visible .lm-Menu-itemLabel",
+                     has_text=re.compile(f"^{re.escape(item)}$")).first.click()
 
     def wait_executed(self, timeout: float = 120_000) -> None:
         """Until every code cell has run; a traceback fails at once (Run All stops at an error)."""
