@@ -216,10 +216,13 @@ class Payments:
         user's consent: so one request never settles twice, and never above what was agreed."""
         terms = await self.learn(path, body, key)
         if job is not None:
+            # Terms read for this job: when and how long the unpaid 402 took. Terms from memory (an
+            # earlier payment or price check): now, taking no time (their age is not a step of this job).
+            fresh = terms.learned_at >= job.created_at
             job.note("terms", {"PAYMENT-REQUIRED": terms.required.raw, "accepted": terms.requirement.raw,
                                "reused": terms.paid, "offer": terms.requirement.describe(),
-                               "method": terms.method.name},
-                     terms.learned_at, terms.learned_ms)
+                               "method": terms.method.name, "cached": not fresh},
+                     terms.learned_at if fresh else time.time(), terms.learned_ms if fresh else 0.0)
         for attempt in range(2):
             req = terms.requirement
             signed = await self._sign(req, terms, path, body, kind=kind, route=route, consent=consent, job=job)

@@ -531,3 +531,18 @@ def test_upload_reuse_honours_expires_at_and_distrusts_it():
     assert _usable_until("2999-01-01T00:00:00Z") <= time.time() + REUSE_MAX_S  # a hostile far future is capped
     assert _usable_until("2000-01-01T00:00:00Z") < now  # already expired: not reused
     assert _usable_until("not a date") is None and _usable_until(None) is None and _usable_until(12) is None
+
+
+async def test_inspector_times_are_steps_of_this_job(make_client):
+    """Terms learned by an earlier price check are a step of this job that took no time, at the time
+    it was paid: not a duration as long as the terms' age, not a time before the job existed."""
+    ss = make_client()
+    await ss.quote("grok", prompt="checking the price first")
+    paying = time.time()
+    job = await ss.generate("grok", "then paying")
+    terms = job.events[0]
+    assert terms.kind == "terms" and terms.data["cached"] and not terms.data["reused"]
+    assert terms.duration_ms == 0 and terms.at >= paying
+    fresh = await ss.generate("nano-banana", "a route not priced yet")
+    assert not fresh.events[0].data["cached"] and fresh.events[0].duration_ms > 0
+    await asyncio.gather(job.wait(), fresh.wait())

@@ -215,27 +215,37 @@ describe("JobCard", () => {
     expect(view.$("receipt").tagName).toBe("CODE");
   });
 
-  it("has a payment inspector, collapsed by default, built when opened", async () => {
+  it("has a payment inspector that opens its steps in a dialog, built when opened", async () => {
     const steps = [
       { step: "402 Payment Required", at_ms: NOW, duration_ms: 12, summary: "asks 0.039 USDC on Base Sepolia", data: { accepts: [{ amount: "39000" }] } },
       { step: "Signed authorization", at_ms: NOW + 15, duration_ms: 3, summary: "EIP-3009", data: { nonce: "0x01" } },
     ];
     const model = show(completeJob({ inspector: steps }));
-    const details = view.$("inspector");
-    expect(details.tagName).toBe("DETAILS");
-    expect(details.open).toBe(false);
-    expect(details.textContent).toContain("2 steps");
+    const open = view.$("inspector");
+    expect(open.tagName).toBe("BUTTON");
+    expect(open.textContent).toBe("Payment inspector (2 steps)");
+    expect(view.$("inspector-dialog").open).toBe(false);
     expect(view.$$("inspector-step")).toHaveLength(0); // not built until opened
-    details.open = true;
-    details.dispatchEvent(new Event("toggle"));
+    click(open);
+    expect(view.$("inspector-dialog").hasAttribute("open")).toBe(true);
     const items = view.$$("inspector-step");
     expect(items).toHaveLength(2);
+    expect(items[0].textContent).toMatch(/at \d\d:\d\d:\d\d\.\d{3}/); // a readable clock time
+    expect(items[0].textContent).toContain("took 12 ms");
     expect(items[1].textContent).toContain("+15 ms");
     expect(items[0].querySelector("pre").textContent).toBe(JSON.stringify(steps[0].data, null, 2));
     // a new step arrives: the inspector stays open and shows it
     model.kernelSet("job", { ...model.get("job"), inspector: [...steps, { step: "Settled", at_ms: NOW + 900, summary: "tx 0x…", data: {} }] });
-    expect(details.open).toBe(true);
+    expect(view.$("inspector-dialog").hasAttribute("open")).toBe(true);
     expect(view.$$("inspector-step")).toHaveLength(3);
+    click(view.$("inspector-close"));
+    expect(view.$("inspector-dialog").hasAttribute("open")).toBe(false);
+  });
+
+  it("says terms came from memory instead of showing their age as a duration", () => {
+    show(completeJob({ inspector: [{ step: "402 Payment Required", at_ms: NOW, duration_ms: 0, summary: "", data: {}, from_memory: true }] }));
+    click(view.$("inspector"));
+    expect(view.$("inspector-step").textContent).toContain("from memory: no request");
   });
 
   it("hides the inspector when there are no steps", () => {

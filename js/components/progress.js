@@ -7,7 +7,7 @@ import { formatElapsed, formatTypical, statusKind } from "./format.js";
 
 export function createProgress() {
   const bar = h("div", { class: "ssw-progress__bar" });
-  const track = h("div", { class: "ssw-progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, testid: "progress" }, bar);
+  const track = h("div", { class: "ssw-progress", role: "progressbar", "aria-label": "Progress against the typical time", "aria-valuemin": 0, "aria-valuemax": 100, testid: "progress" }, bar);
   const text = h("span", { class: "ssw-progress__text", testid: "elapsed" });
   const node = h("div", { class: "ssw-progress-row" }, track, text);
   let job = null;
@@ -35,6 +35,7 @@ export function createProgress() {
     if (kind === "running") text.textContent = typical ? `${formatElapsed(elapsed)} · typically ${typical}` : formatElapsed(elapsed);
     else if (kind === "complete") text.textContent = `done in ${formatElapsed(elapsed)}`;
     else text.textContent = `stopped after ${formatElapsed(elapsed)}`;
+    track.setAttribute("aria-valuetext", text.textContent);
   }
 
   return {

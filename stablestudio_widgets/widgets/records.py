@@ -160,7 +160,7 @@ def inspector_steps(job: AsyncJob) -> list[dict[str, Any]]:
 def _step(e: JobEvent) -> dict[str, Any]:
     title, summary, data = _words(e)
     return {"step": title, "summary": summary, "data": data, "at_ms": int(e.at * 1000),
-            "duration_ms": round(e.duration_ms, 1)}
+            "duration_ms": round(e.duration_ms, 1), "from_memory": bool(e.data.get("cached"))}
 
 
 def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
@@ -175,7 +175,8 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
         header = ("WWW-Authenticate: Payment challenge (MPP)" if d.get("method") == "mpp-tempo" else
                   "PAYMENT-REQUIRED header")
         how = ("reused from an earlier paid request: this payment needs one round trip" if d.get("reused") else
-               f"read from the unpaid request's 402 answer, {header}")
+               "read earlier from an unpaid request's 402 (the price shown) and kept in memory" if d.get("cached")
+               else f"read from the unpaid request's 402 answer, {header}")
         return "402 Payment Required", f"{what} — {how}", {"PAYMENT-REQUIRED": required}
     if e.kind == "signed" and "Authorization" in d:
         return "Signed credential", _mpp_words(d), d

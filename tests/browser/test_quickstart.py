@@ -311,6 +311,81 @@ def test_keystrokes_stay_in_the_widget(studio, quickstart):
     assert cells.evaluate_all(active) == selected
 
 
+# Every visible text in `root` whose contrast with what is behind it is below WCAG AA (4.5:1, or
+# 3:1 for large text); disabled controls are exempt, as WCAG says.
+LOW_CONTRAST = """(root) => {
+  const parse = (c) => {  // rgb()/rgba(), or color(srgb …) as color-mix() computes
+    const m = c && c.match(/rgba?\\(([^)]+)\\)/);
+    const s = c && c.match(/color\\(srgb ([^)]+)\\)/);
+    if (!m && !s) return null;
+    const [r, g, b, a = 1] = (m || s)[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return m ? [r, g, b, a] : [r * 255, g * 255, b * 255, a];
+  };
+  const lum = ([r, g, b]) => {
+    const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const over = (top, bottom) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat(1);
+  const behind = (el) => {
+    const layers = [];
+    for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c && c[3] > 0) layers.push(c);
+      if (c && c[3] >= 1) break;
+    }
+    return layers.reverse().reduce((bg, layer) => over(layer, bg), [255, 255, 255, 1]);
+  };
+  const bad = [];
+  for (const el of root.querySelectorAll("*")) {
+    if (!el.checkVisibility?.() || el.closest(":disabled, [aria-disabled=true], img, video, .ssw-ab")) continue;
+    if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const cs = getComputedStyle(el);
+    let opacity = 1;
+    for (let n = el; n && n !== root.parentElement; n = n.parentElement) opacity *= Number(getComputedStyle(n).opacity);
+    const fgRaw = parse(cs.color);
+    const bg = behind(el);
+    const fg = over([fgRaw[0], fgRaw[1], fgRaw[2], fgRaw[3] * opacity], bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(cs.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+    const what = `${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}"`;
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)} ${what}`);
+  }
+  return [...new Set(bad)];
+}"""
+
+
+def use_theme(page, name: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
+    page.locator(".lm-Menu-item:visible .lm-Menu-itemLabel", has_text=re.compile("^Theme$")).first.hover()
+    page.locator(".lm-Menu-item:visible .lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(name)}$")).first.click()
+    light = "false" if "Dark" in name else "true"
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", light)
+
+
+def test_text_contrast_in_light_and_dark_themes(studio, quickstart, screenshot):
+    """Every text the Studio shows (header, form, price, confirmation-free cards of every status)
+    reads at WCAG AA contrast in JupyterLab Light and Dark; progress bars and videos have names."""
+    page = studio.page
+    low = studio.evaluate(LOW_CONTRAST)
+    assert low == [], "\n".join(low)
+    names = studio.locator("[role=progressbar]").evaluate_all("(bars) => bars.map((b) => b.getAttribute('aria-label'))")
+    assert names and all(names)
+    videos = studio.locator("video").evaluate_all("(vs) => vs.map((v) => v.getAttribute('aria-label'))")
+    assert videos and all(videos)
+    try:
+        use_theme(page, "JupyterLab Dark")
+        page.wait_for_function("() => !['#ffffff', 'white'].includes("
+                               "getComputedStyle(document.body).getPropertyValue('--jp-layout-color1').trim())")
+        low = studio.evaluate(LOW_CONTRAST)
+        assert low == [], "\n".join(low)
+        studio.scroll_into_view_if_needed()
+        screenshot(studio, "dark")
+    finally:
+        use_theme(page, "JupyterLab Light")
+
+
 # Runs last in this module: it changes the sandbox's route table (and puts it back).
 SWAP_TABLE = ('import copy; from stablestudio_widgets.catalog import load; table = copy.deepcopy(load().data); '
               'new = dict(next(r for r in table["routes"] if r["id"] == "nano-banana/generate"), '

@@ -24,15 +24,26 @@ def test_jobcard_payment_inspector(open_notebook, screenshot):
 
     inspector = card.get_by_test_id("inspector")
     expect(inspector).to_contain_text("Payment inspector (")
-    inspector.locator("summary").click()
-    steps = inspector.get_by_test_id("inspector-step")
+    card_width = card.bounding_box()["width"]
+    inspector.click()
+    dialog = card.get_by_test_id("inspector-dialog")  # a panel over the page, not inside the card
+    expect(dialog).to_be_visible()
+    steps = dialog.get_by_test_id("inspector-step")
     expect(steps.first).to_be_visible()
     titles = steps.locator("strong").all_inner_texts()
     assert all(step in titles for step in STEPS), titles
     # The signed authorization is shown (public data); the kernel's printed steps agree.
     expect(steps.filter(has_text="Signed authorization")).to_contain_text("PAYMENT-SIGNATURE")
     expect(nb.output(4)).to_contain_text("Signed authorization")
-    screenshot(card, "inspector")
+    expect(steps.first).to_contain_text(re.compile(r"at \d\d:\d\d:\d\d\.\d{3}"))  # a readable clock time
+    # It fits its content in the window: no 2,000 px wide JSON columns, and the card keeps its width.
+    width = nb.page.viewport_size["width"]
+    box = dialog.bounding_box()
+    assert box["width"] <= width and dialog.evaluate("(d) => d.scrollWidth <= d.clientWidth + 1")
+    assert card.bounding_box()["width"] == card_width
+    screenshot(nb.page, "inspector")
+    dialog.get_by_test_id("inspector-close").click()
+    expect(dialog).to_be_hidden()
 
     # The image opens in a modal <dialog> lightbox (top layer) and Escape closes it.
     image = card.get_by_test_id("result-image")
