@@ -45,6 +45,13 @@ def test_jobcard_payment_inspector(open_notebook, screenshot):
     dialog.get_by_test_id("inspector-close").click()
     expect(dialog).to_be_hidden()
 
+    # Download saves the file (the sandbox's URL is cross-origin: the kernel fetches the bytes).
+    with nb.page.expect_download() as download:
+        card.get_by_test_id("download").click()
+    saved = download.value
+    assert saved.suggested_filename.endswith(".png")
+    assert open(saved.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
     # The image opens in a modal <dialog> lightbox (top layer) and Escape closes it.
     image = card.get_by_test_id("result-image")
     image.scroll_into_view_if_needed()
