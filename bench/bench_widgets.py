@@ -23,7 +23,8 @@ notebook  A notebook run by nbclient (kernel python3) with ``store_widget_state=
           (``send_state()``), as JupyterLab's "save widget state" would serialise it: nbclient
           only keeps comm messages of the cell being run, and the job updates come from the
           client's background loop. Prints the file size, the biggest widget-state entries and
-          which traits dominate (the ``_esm``/``_css`` bundles, the catalog, the job records).
+          which traits dominate (the ``_esm``/``_css`` bundles, the catalog, the job records with
+          their embedded thumbnails), and the static HTML copies under the widgets.
 """
 
 from __future__ import annotations
@@ -223,8 +224,14 @@ deadline = time.monotonic() + 30  # the widgets' feeds flush 50 ms after the las
 while not all(len(w.jobs) == {n} and all(j["status"] == "complete" for j in w.jobs) for w in (studio, gallery)):
     assert time.monotonic() < deadline
     time.sleep(0.05)
+deadline = time.monotonic() + 30  # and the embedded thumbnails are made (after each result)
+while not all((j["result"] or {{}}).get("thumb") for w in (studio, gallery) for j in w.jobs):
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
 studio.send_state()
 gallery.send_state()
+studio._push_static()  # the static copies too, from this cell (nbclient keeps only its messages)
+gallery._push_static()
 len(studio.jobs), len(gallery.jobs), gallery.total_spent_usd""",
 ]
 
@@ -265,6 +272,11 @@ def bench_notebook(n: int) -> None:
         print(f"  widget state            {(total - without) / 1024:8.1f} KB  ({len(states)} widget models)")
         print(f"  cells and outputs       {without / 1024:8.1f} KB")
         print(f"per job                   {total / jobs / 1024:8.2f} KB of file")
+        copies = [o for c in nb.cells for o in c.get("outputs", [])
+                  if "ssw-static" in str(o.get("data", {}).get("text/html", ""))]
+        size = sum(len(str(o["data"]["text/html"])) for o in copies)
+        print(f"  static copies           {size / 1024:8.1f} KB  ({len(copies)} HTML outputs: thumbnails, prompts, "
+              "prices; what nbviewer/GitHub show)")
 
         print("\nlargest widget-state entries (compact JSON):")
         ranked = sorted(states.items(), key=lambda kv: -jsize(kv[1]))
@@ -289,7 +301,9 @@ def bench_notebook(n: int) -> None:
             if isinstance(value, list) and value and isinstance(value[0], dict) and "key" in value[0]:
                 per = statistics.mean(jsize(v) for v in value)
                 insp = statistics.mean(jsize(v.get("inspector", [])) for v in value)
-                extra = f"  ({len(value)} records, {per / 1024:.2f} KB each, of which inspector {insp / 1024:.2f} KB)"
+                thumb = statistics.mean(jsize((v.get("result") or {}).get("thumb") or "") for v in value)
+                extra = (f"  ({len(value)} records, {per / 1024:.2f} KB each, of which inspector {insp / 1024:.2f} KB, "
+                         f"thumbnail {thumb / 1024:.2f} KB)")
             print(f"  {label:<26} {size / 1024:8.1f} KB{extra}")
         wstates = sum(jsize(e) for e in states.values())
         bundles = sum(jsize(e.get("state", {}).get(t, "")) for e in states.values() for t in ("_esm", "_css"))

@@ -21,6 +21,7 @@ from .static import page_html
 
 FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
 STATIC_EVERY_S = 1.0  # the static copy under a widget is rewritten at most this often
+STATIC_CARDS = 24  # the newest cards in a static copy (older ones: a count; all are in the ledger)
 
 
 class JobFeed:
@@ -261,25 +262,30 @@ class FeedWidget(anywidget.AnyWidget):
         return f"StableStudio {type(self).__name__}"
 
     def _static_cards(self) -> list[tuple[str | None, dict[str, Any]]]:
-        return [(None, r) for r in getattr(self, "jobs", [])]
+        return [(None, r) for r in getattr(self, "jobs", [])[:STATIC_CARDS]]
 
     def _static_notes(self) -> list[str]:
         return []
+
+    def _older_note(self) -> list[str]:
+        older = len(getattr(self, "jobs", [])) - STATIC_CARDS
+        return [f"The newest {STATIC_CARDS} jobs; {older} older ones are in the ledger."] if older > 0 else []
 
     def _refresh_static(self) -> None:
         """Rewrite the static copy (at most once a second) when what it shows has changed."""
         if not getattr(self, "_copies", None) or self._static_due:
             return
         self._static_due = True
+        self._bridge.loop.call_soon_threadsafe(self._bridge.loop.call_later, STATIC_EVERY_S, self._push_static)
 
-        def push() -> None:
-            self._static_due = False
-            page = self.static_html()
-            if page != self._shown_html:
-                self._shown_html = page
-                for handle in self._copies:
-                    handle.update({"text/html": page}, raw=True)
-        self._bridge.loop.call_soon_threadsafe(self._bridge.loop.call_later, STATIC_EVERY_S, push)
+    def _push_static(self) -> None:
+        """Rewrite the static copy now (if it changed)."""
+        self._static_due = False
+        page = self.static_html()
+        if page != getattr(self, "_shown_html", None):
+            self._shown_html = page
+            for handle in getattr(self, "_copies", []):
+                handle.update({"text/html": page}, raw=True)
 
     def _handlers(self) -> dict[str, Handler]:
         """The front end's requests this widget answers, by ``type``; each handler may return an

@@ -38,7 +38,7 @@ class Gallery(FeedWidget):
         self._feed.flush()
 
     def _static_notes(self) -> list[str]:
-        return [f"Total spent: {fmt_usd(self.total_spent_usd)}"]
+        return [f"Total spent: {fmt_usd(self.total_spent_usd)}", *self._older_note()]
 
     def _update_total(self) -> None:
         self.total_spent_usd = round(self._bridge.aio.spending.spent / 1e6, 6)

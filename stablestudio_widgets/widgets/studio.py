@@ -71,8 +71,8 @@ class Studio(FeedWidget):
         self._schedule_quote()
 
     def _static_notes(self) -> list[str]:
-        spent = fmt_usd(self.total_spent_usd)
-        return [f"This session: {spent} spent · wallet {self.wallet_address} · {self.network_name}"]
+        session = f"This session: {fmt_usd(self.total_spent_usd)} spent · wallet {self.wallet_address}"
+        return [f"{session} · {self.network_name}", *self._older_note()]
 
     def _follow_catalog(self, catalog: Any, added: list[str], removed: list[str]) -> None:
         """A refreshed route table (``refresh_routes()``): the picker shows it at once, and a model
