@@ -491,3 +491,21 @@ def test_compare_retries_a_failed_cell_alone(ss, sandbox):
     assert len(sandbox.settlements) == 3
     done = replies.request({"type": "retry", "key": key})
     assert not done["ok"] and "only a failed cell" in done["error"]["message"] and len(sandbox.settlements) == 3
+
+
+def test_static_copy_escapes_what_the_service_says():
+    """The static copy is HTML saved in the notebook: a hostile result URL, prompt or error text
+    from the service must not become a link, a script or markup."""
+    from stablestudio_widgets.widgets.static import card_html, page_html
+
+    record = {"key": "k", "label": "<b>Grok</b>", "media": "image", "status": "complete",
+              "prompt": "<script>alert(1)</script>", "params": {"aspect_ratio": '"><img src=x onerror=alert(1)>'},
+              "cost_usd": 0.07, "receipt": {"transaction": "0x" + "ab" * 32, "explorer_url": "javascript:alert(1)"},
+              "result": {"url": "javascript:alert(1)", "thumbnail_url": "data:text/html,<script>", "thumb": None},
+              "error": {"message": "<iframe src=//evil>"}}
+    html = page_html("abc123", "Studio", [(None, record)])
+    assert "javascript:" not in html and "data:text/html" not in html
+    assert "<script>" not in html and "<iframe" not in html and "<b>Grok" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and 'class="ssw-static ssw-static-abc123"' in html
+    safe = card_html({**record, "result": {"url": "https://cdn.example/x.png", "thumb": "data:image/jpeg;base64,AA=="}})
+    assert 'href="https://cdn.example/x.png"' in safe and 'src="data:image/jpeg;base64,AA=="' in safe
