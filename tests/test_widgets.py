@@ -205,25 +205,25 @@ def test_studio_attachments_never_carry_over_between_modes_or_models(ss):
 
 
 def test_studio_pays_only_the_price_on_screen(ss):
-    """Seedance Fast 4 s/480p is $0.04, 12 s/1080p $0.12: a Generate sent with the old price (or
-    before the new one arrived) is refused and signs nothing; with the new one it pays $0.12."""
+    """Seedance Fast 4 s/480p is $0.04, 12 s/720p $0.24: a Generate sent with the old price (or
+    before the new one arrived) is refused and signs nothing; with the new one it pays $0.24."""
     st = Studio(ss, model="seedance-fast")
     st.prompt = "a slow wave"
-    st.params = {**st.params, "duration": "4", "resolution": "480p"}
+    st.params = {**st.params, "aspectRatio": "16:9", "duration": "4", "outputResolution": "480p"}
     old = shown_quote(st)
     assert old["amount_usd"] == 0.04
     replies = Replies(st)
-    st.params = {**st.params, "duration": "12", "resolution": "1080p"}  # and Generate at once
+    st.params = {**st.params, "duration": "12", "outputResolution": "720p"}  # and Generate at once
     stale = replies.request({"type": "generate", "quote": old})
     assert not stale["ok"] and stale["error"]["field"] == "quote" and "Nothing was signed" in stale["error"]["message"]
     new = shown_quote(st)
-    assert new["amount_usd"] == 0.12
+    assert new["amount_usd"] == 0.24
     lower = replies.request({"type": "generate", "quote": {**new, "amount_usd": 0.04}})
-    assert not lower["ok"] and "now $0.12" in lower["error"]["message"]
+    assert not lower["ok"] and "now $0.24" in lower["error"]["message"]
     assert ss.stats["signatures"] == 0 and st.jobs == []
     assert replies.request({"type": "generate", "quote": new})["ok"]
     until(lambda: st.jobs and st.jobs[0]["cost_usd"] is not None)
-    assert st.jobs[0]["cost_usd"] == 0.12 and [p["amount"] for p in ss.ledger.payments()] == [120_000]
+    assert st.jobs[0]["cost_usd"] == 0.24 and [p["amount"] for p in ss.ledger.payments()] == [240_000]
 
 
 def test_studio_bad_generate_is_refused_in_its_reply_and_signs_nothing(ss):

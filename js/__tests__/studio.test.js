@@ -284,22 +284,22 @@ describe("Studio: price and Generate", () => {
     const model = show({ prompt: "a wave" });
     choose(view.$("model-select"), "seedance-fast");
     choose(param("duration"), "4");
-    choose(param("resolution"), "480p");
+    choose(param("outputResolution"), "480p");
     okQuote(model, 0.04);
     const gen = view.$("generate");
     expect(gen.disabled).toBe(false);
     expect(view.$("cost").textContent).toBe("$0.04");
     choose(param("duration"), "12");
-    choose(param("resolution"), "1080p");
+    choose(param("outputResolution"), "720p");
     // The old price is not shown for the new settings, and it cannot be paid.
     expect(view.$("cost").textContent).toBe("…");
     expect(gen.disabled).toBe(true);
     click(gen);
     expect(model.messages("generate")).toHaveLength(0);
-    okQuote(model, 0.12);
-    expect(view.$("cost").textContent).toBe("$0.12");
+    okQuote(model, 0.24);
+    expect(view.$("cost").textContent).toBe("$0.24");
     click(gen);
-    expect(model.messages("generate")[0].quote.amount_usd).toBe(0.12);
+    expect(model.messages("generate")[0].quote.amount_usd).toBe(0.24);
   });
 
   it("keeps Generate busy until the kernel replies to that click, however long it takes", async () => {

@@ -253,7 +253,7 @@ WATCH_OFFERS = """(root) => {
 
 
 def test_stale_price_is_never_paid(studio, screenshot):
-    """Seedance Fast at 4 s/480p costs $0.04, at 12 s/1080p $0.12. Change the settings and press
+    """Seedance Fast at 4 s/480p costs $0.04, at 12 s/720p $0.24. Change the settings and press
     Generate at once: the old price is gone and Generate disabled until the new one has arrived; the
     card then charges exactly the price shown."""
     page = studio.page
@@ -261,7 +261,7 @@ def test_stale_price_is_never_paid(studio, screenshot):
     studio.get_by_test_id("model-select").select_option("seedance-fast")
     form = studio.locator("[data-testid=param-form]")
     form.locator("select[data-param=duration]").select_option("4")
-    form.locator("select[data-param=resolution]").select_option("480p")
+    form.locator("select[data-param=outputResolution]").select_option("480p")
     studio.get_by_test_id("prompt").fill("a slow wave, price check")
     expect(studio.get_by_test_id("cost")).to_have_text("$0.04")
     button = studio.get_by_test_id("generate")
@@ -269,24 +269,24 @@ def test_stale_price_is_never_paid(studio, screenshot):
     studio.evaluate(WATCH_OFFERS)
     known = card_keys(studio)
     form.locator("select[data-param=duration]").select_option("12")
-    form.locator("select[data-param=resolution]").select_option("1080p")
+    form.locator("select[data-param=outputResolution]").select_option("720p")
     button.click(force=True)  # at once: on a disabled button, nothing happens
     expect(button).to_be_disabled()
     expect(studio.get_by_test_id("cost")).not_to_have_text("$0.04")
     screenshot(studio.locator(".ssw-studio__bar"), "stale")
-    expect(studio.get_by_test_id("cost")).to_have_text("$0.12")
+    expect(studio.get_by_test_id("cost")).to_have_text("$0.24")
     assert card_keys(studio) == known, "a card was made from the stale price"
     offers = page.evaluate("() => window.__sswOffers")
-    # Generate was never enabled with the 4 s price beside 12 s settings, nor with a stale 12 s/1080p price.
+    # Generate was never enabled with the 4 s price beside 12 s settings, nor with a stale 12 s/720p price.
     assert not [o for o in offers if o.startswith("12/") and o.endswith("$0.04")], offers
-    assert not [o for o in offers if o.startswith("12/1080p/") and not o.endswith("$0.12")], offers
+    assert not [o for o in offers if o.startswith("12/") and "/720p" in o and not o.endswith("$0.24")], offers
     expect(button).to_be_enabled()
     button.click()
     key = page.wait_for_function(NEW_CARD, arg=[studio.element_handle(), known]).json_value()
     card = studio.locator(f"[data-testid=job-card][data-key='{key}']")
-    expect(card.get_by_test_id("cost-amount")).to_have_text("$0.12", timeout=30_000)
+    expect(card.get_by_test_id("cost-amount")).to_have_text("$0.24", timeout=30_000)
     expect(card.get_by_test_id("param-chips")).to_contain_text("Duration: 12")
-    expect(session_total(studio)).to_have_text(f"This session: {format_usd(spent + 0.12)}")
+    expect(session_total(studio)).to_have_text(f"This session: {format_usd(spent + 0.24)}")
 
 
 def test_keystrokes_stay_in_the_widget(studio, quickstart):
