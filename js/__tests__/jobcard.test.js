@@ -146,7 +146,7 @@ describe("JobCard", () => {
     click(view.$("resume"));
     await reply(model, "resume");
     expect(model.messages()).toEqual([
-      { type: "retry", key: "j9", price_usd: null, request_id: expect.any(String) },
+      { type: "retry", key: "j9", request_id: expect.any(String) },
       { type: "resume", key: "j9", request_id: expect.any(String) },
     ]);
   });
@@ -271,13 +271,6 @@ describe("JobCard", () => {
     img.dispatchEvent(new Event("error"));
     expect(img.getAttribute("src")).toBe("data:image/jpeg;base64,AA==");
     expect(img.dataset.degraded).toBe("true");
-  });
-
-  it("offers Retry with its price, and Dismiss on a cancelled card", () => {
-    const model = show(makeJob({ key: "j7", status: "failed", retry_usd: 0.07, error: { type: "JobFailed", message: "boom", retryable: true } }));
-    expect(view.$("retry").textContent).toBe("Retry · $0.07");
-    click(view.$("retry"));
-    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j7", price_usd: 0.07, request_id: expect.any(String) }]);
   });
 
   it("shows a cancelled job as finished and neutral, with its detail and no error", () => {

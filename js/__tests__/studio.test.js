@@ -505,7 +505,7 @@ describe("Studio: kernel state", () => {
     model.kernelSet("jobs", [makeJob({ key: "j1", status: "failed", error: { type: "JobFailed", message: "x", retryable: true, resumable: false } })]);
     expect(view.$$("job-card")).toHaveLength(1);
     click(view.$("retry"));
-    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j1", price_usd: null, request_id: expect.any(String) }]);
+    expect(model.messages("retry")).toEqual([{ type: "retry", key: "j1", request_id: expect.any(String) }]);
     expect(view.$("retry").disabled).toBe(true);
     await reply(model, "retry", { type: "InvalidParams", message: "Nothing to retry." });
     expect(view.$("action-error").textContent).toBe("InvalidParams: Nothing to retry.");

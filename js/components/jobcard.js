@@ -202,7 +202,7 @@ export function createJobCard(job, options = {}) {
     // A retry is a new payment: its button says how much (the most the kernel may pay for it).
     fill(error,
       h("p", { class: "ssw-card__errortext", testid: "error" }, message),
-      e?.retryable && action("retry", e.retry_usd != null ? `Retry · ${formatUsd(e.retry_usd)}` : "Retry", "Retrying…"),
+      e?.retryable && action("retry", e.retry_usd != null ? `Retry ${formatUsd(e.retry_usd)}` : "Retry", "Retrying…"),
       e?.resumable && action("resume", "Resume", "Resuming…"),
     );
   }

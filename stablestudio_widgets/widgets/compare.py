@@ -393,14 +393,8 @@ class Compare(FeedWidget):
             "vote": lambda c, _b: self.vote(int(c["prompt_index"]), str(c["a"]), str(c["b"]), str(c["choice"])),
             "rate": lambda c, _b: self.rate(str(c["key"]), int(c["rating"])),
             "reveal": lambda _c, _b: self.reveal(),
-            "download": lambda c, _b: self._feed.act("download", self._cell_job_key(str(c.get("key")))),
+            "download": lambda c, _b: self._feed.act("download", getattr(self._cell(str(c["key"])).job, "key", None)),
         }
-
-    def _cell_job_key(self, key: str) -> str:
-        cell = next((c for c in self._cells if c.key == key), None)
-        if cell is None or cell.job is None:
-            raise InvalidParams(f"Cell {key} has no result here to download.", field="key")
-        return cell.job.key
 
     async def _request_run(self, confirm_usd: float | None) -> None:
         """The Run button, consenting to the total it showed: answered once the cells start (or

@@ -262,7 +262,7 @@ def _question(e: ConfirmationRequired, job: AsyncJob) -> str:
     """The confirmation panel's question, as a person would ask it (no API words)."""
     what = f"{job.route.label}, {job.route.media}"
     if e.consented_usd is not None and e.price_usd > e.consented_usd:
-        return f"This now costs {fmt_usd(e.price_usd)}, not the {fmt_usd(e.consented_usd)} shown: {what}."
+        return f"This now costs {fmt_usd(e.price_usd)}, more than the {fmt_usd(e.consented_usd)} you agreed to: {what}."
     if e.threshold_usd is not None:
         threshold = fmt_usd(e.threshold_usd)
         return f"This costs {fmt_usd(e.price_usd)}: {what}. It is above the {threshold} you asked to confirm."

@@ -8,7 +8,7 @@ import pytest
 
 from stablestudio_widgets import Compare, JobCard, JobFailed, StableStudio, Studio, Wallet
 
-from ..test_widgets import Replies, until
+from ..test_widgets import Replies, generate, until
 from .test_consent import VEO, reprice
 
 CHEAP, DEAR = 1_600_000, 3_200_000
@@ -33,7 +33,7 @@ def test_studio_pay_consents_to_the_price_its_panel_showed(hostile, ss):
     st = Studio(ss, model="veo-3.1")
     replies = Replies(st)
     st.prompt = "a wave"
-    assert replies.request({"type": "generate"})["ok"]
+    assert generate(replies, st)["ok"]
     until(lambda: st.pending_confirmation)
     panel = st.pending_confirmation
     assert panel["price_usd"] == 1.6
@@ -58,7 +58,7 @@ def test_studio_generate_pays_no_more_than_the_price_beside_it(hostile, ss):
     assert st.quote["amount_usd"] == 0.009
     hostile.prices[key] = 200_000
     hostile.on_paid = reprice(hostile, key)
-    assert replies.request({"type": "generate"})["ok"]
+    assert generate(replies, st)["ok"]
     until(lambda: st.pending_confirmation or len(hostile.paid()) > 3)
     assert hostile.amounts() == [CHEAP, 9_000, 9_000]  # the $0.20 is asked, not signed
     assert st.pending_confirmation["price_usd"] == 0.2
