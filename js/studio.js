@@ -24,6 +24,7 @@
 //   {type:"upload", name, mime, size, param} + [ArrayBuffer]   at the image's drop zone
 //   {type:"remove_input", index}                        at the image's drop zone
 //   {type:"retry" | "resume", key, amount_usd?}         on the job card (a retry: the price it shows)
+//   {type:"dismiss" | "download", key}                  on the job card (a cancelled card; a cross-origin file)
 
 import "./css/base.css";
 import "./css/studio.css";

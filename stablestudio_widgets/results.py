@@ -278,10 +278,14 @@ class Result:
         """The bytes: from the local copy when there is one, else downloaded."""
         return self.download().data
 
-    async def aread(self) -> bytes:
+    async def adownload(self) -> Download:
+        """``download()`` on the client's loop."""
         if self.local_path and Path(self.local_path).exists():
-            return Path(self.local_path).read_bytes()
-        return (await self._downloads.fetch(self.url, self.media)).data
+            return Download(Path(self.local_path).read_bytes(), "", Path(self.local_path).suffix)
+        return await self._downloads.fetch(self.url, self.media)
+
+    async def aread(self) -> bytes:
+        return (await self.adownload()).data
 
     @property
     def stem(self) -> str:

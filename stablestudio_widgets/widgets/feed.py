@@ -153,10 +153,9 @@ class JobFeed:
             if not url:
                 raise InvalidParams(f"Job card {key!r} has no result to download.", field="key")
             result = Result(url=url, media=self.extra[key]["media"], downloads=self.bridge.aio.tracker.downloads)
-        data = await result.aread()
-        mime = "video/mp4" if result.media == "video" else ("image/jpeg" if result.suffix in (".jpg", ".jpeg")
-                                                             else f"image/{result.suffix.lstrip('.') or 'png'}")
-        return Reply({"name": f"stablestudio-{job.id if job and job.id else key}{result.suffix}", "mime": mime}, [data])
+        got = await result.adownload()  # bounded and typed: its suffix comes from the content, not the URL
+        name = f"stablestudio-{job.id if job and job.id else key}{got.suffix}"
+        return Reply({"name": name, "mime": got.content_type or "application/octet-stream"}, [got.data])
 
     @staticmethod
     def _as_history(record: dict[str, Any]) -> dict[str, Any]:
