@@ -364,7 +364,7 @@ def test_studio_cards_inspector_and_ledger_show_the_solana_network(tmp_path):
     from stablestudio_widgets import StableStudio, Studio
     from stablestudio_widgets.widgets.records import ledger_records
 
-    from .test_widgets import until
+    from .test_widgets import shown_quote, until
 
     ss = StableStudio.sandbox(network=["base-sepolia", "solana-devnet"], prefer_network="solana-devnet",
                               time_scale=TIME_SCALE, ledger=tmp_path / "w.db")
@@ -372,7 +372,7 @@ def test_studio_cards_inspector_and_ledger_show_the_solana_network(tmp_path):
     until(lambda: st.quote["status"] == "ok")
     assert st.network_name == "Solana Devnet (sandbox)" and st.quote["message"].endswith("on Solana Devnet (sandbox)")
     st.prompt = "a fox paid on Solana"
-    st._on_msg(st, {"type": "generate", "request_id": "r1"}, [])
+    st._on_msg(st, {"type": "generate", "request_id": "r1", "quote": shown_quote(st)}, [])  # the price on screen
     until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
     card = st.jobs[0]
     assert card["receipt"]["network_name"] == "Solana Devnet" and card["receipt"]["payer"] == ss.wallet.solana_address

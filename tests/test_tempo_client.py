@@ -288,7 +288,7 @@ def test_studio_cards_inspector_and_ledger_show_tempo_payments(tmp_path):
     from stablestudio_widgets import StableStudio, Studio
     from stablestudio_widgets.widgets.records import ledger_records
 
-    from .test_widgets import until
+    from .test_widgets import shown_quote, until
 
     ss = StableStudio.sandbox(network=["base-sepolia", "tempo-testnet"], prefer_network="tempo-testnet",
                               time_scale=TIME_SCALE, ledger=tmp_path / "w.db")
@@ -296,7 +296,7 @@ def test_studio_cards_inspector_and_ledger_show_tempo_payments(tmp_path):
     until(lambda: st.quote["status"] == "ok")
     assert st.network_name == "Tempo testnet (sandbox)" and st.quote["message"].endswith("on Tempo testnet (sandbox)")
     st.prompt = "a fox paid on Tempo"
-    st._on_msg(st, {"type": "generate", "request_id": "r1"}, [])
+    st._on_msg(st, {"type": "generate", "request_id": "r1", "quote": shown_quote(st)}, [])  # the price on screen
     until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
     card = st.jobs[0]
     receipt = card["receipt"]

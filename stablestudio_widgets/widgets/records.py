@@ -175,7 +175,8 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
         header = ("WWW-Authenticate: Payment challenge (MPP)" if d.get("method") == "mpp-tempo" else
                   "PAYMENT-REQUIRED header")
         how = ("reused from an earlier paid request: this payment needs one round trip" if d.get("reused") else
-               "read earlier from an unpaid request's 402 (the price shown) and kept in memory" if d.get("cached")
+               f"read earlier from an unpaid request's 402 answer, {header} (the price shown), kept in memory"
+               if d.get("cached")
                else f"read from the unpaid request's 402 answer, {header}")
         return "402 Payment Required", f"{what} — {how}", {"PAYMENT-REQUIRED": required}
     if e.kind == "signed" and "Authorization" in d:
