@@ -21,7 +21,7 @@ from .policy import DEFAULT_MAX_USD_PER_REQUEST
 def _run_sandbox(args: argparse.Namespace) -> int:
     from eth_account import Account
 
-    from .sandbox import Faults, Sandbox
+    from .sandbox import Faults, Sandbox, Timing
 
     faults = Faults(fail_rate=args.fail_rate, error_rate=args.error_rate, error_status=args.error_status,
                     poll_404_s=args.poll_404_s, drop_after_settle_rate=args.drop_rate,
@@ -31,7 +31,8 @@ def _run_sandbox(args: argparse.Namespace) -> int:
                           siwx_reuse=args.siwx_reuse, body_402=args.body_402, extra_fields=args.extra_fields,
                           pricing_format=args.pricing_format, replay=args.replay, omit_extra=args.omit_extra,
                           log_level=args.log_level, access_log=args.log_level in ("info", "debug"),
-                          networks=args.network, tempo_fee_payer=args.tempo_fee_payer, mpp_settle=args.mpp_settle)
+                          networks=args.network, tempo_fee_payer=args.tempo_fee_payer, mpp_settle=args.mpp_settle,
+                          timing=Timing(spread=args.spread, seed=args.seed))
     except (ValueError, ImportError) as e:
         print(f"Cannot start the sandbox: {e}", file=sys.stderr)
         return 2
@@ -124,7 +125,9 @@ def add_sandbox(sub: Any) -> None:
     p.add_argument("--drop-rate", type=float, default=0.0,
                    help="share of paid requests that settle but are not answered properly")
     p.add_argument("--drop-mode", choices=("reset", "5xx", "delay"), default="reset")
-    p.add_argument("--seed", type=int, default=None, help="seed of the fault dice")
+    p.add_argument("--spread", type=float, default=0.2,
+                   help="spread of job durations around their route's typical time (log-normal sigma; 0: exact)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the fault dice and of the job durations")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_run_sandbox)
 

@@ -93,12 +93,13 @@ class AsyncStableStudio:
     # --- construction helpers -----------------------------------------------------------------
     @classmethod
     def sandbox(cls, *, time_scale: float = 0.1, faults: Any = None, network: str | list[str] | None = None,
-                **kwargs: Any) -> AsyncStableStudio:
+                timing: Any = None, **kwargs: Any) -> AsyncStableStudio:
         """A client on a fresh in-process sandbox with a throwaway wallet: no money, no network.
-        ``network``: what the sandbox takes ("base-sepolia", "solana-devnet", "tempo-testnet", or several)."""
+        ``network``: what the sandbox takes ("base-sepolia", "solana-devnet", "tempo-testnet", or several);
+        ``timing``: how long its jobs take (:class:`~stablestudio_widgets.sandbox.Timing`)."""
         from .sandbox import Sandbox
 
-        sb = Sandbox(time_scale=time_scale, faults=faults, networks=network).start()
+        sb = Sandbox(time_scale=time_scale, faults=faults, networks=network, timing=timing).start()
         kwargs.setdefault("ledger", ":memory:")
         kwargs.setdefault("solana_rpc_url", sb.solana_rpc_url)
         kwargs.setdefault("tempo_rpc_url", sb.tempo_rpc_url)

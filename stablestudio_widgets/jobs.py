@@ -17,7 +17,7 @@ from .boundary import json_object, result_url
 from .catalog import Route
 from .errors import AuthError, JobFailed, JobNotFound, JobTimeout, ServiceError, StableStudioError, fmt_usd, usd
 from .results import Result
-from .schedule import next_delay, parse_retry_after
+from .schedule import PollPlan, parse_retry_after
 from .status import LOCAL, RUNNING_ON_SERVICE, JobStatus, is_done
 from .x402 import Receipt
 
@@ -41,8 +41,12 @@ class JobHost(Protocol):
     async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:
         """One signed-in ``GET /api/jobs/{id}``: the answer and the SIWX payload signed for it."""
 
+    def learned(self, job: AsyncJob) -> tuple[list[float], bool]:
+        """How long this user's recent jobs of the same kind took (the service's seconds), and
+        whether the service reports jobs' progress: what the job's poll plan starts from."""
+
     async def completed(self, job: AsyncJob) -> None:
-        """The job finished with a result (keep a local copy if asked)."""
+        """The job finished with a result (keep a local copy if asked, learn how long it took)."""
 
     async def resubmit(self, job: AsyncJob, confirm: bool, confirm_usd: float | None) -> AsyncJob:
         """Pay again for the same route and parameters (never reading a local file by path)."""
@@ -78,6 +82,9 @@ class AsyncJob:
     events: list[JobEvent] = field(default_factory=list)
     uploads: list[dict[str, Any]] = field(default_factory=list)  # {name, url, cost_usd, reused} per input image
     raw: dict[str, Any] = field(default_factory=dict)
+    percent: float | None = None  # how much of the work is done, when the service says
+    run_s: float | None = None  # how long it ran, in the service's seconds (once complete)
+    reported_progress: bool = False  # the service said how far along it was while it ran
     _poller: asyncio.Task | None = field(default=None, repr=False)
 
     @property
@@ -145,8 +152,10 @@ class AsyncJob:
         service_url = downloads.service_url if downloads else ""
         url = result_url(given, service_url)
         progress = data.get("progress")
-        detail = f"{progress:.0f}% done" if isinstance(progress, (int, float)) and 0 <= progress <= 100 else ""
-        fields: dict[str, Any] = {"status": status, "raw": data, "detail": detail, "error": None}
+        if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0 <= progress <= 100:
+            progress = None
+        fields: dict[str, Any] = {"status": status, "raw": data, "error": None, "percent": progress,
+                                  "detail": f"{progress:.0f}% done" if progress is not None else ""}
         if status == JobStatus.COMPLETE and url:
             fields["result"] = Result(url=url, media=self.route.media, name=self.id, downloads=downloads,
                                       thumbnail_url=result_url(res.get("thumbnailUrl"), service_url))
@@ -200,10 +209,13 @@ class AsyncJob:
         started = time.monotonic()
         grace = NOT_FOUND_GRACE_S * scale
         age_at_start = max(time.time() - self.created_at, 0.0)
+        runs, progress_expected = host.learned(self)
+        plan = PollPlan(self.route, scale, runs, progress_expected=progress_expected)
         polls = auth_refusals = 0
-        first = next_delay(self.route, age_at_start, scale)
-        if age_at_start < 0.9 * self.route.typical_s * scale and first < limit:
-            await asyncio.sleep(first)  # nothing to see before the route's typical time is near
+        running_at = 0.0  # the age at which the job was last seen running
+        first = plan.next_delay(age_at_start)
+        if first < limit:
+            await asyncio.sleep(first)  # nothing to see before completion is likely
         while True:
             age = age_at_start + time.monotonic() - started
             poll_started = time.time()
@@ -220,21 +232,26 @@ class AsyncJob:
                     raise
                 self.progress("Sign-in refused; signing in again")
             polls += 1
-            delay = next_delay(self.route, age, scale)
             if r is not None and polls == 1:
                 self.note("signed_in", {"path": f"/api/jobs/{self.id}", "status": r.status_code,
                                         "SIGN-IN-WITH-X": signed_in}, poll_started)
+            retry_after = parse_retry_after(r.headers.get("retry-after")) if r is not None else None
+            delay = None
             if r is not None:
                 if r.status_code == 200:
                     data = json_object(r)  # a body that is not a job keeps the status: poll again
                     self.apply(data if data is not None else {"status": self.status})
+                    data = data or {}
                     if self.status == JobStatus.COMPLETE and self.result is not None:
+                        self.run_s, self.reported_progress = plan.duration(running_at, age, data), plan.saw_progress
                         await host.completed(self)
                         self.note("result", {"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,
                                              "polls": polls}, time.time())
                         return self.result
                     if self.status == JobStatus.FAILED:
                         raise self.error  # type: ignore[misc]
+                    running_at = age
+                    plan.observe(age, self.status, self.percent, retry_after)
                 elif r.status_code == 404:
                     if age > grace:
                         err = JobNotFound(
@@ -246,11 +263,13 @@ class AsyncJob:
                         raise err
                     self.progress(f"Job not visible yet (404) — still polling, {age:.0f} s of {grace:.0f} s grace")
                 elif r.status_code == 429 or r.status_code >= 500:
-                    delay = parse_retry_after(r.headers.get("retry-after")) or delay
+                    delay = retry_after or plan.next_delay(age)
                     self.progress(f"Service busy ({r.status_code}); polling again in {delay:.1f} s")
                 else:
                     raise ServiceError(f"Polling job {self.id} got HTTP {r.status_code}: {r.text[:200]}",
                                        status=r.status_code, body=r.text, job_id=self.id)
+            if delay is None:
+                delay = plan.next_delay(age_at_start + time.monotonic() - started)
             if time.monotonic() - started + delay > limit:
                 remaining = limit - (time.monotonic() - started)
                 if remaining > 0:

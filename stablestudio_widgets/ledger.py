@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, base_url TEXT NOT NULL, route TEXT NOT NULL, model TEXT, media TEXT, prompt TEXT,
   params TEXT, status TEXT NOT NULL, amount INTEGER, nonce TEXT, payer TEXT, result_url TEXT,
   thumbnail_url TEXT, local_path TEXT, error TEXT, session TEXT,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,
+  variant TEXT, run_s REAL, reported_progress INTEGER);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS votes (
   id INTEGER PRIMARY KEY AUTOINCREMENT, comparison TEXT NOT NULL, prompt_index INTEGER, a TEXT, b TEXT,
@@ -61,7 +62,9 @@ def _marks(statuses: tuple[str, ...]) -> str:
 
 
 #: Columns added since the first release (older rows hold NULL: an EVM ``exact`` payment).
-MIGRATIONS = (("pay_method", "TEXT"),)
+#: Columns added since a ledger file could have been made, by table (they start empty).
+MIGRATIONS = {"payments": (("pay_method", "TEXT"),),
+              "jobs": (("variant", "TEXT"), ("run_s", "REAL"), ("reported_progress", "INTEGER"))}
 
 # What counts against a budget: settled or possibly settled, and refused authorizations until they
 # expire (the server holds a valid signature: it could still settle it).
@@ -120,10 +123,12 @@ class Ledger:
             self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(payments)")}
-            for name, decl in MIGRATIONS:
-                if name not in columns:  # a ledger written by an older version: add the column
-                    self._db.execute(f"ALTER TABLE payments ADD COLUMN {name} {decl}")
+            for table, added in MIGRATIONS.items():
+                columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, decl in added:
+                    if name not in columns:  # a ledger written by an older version: add the column
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_kind ON jobs(route, variant)")
         self.forget_expired_payloads()
 
     def _tx(self):
@@ -197,14 +202,14 @@ class Ledger:
     # --- jobs ---------------------------------------------------------------------------------
     def record_job(self, *, id: str, base_url: str, route: str, model: str, media: str, prompt: str | None,
                    params: dict, status: str, amount: int | None, nonce: str | None, payer: str | None,
-                   session: str, created_at: float) -> None:
+                   session: str, created_at: float, variant: str | None = None) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO jobs (id, base_url, route, model, media, prompt, params, status, amount, nonce,"
-                " payer, session, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " payer, session, created_at, updated_at, variant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(id) DO NOTHING",
                 (id, base_url, route, model, media, prompt, json.dumps(params), status, amount, nonce, payer,
-                 session, created_at, time.time()))
+                 session, created_at, time.time(), variant))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
@@ -219,6 +224,17 @@ class Ledger:
         where, args = self._where(status=status, session=session)
         lim = f" LIMIT {int(limit)}" if limit else ""
         return self._all(f"SELECT * FROM jobs{where} ORDER BY created_at DESC{lim}", args)
+
+    def run_times(self, base_url: str, route: str, variant: str, limit: int = 20) -> list[tuple[float, bool]]:
+        """How long this wallet's latest finished jobs of one kind ran (the service's seconds), oldest
+        first, and whether the service reported their progress: what the next job's polls start from."""
+        rows = self._all("SELECT run_s, reported_progress FROM jobs WHERE base_url=? AND route=? AND variant=?"
+                         " AND run_s IS NOT NULL ORDER BY created_at DESC LIMIT ?", (base_url, route, variant, limit))
+        return [(float(r["run_s"]), bool(r["reported_progress"])) for r in reversed(rows)]
+
+    def reports_progress(self, base_url: str) -> bool:
+        """Whether the service at ``base_url`` has said how far along a job of ours was."""
+        return self._one("SELECT 1 FROM jobs WHERE base_url=? AND reported_progress=1 LIMIT 1", (base_url,)) is not None
 
     def unfinished_jobs(self, base_url: str) -> list[dict[str, Any]]:
         """Jobs that may still finish ("lost" and "timeout" are looked at again by resume())."""

@@ -94,7 +94,7 @@ class Payments:
         whose price model we do not know (only the live table has it) one per request body."""
         if not route.price_known:
             return (route.id, json.dumps(body, sort_keys=True, default=str))
-        return (route.id, *sorted((n, str(body.get(n, route.params[n].default))) for n in route.price_factors))
+        return (route.id, *route.price_point(body).items())
 
     def top_price(self, key: tuple) -> tuple[str, int]:
         """What the route table says a call may cost at most (0: it does not know), and what to

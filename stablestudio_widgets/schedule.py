@@ -1,23 +1,280 @@
-"""When to poll a job: soon after it can be done, without hammering an unreliable service."""
+"""When to poll a job: soon after it is likely done, without hammering an unreliable service.
+
+A job's finish is uncertain, so each job's :class:`PollPlan` keeps a belief about it: a
+log-normal around the best estimate at hand. Best first, that is what the service says now (a
+``Retry-After`` on a running job, or its ``progress``: two readings give its rate), how long
+this user's finished jobs of the same route and price-setting parameters took (learned, kept in
+the ledger), or the route table's typical time. Polls go where the belief says completion is
+likely: the poll density at time t is sqrt(h(t) / 2λ), h being the belief's hazard rate, which
+balances the wait for a result against the cost of a poll. λ is set so a job needs fewer polls
+than the service's own advice (images every 3 s, videos every 10 s) would spend on it. Every
+delay is jittered, so jobs submitted together do not poll together; a job that outlives its
+belief is polled at the service's interval, backing off to it from a brisk start.
+
+Everything from the service is bounded before it is used: progress must be a number in 0..100,
+``Retry-After`` is capped by the route's timeout, learned durations by the route's range.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+import random
+import statistics
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from .catalog import Route
 
+ROUTE_SPREAD = 0.35  # how far a job strays from the route table's typical time (log-normal sigma)
+JOB_SPREAD = 0.25  # how far one job strays from this user's usual time for its kind (until measured)
+MIN_SPREAD, MAX_SPREAD = 0.05, 0.8
+POLL_BUDGET = 0.85  # share of the polls the service's fixed interval would spend on a job
+FIRST_PHASE = 1.0  # the first poll comes when this many polls' worth of density has accumulated
+FIRST_SHARE = 1.4  # polls a job still running at the first look costs in all, when the service reports progress
+FIRST_Q_MAX = 0.6  # ... but the first look comes by the median, or jobs done early wait too long
+NEXT_Q = 0.5  # once the service has said when: look when half of what is left of the belief has passed
+TAIL = 0.03  # storing the output after the work is done takes about 3% of the job
+JITTER = 0.03  # each delay is stretched or shrunk by up to 3%: enough to part jobs paid together
+OVERDUE_Q = 0.995  # past this quantile of the belief a job is overdue: poll at the service's interval
+LEARNED = 20  # recent durations that shape the belief
 
-def next_delay(route: Route, elapsed: float, scale: float) -> float:
-    """Seconds to the next poll: first near the route's typical time, then briskly around it,
-    then at the service's recommended interval (3 s images, 10 s videos)."""
-    typical = route.typical_s * scale
-    interval = route.poll_interval_s * scale
-    if elapsed < 0.9 * typical:
-        return min(0.9 * typical - elapsed, max(interval, 0.25 * typical)) or interval
-    if elapsed < 2 * typical:
-        return min(interval, max(interval / 3, 0.1 * typical))
-    return interval
+
+@dataclass(frozen=True)
+class Belief:
+    """Where a job's finish is expected: ``median_s`` after submission, ``spread`` its log-sigma."""
+
+    median_s: float
+    spread: float
+    source: str  # route | learned | progress | server
+
+    def z(self, t: float) -> float:
+        return math.log(max(t, 1e-9) / self.median_s) / self.spread
+
+    def quantile(self, q: float) -> float:
+        return self.median_s * math.exp(self.spread * statistics.NormalDist().inv_cdf(q))
+
+    def hazard(self, t: float) -> float:
+        """Chance per second of finishing at ``t``, given it has not finished before."""
+        z = self.z(t)
+        if z > 8:  # the survival function underflows; its Mills-ratio limit is exact enough here
+            return z / (self.spread * max(t, 1e-9))
+        pdf = math.exp(-0.5 * z * z) / (math.sqrt(2 * math.pi) * self.spread * max(t, 1e-9))
+        return pdf / max(0.5 * math.erfc(z / math.sqrt(2)), 1e-300)
+
+
+def combine(a: Belief, b: Belief) -> Belief:
+    """Two independent estimates of one finish, weighted by their precision (in log space)."""
+    wa, wb = a.spread**-2, b.spread**-2
+    mu = (wa * math.log(a.median_s) + wb * math.log(b.median_s)) / (wa + wb)
+    return Belief(math.exp(mu), max((wa + wb) ** -0.5, 0.02), b.source)
+
+
+def prior(route: Route, learned: Sequence[float] = ()) -> Belief:
+    """The belief before the job says anything: this user's recent durations for the same kind of
+    job when there are any, else the route table's typical time."""
+    lo, hi = route.typical_s / 20, route.poll_timeout_s
+    runs = [min(max(float(r), lo), hi) for r in learned[-LEARNED:] if isinstance(r, (int, float)) and r > 0]
+    if not runs:
+        return Belief(route.typical_s, _route_spread(route), "route")
+    logs = [math.log(r) for r in runs]
+    centre = statistics.median(logs)
+    job = JOB_SPREAD if len(runs) < 3 else 1.4826 * statistics.median(abs(x - centre) for x in logs)
+    job = min(max(job, MIN_SPREAD), MAX_SPREAD)
+    # The spread of one job plus the doubt about the centre itself (less with every measurement).
+    return Belief(math.exp(centre), math.sqrt(job**2 + job**2 / len(runs)), "learned")
+
+
+def _route_spread(route: Route) -> float:
+    if route.typical_range_s:  # "1-3 min": about ±2 sigma
+        lo, hi = route.typical_range_s
+        return max(ROUTE_SPREAD, math.log(hi / lo) / 4)
+    return ROUTE_SPREAD
+
+
+class PollPlan:
+    """One job's polls. Ages and delays are real seconds since the job was paid for (the plan
+    converts with the client's ``scale``, so a scaled sandbox polls on the same schedule)."""
+
+    def __init__(self, route: Route, scale: float = 1.0, learned: Sequence[float] = (), *,
+                 progress_expected: bool = False, rng: random.Random | None = None):
+        self.route, self.scale = route, max(scale, 1e-6)
+        self.start = prior(route, learned)
+        self.belief = self.start
+        interval = route.poll_interval_s
+        self._gap = max(min(0.03 * self.start.median_s, 0.1 * interval), 0.05)  # the shortest stride
+        self._interval = interval
+        self._lam, fixed = _calibrate(self.start, interval, self._gap)
+        # A service that reports progress tells us the finish at the first look: look early enough
+        # to catch most jobs still running, within the poll budget (one more look for those).
+        budget = POLL_BUDGET * fixed
+        self._first_q = min(max(1 - (budget - 1) / FIRST_SHARE, 0.02), FIRST_Q_MAX) if progress_expected else None
+        self._rng = rng or random.Random()
+        self._readings: list[tuple[float, float]] = []
+        self._pending_at: float | None = None
+        self._finishing_at: float | None = None  # when progress first read 99
+        self._not_before = 0.0  # a server's Retry-After, as an age
+        self._overdue_stride = 0.0
+        self._first = True
+        self.polls = 0
+
+    # --- what the service says ------------------------------------------------------------------
+    def observe(self, age: float, status: str, progress: Any = None, retry_after: float | None = None) -> None:
+        """A poll at ``age`` found the job still running (``status``, maybe ``progress`` 0-100)."""
+        t = age / self.scale
+        if status == "pending":
+            self._pending_at = t
+        if retry_after is not None:  # the server says when to come back: believe it, and wait that long
+            wait = min(max(retry_after / self.scale, 0.0), self.route.poll_timeout_s)
+            self._not_before = t + wait
+            self.belief = Belief(max(t + wait, t + self._gap), 0.1, "server")
+            return
+        p = _percent(progress)
+        if p is None or not 0 < p < 100:
+            return
+        if p >= 99:  # the work is done and the output is being finished: the rate says nothing more
+            self._finishing_at = t if self._finishing_at is None else self._finishing_at
+        elif not self._readings or (p > self._readings[-1][1] and t > self._readings[-1][0]):
+            self._readings.append((t, p))  # a stall or a rewind says nothing about the rate
+        self.belief = combine(self.start, self._from_progress(t))
+
+    def _from_progress(self, t: float) -> Belief:
+        """When the job should finish, from its progress: the work's end (two readings give its rate;
+        one reading, the time since the job was last seen pending) plus a little to store the output."""
+        if not self._readings:  # only ever seen finishing
+            return Belief(t * (1 + TAIL), 0.05, "progress")
+        (a1, p1), (a2, p2) = self._readings[0], self._readings[-1]
+        if p2 - p1 >= 5:
+            work, doubt = a2 + (100 - p2) * (a2 - a1) / (p2 - p1), 0.1
+        else:
+            began = min(self._pending_at or 0.0, a2)
+            work, doubt = began + (a2 - began) * 100 / p2, 0.2
+        if self._finishing_at is not None:
+            work, doubt = max(work, self._finishing_at), 0.0
+        return Belief(max(work * (1 + TAIL), t + self._gap), doubt * (1 - p2 / 100) + 0.03, "progress")
+
+    # --- when to look next ----------------------------------------------------------------------
+    def next_delay(self, age: float) -> float:
+        """Real seconds from ``age`` to the next poll."""
+        t = age / self.scale
+        if t < self._not_before:
+            return (self._not_before - t) * self.scale
+        b = self.belief
+        if t >= b.quantile(OVERDUE_Q):  # later than believed: brisk at first, then the service's interval
+            self._overdue_stride = min(max(self._overdue_stride * 1.6, self._gap), self._interval)
+            stride = self._overdue_stride
+        elif self._first and self._first_q is not None:
+            stride = max(b.quantile(self._first_q) - t, self._gap)
+        else:
+            self._overdue_stride = 0.0
+            lam = self._lam
+            if b.source in ("progress", "server"):
+                # The service narrowed it down: spend what is left of the budget around its estimate.
+                left = max(POLL_BUDGET * (b.median_s / self._interval + 0.5) - self.polls, 1.0)
+                lam = min(lam, b.spread * b.median_s / (2 * left * left))
+            stride = _stride(b, t, FIRST_PHASE if self._first else 1.0, lam, self._gap, self._interval)
+            if b.source in ("progress", "server"):  # and look soon after its estimate
+                stride = min(stride, max(b.quantile(_cdf(b, t) + NEXT_Q * (1 - _cdf(b, t))) - t, self._gap))
+        self._first = False
+        self.polls += 1
+        return stride * (1 + JITTER * (2 * self._rng.random() - 1)) * self.scale
+
+    # --- what a finished job teaches ------------------------------------------------------------
+    @property
+    def saw_progress(self) -> bool:
+        return bool(self._readings) or self._finishing_at is not None
+
+    def duration(self, last_running_age: float, done_age: float, data: dict[str, Any]) -> float | None:
+        """How long the finished job ran, in the service's seconds: the service's own timestamps when
+        they agree with what we saw, else the middle of the window in which it finished (None when
+        that window is too wide to teach anything: the job was done long before we looked)."""
+        low, high = last_running_age / self.scale, done_age / self.scale
+        told = _span(data.get("createdAt"), data.get("updatedAt"))
+        slack = 1.0 / self.scale  # clocks and the answer's own trip
+        if told is not None and low - slack <= told / self.scale <= high + slack:
+            return max(told / self.scale, 0.0)
+        return (low + high) / 2 if high - low <= 0.25 * high else None
+
+
+def _stride(b: Belief, t: float, phase: float, lam: float, gap: float, interval: float) -> float:
+    """Walk forward from ``t`` until ``phase`` polls' worth of density, sqrt(h / 2λ), has accumulated."""
+    start = max(t, b.quantile(1e-4))  # before that nothing is likely: nothing to accumulate
+    x, acc = start, 0.0
+    cap = max(3 * b.median_s, 2 * interval)
+    while x - t < cap:
+        rate = math.sqrt(b.hazard(x) / (2 * lam))  # polls per second here
+        step = min(max(0.25 / max(rate, 1e-9), gap / 4), interval)
+        if acc + rate * step >= phase:
+            return max(x - t + (phase - acc) / max(rate, 1e-9), gap)
+        acc += rate * step
+        x += step
+    return cap
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate_cached(median_s: float, spread: float, interval: float, gap: float) -> tuple[float, float]:
+    """The poll cost λ at which the plan, on this belief alone, expects POLL_BUDGET times the polls of
+    the service's fixed interval (bisection; cached, as jobs of one kind share their belief)."""
+    b = Belief(median_s, spread, "")
+    fixed = _expected(b, lambda t, _k: (math.floor(t / interval) + 1) * interval)[0]
+    lo, hi = 1e-4 * median_s, 10.0 * median_s
+    for _ in range(12):
+        lam = math.sqrt(lo * hi)
+        def plan(t: float, k: int, lam: float = lam) -> float:
+            return t + _stride(b, t, FIRST_PHASE if k == 0 else 1.0, lam, gap, interval)
+        polls = _expected(b, plan)[0]
+        lo, hi = (lam, hi) if polls > POLL_BUDGET * fixed else (lo, lam)
+    return math.sqrt(lo * hi), fixed
+
+
+def _calibrate(b: Belief, interval: float, gap: float) -> tuple[float, float]:
+    """Beliefs within 5% of median and 0.025 of spread share one calibration."""
+    median = math.exp(round(math.log(b.median_s) / 0.05) * 0.05)
+    return _calibrate_cached(median, max(round(b.spread / 0.025) * 0.025, MIN_SPREAD), interval, round(gap, 2))
+
+
+def _expected(b: Belief, next_poll: Any) -> tuple[float, float]:
+    """Expected polls and wait after completion for a job finishing as ``b`` believes, polled at
+    the times ``next_poll(t, k)`` gives (the k-th poll after the one at ``t``)."""
+    def cdf(t: float) -> float:
+        return _cdf(b, t)
+
+    def partial(t: float) -> float:  # E[T; T < t]
+        if t <= 0:
+            return 0.0
+        return b.median_s * math.exp(b.spread**2 / 2) * 0.5 * math.erfc(-(b.z(t) - b.spread) / math.sqrt(2))
+
+    polls = wait = 0.0
+    t, k = 0.0, 0
+    while cdf(t) < 0.999 and k < 200:
+        nxt = next_poll(t, k)
+        polls += 1 - cdf(t)
+        wait += nxt * (cdf(nxt) - cdf(t)) - (partial(nxt) - partial(t))
+        t, k = nxt, k + 1
+    return polls, wait
+
+
+def _cdf(b: Belief, t: float) -> float:
+    return 0.5 * math.erfc(-b.z(t) / math.sqrt(2)) if t > 0 else 0.0
+
+
+def _percent(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _span(created: Any, updated: Any) -> float | None:
+    """Seconds between two ISO 8601 timestamps of the service, or None if either is not one."""
+    try:
+        a, b = (datetime.fromisoformat(str(v).replace("Z", "+00:00")) for v in (created, updated))
+        return (b - a).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -25,9 +282,10 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         try:
-            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -40,6 +40,8 @@ class JobTracker:
         self._listeners: list[Listener] = [self._persist]
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
         self.payers: dict[str, str] = {}  # job id -> the wallet address that owns it (signs in to poll it)
+        self._run_times: dict[tuple[str, str], list[float]] = {}  # (route, variant) -> recent run times
+        self._reports_progress: bool | None = None  # does this service say how far along jobs are?
         self._resubmit = resubmit
         self.client: Any = None  # the AsyncStableStudio this belongs to (a widget for a job reaches it here)
 
@@ -54,6 +56,8 @@ class JobTracker:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def changed(self, job: AsyncJob) -> None:
+        if job.percent is not None:  # this service says how far along jobs are: later plans count on it
+            self._reports_progress = True
         for listener in list(self._listeners):
             listener(job)
 
@@ -63,7 +67,8 @@ class JobTracker:
             return
         row = {"status": str(job.status), "result_url": job.result.url if job.result else None,
                "thumbnail_url": job.result.thumbnail_url if job.result else None,
-               "error": str(job.error) if job.error else None, "finished_at": job.finished_at}
+               "error": str(job.error) if job.error else None, "finished_at": job.finished_at,
+               "run_s": job.run_s, "reported_progress": job.reported_progress}
         if row != self._ledger_rows.get(job.id):  # most polls change nothing: no write for them
             self.ledger.update_job(job.id, **row)
             self._ledger_rows[job.id] = row
@@ -82,9 +87,25 @@ class JobTracker:
         r = await self.service.signed_in("GET", job_path(job_id), as_=self.payer_of(job_id))
         return r, self.service.siwx_signed.get(str(r.request.url).split("?", 1)[0], {})
 
+    def learned(self, job: AsyncJob) -> tuple[list[float], bool]:
+        if self._reports_progress is None:
+            self._reports_progress = self.ledger.reports_progress(self.service.base_url)
+        return list(self._runs(job)), self._reports_progress
+
+    def _runs(self, job: AsyncJob) -> list[float]:
+        kind = (job.route.id, variant(job))
+        if kind not in self._run_times:
+            self._run_times[kind] = [r for r, _ in self.ledger.run_times(self.service.base_url, *kind)]
+        return self._run_times[kind]
+
     async def completed(self, job: AsyncJob) -> None:
-        """Keep a local copy when asked to (result URLs expire): checked like any download, named
-        after the job id (hashed unless plainly an id), with the suffix of its checked type."""
+        """Learn how long it took; keep a local copy when asked to (result URLs expire): checked like
+        any download, named after the job id (hashed unless plainly an id), with the suffix of its
+        checked type."""
+        if job.run_s is not None:
+            runs = self._runs(job)
+            runs.append(job.run_s)
+            del runs[:-20]
         if self.save_dir is None or job.result is None or job.result.local_path or job.id is None:
             return
         try:
@@ -107,7 +128,8 @@ class JobTracker:
         self.ledger.update_payment(nonce, job_id=job_id)
         self.ledger.record_job(id=job_id, base_url=self.service.base_url, route=job.route.id, model=job.route.model,
                                media=job.route.media, prompt=job.prompt, params=job.params, status=str(status),
-                               amount=amount, nonce=nonce, payer=payer, session=self.session, created_at=created)
+                               amount=amount, nonce=nonce, payer=payer, session=self.session, created_at=created,
+                               variant=variant(job))
         self.jobs[job_id] = job
         self.payers[job_id] = payer
         self._ledger_rows[job_id] = None
@@ -143,6 +165,11 @@ class JobTracker:
             self._ledger_rows.setdefault(job_id, None)
         job.apply(data)
         return job
+
+
+def variant(job: AsyncJob) -> str:
+    """The kind of job, for learning how long such jobs take: its price-setting parameters."""
+    return json.dumps(job.route.price_point(job.params), sort_keys=True)
 
 
 def route_from_type(cat: Catalog, job_type: Any) -> str | None:

@@ -26,7 +26,6 @@ from stablestudio_widgets import (
 )
 from stablestudio_widgets.catalog import load
 from stablestudio_widgets.sandbox import Faults, Sandbox
-from stablestudio_widgets.schedule import next_delay
 from stablestudio_widgets.widgets.records import job_record
 
 pytestmark = pytest.mark.anyio
@@ -429,15 +428,6 @@ async def test_policy_violation_names_what_was_offered(make_client):
         await ss.generate("grok", "x")
     assert "Offered: exact $0.07 on Base Sepolia" in str(e.value) and "Nothing was signed" in str(e.value)
     assert isinstance(e.value, (PolicyViolation, __import__("stablestudio_widgets").PaymentRequiredError))
-
-
-def test_polling_schedule_is_smart():
-    img, vid = CATALOG.route("nano-banana/generate"), CATALOG.route("wan-2.6/t2v")
-    assert next_delay(img, 0, 1) == pytest.approx(3.0)  # not before the first interval
-    assert next_delay(img, 4.5, 1) == pytest.approx(1.0)  # brisk around the typical 5 s
-    assert next_delay(img, 60, 1) == pytest.approx(3.0)
-    assert next_delay(vid, 0, 1) > 50  # no point polling a 3.5-minute video every 10 s from the start
-    assert next_delay(vid, 500, 1) == pytest.approx(10.0)
 
 
 def test_sync_facade_inside_a_running_event_loop(sandbox, tmp_path):

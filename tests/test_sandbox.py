@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import queue
 import re
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -32,7 +34,7 @@ from eth_account.messages import encode_defunct
 from x402.extensions.sign_in_with_x.evm import format_siwe_message
 
 from stablestudio_widgets.catalog import load
-from stablestudio_widgets.sandbox import Faults, Sandbox
+from stablestudio_widgets.sandbox import Faults, Sandbox, Timing
 from stablestudio_widgets.sandbox.faults import JOB_ERRORS
 from stablestudio_widgets.sandbox.signin import siwe_message
 from stablestudio_widgets.sandbox.wire import iso
@@ -41,6 +43,7 @@ NETWORK = "eip155:84532"
 ASSET = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 BASE_MAINNET_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 NANO = "/api/generate/nano-banana/generate"
+SORA = "/api/generate/sora-2/generate"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIME_SCALE = 0.002
 
@@ -295,23 +298,64 @@ def test_video_job_has_a_playable_video_and_a_thumbnail(payer: Payer) -> None:
     assert thumb.headers["content-type"] == "image/png" and thumb.content.startswith(PNG_MAGIC)
 
 
-def test_status_goes_pending_processing_complete() -> None:
-    with private_sandbox(time_scale=10) as (s, client):  # nano-banana: pending for 7.5 s
+def _statuses(payer: Payer, job_id: str) -> list[tuple[str, Any]]:
+    """Every (status, progress) a job shows, polled every 10 ms until it completes."""
+    seen: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while (not seen or seen[-1][0] != "complete") and time.monotonic() < deadline:
+        job = payer.job(job_id).json()
+        state = (job["status"], job.get("progress"))
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        time.sleep(0.01)
+    return seen
+
+
+def test_status_goes_pending_loading_with_progress_complete() -> None:
+    with private_sandbox(time_scale=10) as (s, client):  # nano-banana: pending for seconds
         payer = Payer(s, client)
         job = payer.job(payer.generate()).json()
         assert job["status"] == "pending" and job["updatedAt"] == job["createdAt"] and "result" not in job
-    with private_sandbox(time_scale=0.3) as (s, client):  # 1.5 s: pending 225 ms, then processing
+    # As the real service: "loading" with a progress percentage that counts the work, then holds at 99.
+    with private_sandbox(time_scale=0.4, timing=Timing(spread=0), router=True) as (s, client):  # exactly 2 s
         payer = Payer(s, client)
-        job_id = payer.generate()
-        seen: list[str] = []
-        deadline = time.monotonic() + 10
-        while (not seen or seen[-1] != "complete") and time.monotonic() < deadline:
-            status = payer.job(job_id).json()["status"]
-            if not seen or seen[-1] != status:
-                seen.append(status)
-            time.sleep(0.01)
+        seen = _statuses(payer, payer.generate())
+        statuses = [status for status, _ in seen]
+        progress = [p for status, p in seen if status == "loading"]
         # The first poll may come after the short pending phase on a loaded machine.
-        assert seen in (["pending", "processing", "complete"], ["processing", "complete"])
+        assert statuses[-1] == "complete" and set(statuses) <= {"pending", "loading", "complete"}
+        assert len(progress) > 20 and progress == sorted(progress) and 0 <= progress[0] < 20 and progress[-1] == 99
+        assert all(p is None for status, p in seen if status != "loading")
+
+
+def test_status_in_spec_mode_says_processing_without_progress() -> None:
+    with private_sandbox(time_scale=0.3) as (s, client):
+        payer = Payer(s, client)
+        seen = _statuses(payer, payer.generate())
+        assert [status for status, _ in seen] in (["pending", "processing", "complete"], ["processing", "complete"])
+        assert all(p is None for _, p in seen)
+        assert payer.signed("GET", "/api/jobs?status=processing").status_code == 200
+
+
+def test_job_durations_spread_around_their_centre_reproducibly() -> None:
+    def durations(seed: int, spread: float = 0.2, params: dict | None = None) -> list[float]:
+        with private_sandbox(time_scale=1.0, timing=Timing(spread=spread, seed=seed)) as (s, client):
+            payer = Payer(s, client)
+            ids = [payer.generate(SORA, {"prompt": f"p{i}", **(params or {})}) for i in range(12)]
+            return [s.jobs[i].duration_s for i in ids]
+
+    first = durations(1)
+    assert first == durations(1) and first != durations(2)  # seeded
+    assert 0.55 * 120 < min(first) < max(first) < 1.8 * 120 and max(first) / min(first) > 1.3
+    assert statistics.median(first) == pytest.approx(120, rel=0.25)
+    assert set(durations(1, spread=0)) == {120.0}
+    # Longer outputs take longer: 12 s of video is sqrt(3) times the 4 s default.
+    assert durations(1, spread=0, params={"seconds": "12"}) == [pytest.approx(120 * math.sqrt(3))] * 12
+
+
+def test_timing_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="spread"):
+        Timing(spread=2)
 
 
 # ------------------------------------------------------------------------------ refusals

@@ -95,6 +95,11 @@ class Route:
             factor *= table.get(to_wire(value), 1.0)
         return round(self.price_base * factor)
 
+    def price_point(self, wire: dict[str, Any]) -> dict[str, str]:
+        """The parameters that set this call's price, defaults filled in: they set how long it takes
+        too (a 12 s video costs and takes more than a 4 s one)."""
+        return {n: str(to_wire(wire.get(n, self.params[n].default))) for n in sorted(self.price_factors)}
+
     def validate(self, params: dict[str, Any], *, uploadable: bool = False, strict: bool = True) -> dict[str, Any]:
         """Check ``params`` against the table and return them in wire form.
 

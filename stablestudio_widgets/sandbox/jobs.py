@@ -1,15 +1,25 @@
-"""Sandbox jobs: a status that follows the clock, and media rendered when the job finishes.
+"""Sandbox jobs: how long each one takes, a status that follows the clock, and media rendered
+when the job finishes.
 
-A job is ``pending`` for the first 15% of its duration (the route's typical time times the
-sandbox's ``time_scale``), then ``processing``; at the end a worker renders its media in a
-thread and only then marks it ``complete`` (or ``failed``, if the fault dice said so). The
-status is computed from timestamps plus that one terminal transition, made on the event loop,
-so every reader sees a consistent job and ``complete`` always comes with fetchable media.
+Real jobs do not take exactly a route's typical time, so a schedule tuned to that time must not
+be flattered here: each job's duration is drawn (seeded, :class:`Timing`) from a log-normal
+spread around its centre, and longer or bigger outputs take longer (the centre is the route's
+typical time times the square root of the parameters' price factor).
+
+A job is ``pending`` for the first 15% of its duration (its queue), then running: in router mode
+``loading`` with a ``progress`` of 0-99, as StableStudio reports it (linear over the work, holding
+at 99 for the last 5% while the output is stored), in spec mode ``processing`` with no progress
+(PROTOCOL.md's vocabulary). At the end a worker renders its media in a thread
+and only then marks it ``complete`` (or ``failed``, if the fault dice said so). The status is
+computed from timestamps plus that one terminal transition, made on the event loop, so every
+reader sees a consistent job and ``complete`` always comes with fetchable media.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -19,6 +29,36 @@ from ..catalog import Route
 from .wire import iso
 
 PENDING_SHARE = 0.15
+FINISHING_SHARE = 0.05  # progress holds at 99 while the output is encoded and stored
+#: How far a draw may stray from a job's centre, in standard deviations.
+MAX_Z = 2.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long sandbox jobs take and what they report while they run."""
+
+    #: Standard deviation of a job's log-duration (0.2: most jobs within ±40% of their centre);
+    #: 0 makes every job take exactly its centre.
+    spread: float = 0.2
+    #: Seed of the duration draws; ``None`` draws from the OS.
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.spread <= 1:
+            raise ValueError(f"Timing.spread must be between 0 and 1, got {self.spread!r}")
+
+
+def centre_s(route: Route, params: dict[str, Any]) -> float:
+    """A request's usual duration: the route's typical time (for its default parameters) times the
+    square root of how much dearer these parameters make it (12 s of video takes longer than 4 s)."""
+    return route.typical_s * math.sqrt(route.price_atomic(params) / max(route.price_atomic({}), 1))
+
+
+def draw_duration_s(route: Route, params: dict[str, Any], timing: Timing, rng: random.Random) -> float:
+    """One job's duration in the service's seconds, spread around its centre."""
+    z = max(-MAX_Z, min(MAX_Z, rng.gauss(0.0, 1.0)))
+    return centre_s(route, params) * math.exp(timing.spread * z)
 
 
 @dataclass
@@ -49,6 +89,12 @@ class Job:
         now = time.time() if now is None else now
         return "pending" if now < self.created_at + PENDING_SHARE * self.duration_s else "processing"
 
+    def progress(self, now: float) -> int:
+        """Percent of the work done: linear over the work, 99 while the output is finished."""
+        work = (1 - PENDING_SHARE - FINISHING_SHARE) * self.duration_s
+        done = (now - self.created_at - PENDING_SHARE * self.duration_s) / work if work > 0 else 1.0
+        return max(0, min(99, int(100 * done)))
+
     def updated_at(self, now: float | None = None) -> float:
         status = self.status(now)
         if status in ("complete", "failed"):
@@ -69,7 +115,7 @@ class Job:
         }
         if loading and status == "processing":
             out["status"] = "loading"
-            out["progress"] = min(99, int(100 * (now - self.created_at) / max(self.duration_s, 1e-6)))
+            out["progress"] = self.progress(now)
         if status == "complete" and self.result:
             out["result"] = dict(self.result)
         if status == "failed":

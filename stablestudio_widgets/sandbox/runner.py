@@ -18,7 +18,7 @@ from eth_utils import keccak
 
 from ..catalog import Catalog
 from .faults import Faults
-from .jobs import Job
+from .jobs import Job, Timing
 from .mpp import NETWORK as TEMPO_TESTNET
 from .mpp import Mpp
 from .router import Mode
@@ -67,7 +67,7 @@ class Sandbox:
                  access_log: bool = False, networks: str | list[str] | None = None,
                  solana_blockhash_ttl_s: float | None = None, solana_blockhash_hint: bool = True,
                  tempo_fee_payer: bool = False, mpp_strict: bool = True, mpp_settle: str = "before",
-                 mpp_signin_only: bool = False):
+                 mpp_signin_only: bool = False, timing: Timing | None = None):
         """``networks``: what the sandbox takes, in the order of its 402's ``accepts``:
         ``"base-sepolia"`` (the default), ``"solana-devnet"`` (needs the ``solana`` extra), and/or
         ``"tempo-testnet"`` (MPP: a ``WWW-Authenticate: Payment`` challenge beside the x402 header).
@@ -75,7 +75,8 @@ class Sandbox:
         without an RPC URL), so clients ask :attr:`solana_rpc_url`. ``tempo_fee_payer``: the sandbox
         sponsors Tempo fees; ``mpp_strict=False`` checks only what mppx checks; ``mpp_settle="after"``
         settles after the handler, as the router does (a failed payment is a 500 with the job created);
-        ``mpp_signin_only``: job routes offer only the MPP $0 proof, no SIWX challenge."""
+        ``mpp_signin_only``: job routes offer only the MPP $0 proof, no SIWX challenge. ``timing``: how
+        long jobs take (durations spread around each route's typical time, seeded)."""
         if time_scale < 0:
             raise ValueError("time_scale must not be negative")
         mode = Mode.make(router=router, siwx_reuse=siwx_reuse, body_402=body_402, extra_fields=extra_fields,
@@ -86,7 +87,7 @@ class Sandbox:
                     signin_only=mpp_signin_only) if TEMPO_TESTNET in ids else None
         self.state = State(time_scale=time_scale, faults=faults or Faults(), mode=mode,
                            merchant=merchant, blob_limit_bytes=blob_limit_bytes,
-                           catalog=_catalog(catalog), networks=ids,
+                           catalog=_catalog(catalog), networks=ids, timing=timing,
                            solana=_solana(solana_blockhash_ttl_s, solana_blockhash_hint) if any(
                                n.startswith("solana:") for n in ids) else None, mpp=tempo)
         self.app = build_app(self.state)

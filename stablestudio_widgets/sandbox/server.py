@@ -170,7 +170,7 @@ class Api:
         def make(payment: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             job = jobs.Job(id=job_id(), route=route, params=params, payer=payment.payer,
                            base_url=base_url(request), created_at=time.time(),
-                           duration_s=route.typical_s * self.state.time_scale,
+                           duration_s=self.state.duration_s(route, params),
                            fate_error=self.state.dice.job_error(), inputs=self._inputs(route, params, request))
             self.state.add_job(job)
             task = asyncio.get_running_loop().create_task(jobs.run(job, self.state.executor))

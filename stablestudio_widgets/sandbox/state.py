@@ -8,7 +8,9 @@ threads (tests, the in-process API) get copies.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from eth_utils import keccak
 from ..catalog import Catalog, load
 from . import payments
 from .faults import Dice, Faults
-from .jobs import Job
+from .jobs import Job, Timing, draw_duration_s
 from .mpp import CHALLENGE_TTL_S, Mpp, MppInvalid, Verified
 from .mpp import NETWORK as TEMPO_TESTNET
 from .payments import Payment, PaymentInvalid
@@ -82,7 +84,7 @@ class Receipt:
 class State:
     def __init__(self, *, time_scale: float, faults: Faults, mode: Mode, merchant: str, blob_limit_bytes: int,
                  catalog: Catalog | None = None, networks: tuple[str, ...] = (payments.NETWORK,),
-                 solana: Any = None, mpp: Mpp | None = None):
+                 solana: Any = None, mpp: Mpp | None = None, timing: Timing | None = None):
         self.catalog = catalog or load()
         self.networks = networks  # what the 402s offer, in order
         self.solana = solana  # a solana.Chain when the sandbox takes Solana devnet
@@ -95,6 +97,8 @@ class State:
         self.blob_limit_bytes = blob_limit_bytes
         self.lock = threading.RLock()
         self.dice = Dice(faults)
+        self.timing = timing or Timing()
+        self._durations = random.Random(self.timing.seed)
         self.receipts: dict[tuple[str, str], Receipt] = {}
         self.settlements: list[dict[str, Any]] = []
         self.jobs: dict[str, Job] = {}
@@ -182,6 +186,11 @@ class State:
             self.receipts[payment.key] = Receipt(payment.fingerprint, route, body, receipt)
             return body, receipt
 
+    def duration_s(self, route: Any, params: dict[str, Any]) -> float:
+        """A new job's duration in real seconds (drawn, then scaled to the sandbox's clock)."""
+        with self.lock:
+            return draw_duration_s(route, params, self.timing, self._durations) * self.time_scale
+
     def add_job(self, job: Job) -> None:
         with self.lock:
             self._seq += 1
@@ -214,5 +223,6 @@ class State:
                 "mode": self.mode.to_dict(), "routes": len(self.catalog.routes), "faults": self.faults.to_dict(),
                 "settlements": len(self.settlements), "uploads": len(self.uploads),
                 "blobs": len(self.blobs),
+                "timing": dataclasses.asdict(self.timing),
                 "jobs": {s: statuses.count(s) for s in ("pending", "processing", "complete", "failed")},
             }
