@@ -14,8 +14,9 @@ is when it first answered ``complete`` to each policy minus when the job complet
 service's seconds (divided by --time-scale); polls are the ``GET /api/jobs/{id}`` it got from each.
 
 Two runs: the sandbox reporting ``loading`` with ``progress`` (router mode, as the real service
-does), then ``processing`` with no progress (spec mode, PROTOCOL.md's vocabulary). Round 1 of each route is cold (only the
-route table's typical time); later rounds know this client's earlier durations (the ledger).
+does), then ``processing`` with no progress (spec mode, PROTOCOL.md's vocabulary). Round 1 of
+each route is cold (only the route table's typical time); later rounds know this client's earlier
+durations (the ledger).
 Prints, per route: mean delay of each policy, the ratio ours/fixed, mean polls of each and their
 ratio; then images and videos overall, all rounds and learned rounds only. Exit status 1 when, with
 progress reported and durations learned, ours is not at most 1/3 as late with no more polls, for
@@ -43,8 +44,8 @@ from stablestudio_widgets import AsyncStableStudio, Wallet  # noqa: E402
 from stablestudio_widgets.catalog import load as load_catalog  # noqa: E402
 
 ROUTES = ["grok/generate", "nano-banana/generate", "flux-2-pro/generate", "nano-banana-pro/generate",
-          "gpt-image-1/generate", "grok-video/generate", "veo-3.1-fast/generate", "seedance-fast/t2v",
-          "seedance/t2v", "veo-3.1/generate", "sora-2/generate", "wan-2.6/t2v"]
+          "flux-2-max/generate", "gpt-image-2/generate", "grok-video/generate", "veo-3.1-fast/generate",
+          "seedance-fast/t2v", "seedance/t2v", "veo-3.1/generate", "sora-2/generate", "wan-2.6/t2v"]
 SANDBOX = """
 import asyncio.base_events, json, socket, sys, time
 from stablestudio_widgets.sandbox import Sandbox, Timing, jobs, server

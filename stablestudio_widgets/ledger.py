@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE INDEX IF NOT EXISTS votes_comparison ON votes(comparison);
 CREATE TABLE IF NOT EXISTS comparisons (
   id TEXT PRIMARY KEY, spec TEXT NOT NULL, cells TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS terms (
+  base_url TEXT NOT NULL, key TEXT NOT NULL, required TEXT NOT NULL, learned_at REAL NOT NULL,
+  PRIMARY KEY (base_url, key));
 """
 
 
@@ -241,6 +244,29 @@ class Ledger:
         marks = ",".join("?" * len(FINAL))
         return self._all(f"SELECT * FROM jobs WHERE base_url=? AND status NOT IN ({marks}) ORDER BY created_at",
                          (base_url, *sorted(FINAL)))
+
+    # --- payment terms learned from the service ------------------------------------------------
+    def save_terms(self, base_url: str, key: str, required: dict[str, Any], learned_at: float) -> None:
+        """Terms a payment settled on, so the next kernel pays in one round trip (wire data: they are
+        checked again, like fresh ones, before they are used)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO terms (base_url, key, required, learned_at) VALUES (?,?,?,?)"
+                       " ON CONFLICT(base_url, key) DO UPDATE SET required=excluded.required,"
+                       " learned_at=excluded.learned_at", (base_url, key, json.dumps(required), learned_at))
+
+    def stored_terms(self, base_url: str, key: str) -> tuple[Any, float] | None:
+        """The terms kept for ``key`` and when they were learned, or None."""
+        row = self._one("SELECT required, learned_at FROM terms WHERE base_url=? AND key=?", (base_url, key))
+        if row is None:
+            return None
+        try:
+            return json.loads(row["required"]), float(row["learned_at"])
+        except (TypeError, ValueError):
+            return None
+
+    def forget_terms(self, base_url: str, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM terms WHERE base_url=? AND key=?", (base_url, key))
 
     # --- votes and comparisons --------------------------------------------------------------
     def save_comparison(self, comparison: str, spec: dict, cells: list) -> None:

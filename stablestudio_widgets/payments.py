@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from .jobs import AsyncJob
 
 UPLOAD_BODY = {"filename": "image.png", "contentType": "image/png"}  # what an upload is quoted with
+#: Terms a payment settled on are kept in the ledger this long: the next kernel pays in one round trip.
+TERMS_MAX_AGE_S = 24 * 3600
 FindJob = Callable[[Route, dict[str, Any], float, str], Awaitable[str | None]]
 
 
@@ -55,7 +57,7 @@ class Terms:
     required: PaymentRequired
     requirement: Requirement
     method: PaymentMethod
-    paid: bool = False  # a payment on these terms was accepted: later ones are signed up front
+    paid: bool = False  # a payment on these terms was accepted (here or, kept in the ledger, in another kernel)
     learned_at: float = 0.0
     learned_ms: float = 0.0
     options: tuple[Option, ...] = ()  # what every offer of the 402 costs (quotes show them)
@@ -152,12 +154,12 @@ class Payments:
 
     async def learn(self, path: str, body: dict[str, Any], key: tuple) -> Terms:
         """Terms for ``key``: reused while their method can still sign them (one round trip to pay),
-        else read from an unpaid 402."""
+        else the ones a payment settled on in an earlier kernel, else read from an unpaid 402."""
         if self._usable(key):
             return self.terms[key]
         # Concurrent first requests to one route learn its terms once, not once each.
         async with self._learning.setdefault(key, asyncio.Lock()):
-            if self._usable(key):
+            if self._usable(key) or self._recall(key, path):
                 return self.terms[key]
             t0 = time.time()
             r = await self.service.unpaid("POST", path, json=body)
@@ -193,6 +195,20 @@ class Payments:
         except PaymentRequiredError:
             return None
 
+    def _recall(self, key: tuple, path: str) -> bool:
+        """Take the terms an earlier kernel paid on, if they are young enough and pass every check fresh
+        terms pass (the ledger is wire data too). Stale ones cost one refused request, then fresh terms."""
+        stored = self.ledger.stored_terms(self.service.base_url, json.dumps(key))
+        if stored is None or not 0 <= time.time() - stored[1] <= TERMS_MAX_AGE_S:
+            return False
+        try:
+            required = decode_payment_required(None, stored[0])
+            self.terms[key] = Terms(required, *self.choose(required, path, key), paid=True, learned_at=stored[1])
+        except PaymentRequiredError:  # no longer acceptable (the policy changed, or it was tampered with)
+            self.ledger.forget_terms(self.service.base_url, json.dumps(key))
+            return False
+        return self._usable(key)
+
     def _usable(self, key: tuple) -> bool:
         t = self.terms.get(key)
         return t is not None and time.time() < t.method.usable_until(t.requirement, t.learned_at)
@@ -221,7 +237,8 @@ class Payments:
             fresh = terms.learned_at >= job.created_at
             job.note("terms", {"PAYMENT-REQUIRED": terms.required.raw, "accepted": terms.requirement.raw,
                                "reused": terms.paid, "offer": terms.requirement.describe(),
-                               "method": terms.method.name, "cached": not fresh},
+                               "method": terms.method.name, "cached": not fresh,
+                               "age_s": round(time.time() - terms.learned_at)},
                      terms.learned_at if fresh else time.time(), terms.learned_ms if fresh else 0.0)
         for attempt in range(2):
             req = terms.requirement
@@ -235,6 +252,10 @@ class Payments:
             receipt = self.receipt_of(r, terms.method) if outcome is Outcome.SETTLED else None
             self._apply(outcome, signed, receipt=receipt, error=error_text(r, refusal, outcome))
             if outcome is Outcome.SETTLED:
+                if not terms.paid and terms.requirement in terms.required.accepts:
+                    # The first payment on these x402 terms: the next kernel may pay on them at once (an
+                    # MPP challenge is single-use: there is nothing to keep).
+                    self.ledger.save_terms(self.service.base_url, json.dumps(key), terms.required.raw, terms.learned_at)
                 terms.paid = True
                 if job is not None:
                     job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,

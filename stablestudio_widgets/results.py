@@ -26,6 +26,7 @@ import httpx
 
 from .boundary import file_stem, result_url
 from .errors import ServiceError
+from .service import tls_context
 
 if TYPE_CHECKING:
     from .service import Service
@@ -139,7 +140,7 @@ class Downloads:
 
     async def fetch(self, url: str, media: str) -> Download:
         if self.service is None:
-            async with httpx.AsyncClient(timeout=self.timeout) as http:
+            async with httpx.AsyncClient(timeout=self.timeout, verify=tls_context()) as http:
                 return await self._fetch(http, url, media)
         return await self._fetch(self.service.http, url, media)
 
@@ -162,7 +163,7 @@ class Downloads:
             return asyncio.run_coroutine_threadsafe(self.fetch(url, media), loop).result()
         with self._lock:
             if self._sync is None:
-                self._sync = httpx.Client(timeout=self.timeout)
+                self._sync = httpx.Client(timeout=self.timeout, verify=tls_context())
         url = self._checked(url)
         for _ in range(MAX_REDIRECTS + 1):
             with self._sync.stream("GET", url, follow_redirects=False) as r:

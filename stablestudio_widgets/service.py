@@ -8,7 +8,9 @@ re-send the very same signature.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,13 @@ from .schedule import parse_retry_after
 from .wallet import Wallet
 
 DEFAULT_BASE_URL = "https://stablestudio.dev"
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for the process: making one loads the CA bundle (tens of ms, a visible stall in
+    a notebook), so every client and download shares it."""
+    return httpx.create_ssl_context()
 
 
 class Service:
@@ -39,7 +48,8 @@ class Service:
                        SVM: [SOLANA_DEVNET, SOLANA] if local else [SOLANA]}
         self.http = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False)
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False,
+            verify=tls_context())
         self.stats = {"requests": 0, "signatures": 0, "siwx_signatures": 0}
         # The last signed SIWX payload per URI, for the inspector; a real wallet's without its signature.
         self.siwx_signed: dict[str, dict[str, Any]] = {}

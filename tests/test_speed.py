@@ -5,11 +5,13 @@ says; connections and TLS set-up are made once per client, not per call."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from stablestudio_widgets import AsyncStableStudio, Wallet
+from stablestudio_widgets import AsyncStableStudio, ConfirmationRequired, Wallet
 from stablestudio_widgets.ledger import Ledger
+from stablestudio_widgets.payments import Payments
 from stablestudio_widgets.sandbox import Sandbox, Timing
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +36,7 @@ async def test_finished_jobs_teach_the_next_ones_how_long_they_take(timed_sandbo
             assert job.run_s == pytest.approx((served.finished_at - served.created_at) / SCALE, rel=0.1, abs=0.5)
         assert jobs[0].reported_progress  # the first was seen loading (later ones may be looked at only when done)
         rows = ss.ledger.jobs()
-        assert {r["variant"] for r in rows} == {"{}"} and all(r["run_s"] for r in rows)
+        assert {r["variant"] for r in rows} == {'{"imageSize": "1K"}'} and all(r["run_s"] for r in rows)
 
     # A new kernel on the same ledger starts from those durations, per kind of job.
     async with AsyncStableStudio(timed_sandbox.url, wallet, ledger=Ledger(path), time_scale=SCALE) as ss:
@@ -77,3 +79,131 @@ async def test_the_ledger_migrates_a_file_made_before_durations_were_kept(tmp_pa
     ledger.update_job("old", variant=json.dumps({}), run_s=4.2, reported_progress=True)
     assert ledger.run_times("http://x", "nano-banana/generate", "{}") == [(4.2, True)]
     ledger.close()
+
+
+# ----------------------------------------------------------------------------- persisted terms
+
+
+def _key(ss, route_id: str = "nano-banana/generate") -> str:
+    route = ss.catalog.route(route_id)
+    return json.dumps(Payments.price_key(route, route.validate({"prompt": "x"})))
+
+
+async def test_terms_paid_on_in_one_kernel_pay_the_next_kernels_first_request_in_one_round_trip(
+        make_client, transport, sandbox, tmp_path):
+    wallet, ledger = Wallet.generate(), Ledger(tmp_path / "shared.sqlite3")
+    first = make_client(wallet=wallet, ledger=ledger)
+    await first.generate("nano-banana", "a red fox")  # learns the terms from a 402, pays, keeps them
+    required, learned_at = ledger.stored_terms(sandbox.url, _key(first))
+    assert required["accepts"][0]["payTo"].lower() == sandbox.merchant.lower() and time.time() - learned_at < 60
+
+    n = transport.total
+    second = make_client(wallet=wallet, ledger=ledger)  # a new kernel
+    job = await second.generate("nano-banana", "a blue fox")
+    assert transport.log[n:] == [("POST", "/api/generate/nano-banana/generate", True)]  # no unpaid 402
+    assert job.id and job.events[0].data["reused"]
+    assert sandbox.settlements[-1]["amount"] == required["accepts"][0]["amount"]
+
+
+async def test_a_stale_kept_price_costs_one_more_round_trip_never_a_wrong_payment(
+        make_client, transport, sandbox, tmp_path):
+    wallet, ledger = Wallet.generate(), Ledger(tmp_path / "shared.sqlite3")
+    first = make_client(wallet=wallet, ledger=ledger)
+    await first.generate("nano-banana", "a red fox")
+    required, learned_at = ledger.stored_terms(sandbox.url, _key(first))
+    price = required["accepts"][0]["amount"]
+    required["accepts"][0]["amount"] = str(int(price) - 4000)  # the price the service asked yesterday
+    ledger.save_terms(sandbox.url, _key(first), required, learned_at)
+
+    n, settled = transport.total, len(sandbox.settlements)
+    job = await make_client(wallet=wallet, ledger=ledger).generate("nano-banana", "a blue fox")
+    assert [paid for _, _, paid in transport.log[n:]] == [True, True]  # refused at the old price, then paid afresh
+    assert [s["amount"] for s in sandbox.settlements[settled:]] == [price] and job.amount == int(price)
+    assert ledger.stored_terms(sandbox.url, _key(first))[0]["accepts"][0]["amount"] == price
+
+
+async def _kept_then_tampered(make_client, sandbox, tmp_path, **changes):
+    """A kernel pays (so its terms are kept); then the kept terms are changed: a new kernel's client."""
+    wallet, ledger = Wallet.generate(), Ledger(tmp_path / "shared.sqlite3")
+    first = make_client(wallet=wallet, ledger=ledger)
+    await first.generate("nano-banana", "a red fox")
+    required, learned_at = ledger.stored_terms(sandbox.url, _key(first))
+    required["accepts"][0].update(changes)
+    ledger.save_terms(sandbox.url, _key(first), required, learned_at)
+    return make_client(wallet=wallet, ledger=ledger)
+
+
+@pytest.mark.parametrize("changes", [
+    {"amount": "900000"},  # above the route table's top price for the route
+    {"network": "eip155:1"},  # a network the policy does not allow
+    {"asset": "0x" + "77" * 20},  # not a known USDC contract
+    {"amount": "-1"},  # not even valid terms
+])
+async def test_kept_terms_pass_the_same_checks_as_fresh_ones(make_client, transport, sandbox, tmp_path, changes):
+    second = await _kept_then_tampered(make_client, sandbox, tmp_path, **changes)
+    n, settled = transport.total, len(sandbox.settlements)
+    job = await second.generate("nano-banana", "a blue fox")
+    assert [paid for _, _, paid in transport.log[n:]] == [False, True]  # refused unsigned: asked afresh, as new
+    price = sandbox.settlements[-1]["amount"]
+    assert [(p["amount"], p["network"]) for p in second.ledger.payments()][-1] == (int(price), "eip155:84532")
+    assert [s["amount"] for s in sandbox.settlements[settled:]] == [price] and job.amount == int(price)
+
+
+async def test_a_kept_payee_the_service_no_longer_names_needs_consent(make_client, transport, sandbox, tmp_path):
+    second = await _kept_then_tampered(make_client, sandbox, tmp_path, payTo="0x" + "66" * 20)
+    settled = len(sandbox.settlements)
+    with pytest.raises(ConfirmationRequired, match="now asks to be paid at"):
+        await second.generate("nano-banana", "a blue fox")
+    assert len(sandbox.settlements) == settled  # nothing settled, to anyone
+
+
+async def test_kept_terms_older_than_a_day_are_asked_for_again(make_client, transport, sandbox, tmp_path):
+    wallet, ledger = Wallet.generate(), Ledger(tmp_path / "shared.sqlite3")
+    first = make_client(wallet=wallet, ledger=ledger)
+    await first.generate("nano-banana", "a red fox")
+    required, _ = ledger.stored_terms(sandbox.url, _key(first))
+    ledger.save_terms(sandbox.url, _key(first), required, time.time() - 2 * 86400)
+    n = transport.total
+    await make_client(wallet=wallet, ledger=ledger).generate("nano-banana", "a blue fox")
+    assert [paid for _, _, paid in transport.log[n:]] == [False, True]  # an unpaid 402 first, as in a new kernel
+
+
+# ------------------------------------------------------------------- per-call set-up: none
+
+
+async def test_no_tls_context_or_connection_pool_is_built_per_call(sandbox, tmp_path, monkeypatch):
+    import ssl
+    import sys
+
+    import httpcore
+    import httpx
+
+    made = {"tls": 0, "pools": 0, "clients": 0}
+
+    def counting(cls_or_fn, what):
+        def wrapped(*a, **kw):
+            made[what] += 1
+            return cls_or_fn(*a, **kw)
+        return wrapped
+
+    monkeypatch.setattr(ssl, "create_default_context", counting(ssl.create_default_context, "tls"))
+    init_pool, init_client = httpcore.AsyncConnectionPool.__init__, httpx.AsyncClient.__init__
+    monkeypatch.setattr(httpcore.AsyncConnectionPool, "__init__", counting(init_pool, "pools"))
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting(init_client, "clients"))
+
+    first = AsyncStableStudio(sandbox.url, Wallet.generate(), ledger=":memory:", time_scale=0.002)
+    assert made["tls"] <= 1 and made["clients"] == 1  # the process's one TLS context, the client's one pool
+    made.update(tls=0, pools=0, clients=0)
+    second = AsyncStableStudio(sandbox.url, Wallet.generate(), ledger=":memory:", time_scale=0.002)
+    assert made == {"tls": 0, "pools": 1, "clients": 1}  # another client: its own pool, the same TLS context
+    made.update(tls=0, pools=0, clients=0)
+    for client in (first, second):
+        for i in range(3):
+            job = await client.generate("nano-banana", f"a fox {i}")
+            result = await job.wait()
+            await result.aread()
+        await client.quote("sora-2", prompt="x", seconds="8")
+    assert made == {"tls": 0, "pools": 0, "clients": 0}  # calls reuse them
+    assert "sniffio" in sys.modules  # httpcore's per-request look-up finds it (a failed import costs every request)
+    await first.aclose()
+    await second.aclose()

@@ -163,6 +163,16 @@ def _step(e: JobEvent) -> dict[str, Any]:
             "duration_ms": round(e.duration_ms, 1), "from_memory": bool(e.data.get("cached"))}
 
 
+def _age(seconds: Any) -> str:
+    """How long ago terms were learned, in words (" (learned 3 h ago)"), or nothing."""
+    if not isinstance(seconds, (int, float)) or seconds < 60:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f" (learned {seconds // size:.0f} {unit} ago)"
+    return ""
+
+
 def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
     d = e.data
     if e.kind == "terms":
@@ -174,7 +184,8 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
         what = d.get("offer") or what
         header = ("WWW-Authenticate: Payment challenge (MPP)" if d.get("method") == "mpp-tempo" else
                   "PAYMENT-REQUIRED header")
-        how = ("reused from an earlier paid request: this payment needs one round trip" if d.get("reused") else
+        how = (f"reused from an earlier paid request{_age(d.get('age_s'))}: this payment needs one round trip"
+               if d.get("reused") else
                f"read earlier from an unpaid request's 402 answer, {header} (the price shown), kept in memory"
                if d.get("cached")
                else f"read from the unpaid request's 402 answer, {header}")
