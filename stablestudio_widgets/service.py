@@ -126,7 +126,8 @@ class Service:
         we sign afresh; either way we try once more, and a second refusal is an :class:`AuthError`.
         """
         chains = self.chains_of(as_ or self.wallet.address)
-        url = str(self.http.build_request(method, path, params=kwargs.get("params")).url)
+        params = kwargs.get("params")
+        url = str(self.http.build_request(method, path, params=params).url) if params else self.url(path)
         uri = url.split("?", 1)[0]
         r = await self.retrying(lambda: self._send_signed(method, path, self._own_proof(uri, chains), kwargs))
         if r.status_code != 402:

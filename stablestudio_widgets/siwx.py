@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from eth_utils import to_checksum_address
-
 from .errors import AuthError, PaymentRequiredError
 from .networks import EVM, SVM, family
 from .x402 import b64json_decode, b64json_encode
@@ -65,6 +63,8 @@ def message_text(info: dict[str, Any], address: str) -> str:
     """The EIP-4361 message for ``info`` (keys as on the wire: ``chainId``, ``issuedAt``, …)."""
     chain = str(info["chainId"])
     chain_num = chain.split(":", 1)[1] if ":" in chain else chain
+    from eth_utils import to_checksum_address  # the signing stack loads on first use, not on import
+
     head = f"{info['domain']} wants you to sign in with your Ethereum account:\n{to_checksum_address(address)}"
     statement = info.get("statement")
     head = f"{head}\n\n{statement}" if statement is not None else head + "\n"

@@ -13,9 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
-
 from .errors import WalletError
 from .networks import EVM, NETWORKS, SVM
 
@@ -24,6 +21,14 @@ ENV_KEYSTORE = "STABLESTUDIO_KEYSTORE"
 ENV_KEYSTORE_PASSWORD = "STABLESTUDIO_KEYSTORE_PASSWORD"
 ENV_SOLANA_KEY = "STABLESTUDIO_SOLANA_KEY"
 SOLANA_EXTRA = "Solana needs the solana extra: pip install 'stablestudio-widgets[solana]'."
+
+
+def eth() -> Any:
+    """``eth_account.Account``, imported on first use: the signing stack takes longer to import than
+    the rest of the package, and ``import stablestudio_widgets`` alone signs nothing."""
+    from eth_account import Account
+
+    return Account
 
 
 def solders() -> Any:
@@ -44,7 +49,7 @@ def solders() -> Any:
 class Wallet:
     """Accounts that sign payments and sign-ins (EVM, Solana or both); ``repr`` shows addresses only."""
 
-    __slots__ = ("__account", "__solana", "sandbox")
+    __slots__ = ("__account", "__solana", "__signer", "sandbox")
 
     def __init__(self, account: Any = None, *, solana: Any = None, sandbox: bool = False):
         if account is None and solana is None:
@@ -57,7 +62,7 @@ class Wallet:
     def from_key(cls, key: str, *, sandbox: bool = False) -> Wallet:
         """From a 0x-prefixed (or bare) 32-byte hex private key."""
         try:
-            account = Account.from_key(key.strip())
+            account = eth().from_key(key.strip())
         except Exception:
             account = None
         del key  # error reporters that capture locals (IPython verbose, Sentry) must not find it
@@ -129,7 +134,7 @@ class Wallet:
         """Fresh throwaway keys for the sandbox (testnet terms only; never fund them): an EVM key,
         a Solana key (``solana=True``), or both."""
         keypair = solders().keypair.Keypair() if solana else None
-        return cls(Account.create() if evm else None, solana=keypair, sandbox=True)
+        return cls(eth().create() if evm else None, solana=keypair, sandbox=True)
 
     # --- who this wallet is ---------------------------------------------------------------------
     @property
@@ -167,12 +172,28 @@ class Wallet:
         return self.__account
 
     def sign_typed_data(self, full_message: dict[str, Any]) -> str:
-        signed = self._evm().sign_message(encode_typed_data(full_message=full_message))
-        return "0x" + signed.signature.hex().removeprefix("0x")
+        from eth_account.messages import encode_typed_data
+
+        return self._sign(encode_typed_data(full_message=full_message))
 
     def sign_message(self, text: str) -> str:
-        signed = self._evm().sign_message(encode_defunct(text=text))
-        return "0x" + signed.signature.hex().removeprefix("0x")
+        from eth_account.messages import encode_defunct
+
+        return self._sign(encode_defunct(text=text))
+
+    def _sign(self, signable: Any) -> str:
+        """EIP-191 signature (r, s, v) of a signable message, with the key object made once: eth-account
+        makes it (and derives the public key) again on every call, a third of a poll's CPU."""
+        try:
+            signer = self.__signer
+        except AttributeError:
+            from eth_keys import keys
+
+            signer = self.__signer = keys.PrivateKey(self._evm().key)
+        from eth_utils import keccak
+
+        sig = signer.sign_msg_hash(keccak(b"\x19" + signable.version + signable.header + signable.body))
+        return "0x" + sig.r.to_bytes(32, "big").hex() + sig.s.to_bytes(32, "big").hex() + f"{sig.v + 27:02x}"
 
     def sign_solana(self, message: bytes) -> bytes:
         """A raw Ed25519 signature (64 bytes) of ``message`` by the Solana key."""
@@ -191,7 +212,7 @@ class Wallet:
 
     def export_keystore(self, password: str) -> dict[str, Any]:
         """An encrypted keystore of the EVM key (to save a sandbox or new wallet safely)."""
-        return Account.encrypt(self._evm().key, password)
+        return eth().encrypt(self._evm().key, password)
 
     def __repr__(self) -> str:
         shown = ", ".join(self.addresses.values())
@@ -212,7 +233,7 @@ class Wallet:
 def _decrypt(text: str, password: str) -> Any:
     """The account in a keystore, or None; no exception (and so no frame with the password) escapes."""
     try:
-        return Account.from_key(Account.decrypt(json.loads(text), password))
+        return eth().from_key(eth().decrypt(json.loads(text), password))
     except Exception:
         return None
 def _solana_keypair(key: Any) -> tuple[Any, str | None]:
