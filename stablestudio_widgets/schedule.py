@@ -222,7 +222,7 @@ def _calibrate_cached(median_s: float, spread: float, interval: float, gap: floa
     b = Belief(median_s, spread, "")
     fixed = _expected(b, lambda t, _k: (math.floor(t / interval) + 1) * interval)[0]
     lo, hi = 1e-4 * median_s, 10.0 * median_s
-    for _ in range(9):  # λ within 3%: plenty
+    for _ in range(8):  # λ within 5%: plenty
         lam = math.sqrt(lo * hi)
         def plan(t: float, k: int, lam: float = lam) -> float:
             return t + _stride(b, t, FIRST_PHASE if k == 0 else 1.0, lam, gap, interval)
@@ -232,9 +232,9 @@ def _calibrate_cached(median_s: float, spread: float, interval: float, gap: floa
 
 
 def _calibrate(b: Belief, interval: float, gap: float) -> tuple[float, float]:
-    """Beliefs within 10% of median and 0.05 of spread share one calibration."""
-    median = math.exp(round(math.log(b.median_s) / 0.1) * 0.1)
-    return _calibrate_cached(median, max(round(b.spread / 0.05) * 0.05, MIN_SPREAD), interval, round(gap, 2))
+    """Beliefs within 15% of median and 0.1 of spread share one calibration (λ changes slowly with them)."""
+    median = math.exp(round(math.log(b.median_s) / 0.15) * 0.15)
+    return _calibrate_cached(median, max(round(b.spread, 1), MIN_SPREAD), interval, round(gap, 2))
 
 
 def _expected(b: Belief, next_poll: Any) -> tuple[float, float]:
