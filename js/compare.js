@@ -25,6 +25,7 @@ import { fill, h, isolateKeys, listen, viewLifetime } from "./components/dom.js"
 import { formatUsd, statusKind } from "./components/format.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
+import { followRecords } from "./components/records.js";
 import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
@@ -405,4 +406,4 @@ function render({ model, el, signal: outer }) {
   return dispose;
 }
 
-export default { render };
+export default { initialize: followRecords, render };

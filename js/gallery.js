@@ -11,6 +11,7 @@ import { createConnection, createShell, hideStaticCopy } from "./components/conn
 import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
+import { followRecords } from "./components/records.js";
 import { createRequests } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
@@ -25,6 +26,7 @@ function render({ model, el, signal: outer }) {
     model.save_changes();
   };
   const gallery = createGallery({
+    signal,
     ticker,
     showTotal: true,
     onAction: (type, job) => requests.send(cardRequest(type, job)),
@@ -58,4 +60,4 @@ function render({ model, el, signal: outer }) {
   return dispose;
 }
 
-export default { render };
+export default { initialize: followRecords, render };

@@ -39,6 +39,7 @@ import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./component
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
 import { createParamForm } from "./components/paramform.js";
+import { followRecords } from "./components/records.js";
 import { createRequests, refusal } from "./components/requests.js";
 import { createTicker } from "./components/ticker.js";
 
@@ -115,7 +116,7 @@ function render({ model, el, signal: outer }) {
   confirmText.id = `${confirmTitleId}-text`;
   const inputsNote = h("p", { class: "ssw-muted", role: "status", testid: "inputs-note", hidden: true });
 
-  const gallery = createGallery({ ticker, onAction: (type, job) => requests.send(cardRequest(type, job)) });
+  const gallery = createGallery({ ticker, signal, onAction: (type, job) => requests.send(cardRequest(type, job)) });
 
   const root = createShell("ssw-studio", connection,
     banner.node,
@@ -401,4 +402,4 @@ function render({ model, el, signal: outer }) {
   return dispose;
 }
 
-export default { render };
+export default { initialize: followRecords, render };

@@ -196,6 +196,11 @@ class AsyncJob:
             self._poller = asyncio.ensure_future(self._poll(timeout))
         return await asyncio.shield(self._poller)
 
+    @property
+    def polling(self) -> bool:
+        """Someone is polling it (a ``wait()`` is running)."""
+        return self._poller is not None and not self._poller.done()
+
     def stop_polling(self) -> None:
         if self._poller is not None and not self._poller.done():
             self._poller.cancel()

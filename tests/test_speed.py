@@ -207,3 +207,75 @@ async def test_no_tls_context_or_connection_pool_is_built_per_call(sandbox, tmp_
     assert "sniffio" in sys.modules  # httpcore's per-request look-up finds it (a failed import costs every request)
     await first.aclose()
     await second.aclose()
+
+
+# --------------------------------------------------------------------- widgets: follow, deltas
+
+
+def _until(cond, seconds: float = 30.0):
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def _wire(widget) -> list[dict]:
+    """What the widget sends to the front end from now on (its comm messages)."""
+    sent: list[dict] = []
+    send = widget.comm.send
+
+    def capture(data=None, metadata=None, buffers=None):
+        sent.append(data)
+        return send(data=data, metadata=metadata, buffers=buffers)
+
+    widget.comm.send = capture
+    return sent
+
+
+@pytest.fixture
+def sync_client(sandbox, tmp_path):
+    from stablestudio_widgets import StableStudio
+
+    client = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "w.db", time_scale=0.01)
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("session", [True, False])
+def test_a_gallery_follows_every_running_job_it_shows_without_anyone_waiting(sync_client, session):
+    from stablestudio_widgets import Gallery
+
+    jobs = [sync_client.generate("nano-banana", f"a fox {i}") for i in range(2)]  # nobody calls wait()
+    gallery = Gallery(sync_client, jobs=None if session else jobs, session=session)
+    _until(lambda: len(gallery.jobs) == 2 and all(r["status"] == "complete" for r in gallery.jobs))
+    assert all(j.status == "complete" and j.result is not None for j in jobs)
+    gallery.close()
+
+
+def test_widget_updates_carry_only_the_cards_that_changed(sync_client):
+    from stablestudio_widgets import Gallery
+
+    jobs = [sync_client.generate("nano-banana", f"a fox {i}") for i in range(4)]
+    for job in jobs:
+        job.wait()
+    gallery = Gallery(sync_client)
+    _until(lambda: len(gallery.jobs) == 4 and all(r["status"] == "complete" for r in gallery.jobs)
+           and not gallery._feed._dirty)  # every change so far has gone out
+    sent = _wire(gallery)
+    sync_client.loop.call_soon_threadsafe(jobs[1].aio.progress, "looked at again")
+    _until(lambda: any(m.get("method") == "custom" for m in sent))
+    changes = [m["content"] for m in sent if m.get("method") == "custom" and m["content"]["type"] == "records"]
+    assert len(changes) == 1 and changes[0]["trait"] == "jobs" and changes[0]["order"] is None
+    assert [r["key"] for r in changes[0]["changed"]] == [jobs[1].key] and changes[0]["removed"] == []
+    assert changes[0]["changed"][0]["detail"] == "looked at again"
+    assert not any("jobs" in m.get("state", {}) for m in sent)  # the whole list never goes
+
+    # A view that asks for the whole state (a page reload) gets the list in full, as it is now.
+    sent.clear()
+    gallery._handle_msg({"content": {"data": {"method": "request_state"}}})
+    full = [m for m in sent if m.get("method") == "update" and "jobs" in m["state"]]
+    assert len(full) == 1 and [r["detail"] for r in full[0]["state"]["jobs"]].count("looked at again") == 1
+    # The front end's copy, sent back with its other changes, does not overwrite the kernel's.
+    gallery.set_state({"jobs": [], "filter_model": "nano-banana"})
+    assert len(gallery.jobs) == 4 and gallery.filter_model == "nano-banana"
+    gallery.close()

@@ -54,11 +54,12 @@ export function fakeModel(initial = {}) {
   return model;
 }
 
-/** Render a widget module into a fresh element, as anywidget 0.11 does. */
+/** Render a widget module into a fresh element, as anywidget 0.11 does (initialize, then render). */
 export function mount(widget, model) {
   const el = document.createElement("div");
   document.body.append(el);
   const controller = new AbortController();
+  widget.initialize?.({ model, signal: controller.signal });
   widget.render({ model, el, signal: controller.signal });
   const $ = (testid, root = el) => root.querySelector(`[data-testid="${testid}"]`);
   const $$ = (testid, root = el) => [...root.querySelectorAll(`[data-testid="${testid}"]`)];

@@ -1,7 +1,9 @@
 // Gallery: many job cards from one list, keyed by job.key. On every update only the cards
-// whose record changed are touched (Map key -> { card, json }); the DOM order is reconciled
+// whose record changed are touched (Map key -> { card, job, json }: a record that is the same
+// object as last time is not even compared, see records.js); the DOM order is reconciled
 // with moves, never rebuilt. The first render builds all cards in a DocumentFragment and
-// inserts it once. Running cards tick from the view's single shared ticker.
+// inserts it once. Running cards tick from the view's single shared ticker, and only the ones on
+// screen (an IntersectionObserver): 500 running cards would otherwise restyle 500 clocks a second.
 
 import "../css/gallery.css";
 import { createJobCard } from "./jobcard.js";
@@ -16,9 +18,10 @@ const STATUS_FILTERS = [["", "All statuses"], ...STATUS_KINDS.map((kind) => [kin
  * @param options { ticker                 the view's shared ticker (ticker.js)
  *                  onAction(type, job)    "retry" | "resume" | "dismiss" | "download"; returns the kernel's reply (a Promise)
  *                  onFilterChange(filter) called with { model, status } when the user changes a filter
- *                  showTotal              show the total-spent figure }
+ *                  showTotal              show the total-spent figure
+ *                  signal                 the view's lifetime (stops watching what is on screen) }
  */
-export function createGallery({ ticker, onAction = () => {}, onFilterChange = null, showTotal = false } = {}) {
+export function createGallery({ ticker, onAction = () => {}, onFilterChange = null, showTotal = false, signal } = {}) {
   const suppress = { "data-lm-suppress-shortcuts": "true" }; // arrow keys in a select must not move notebook cells
   const modelSel = h("select", { testid: "filter-model", ...suppress, onchange: changed });
   const statusSel = h("select", { testid: "filter-status", ...suppress, onchange: changed },
@@ -37,8 +40,9 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
   const lightbox = createLightbox();
   const node = h("section", { class: "ssw-gallery-view", "aria-label": "Jobs" }, toolbar, grid, empty, live, lightbox.node);
 
-  const entries = new Map(); // key -> { card, json }
+  const entries = new Map(); // key -> { card, job, json }
   const running = new Set(); // entries whose elapsed time ticks
+  const onscreen = createOnscreen(signal, (entry) => entry.card.running && entry.card.tick(Date.now()));
   let jobs = [];
   let visible = [];
   let filter = { model: "", status: "" };
@@ -57,7 +61,7 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
   }
 
   function tick(now) {
-    for (const entry of running) if (entry.card.node.isConnected) entry.card.tick(now);
+    for (const entry of running) if (onscreen.has(entry)) entry.card.tick(now);
   }
 
   function setJobs(list) {
@@ -68,17 +72,21 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
       if (!job || job.key == null || seen.has(job.key)) continue;
       seen.add(job.key);
       jobs.push(job);
-      const json = JSON.stringify(job);
       let entry = entries.get(job.key);
       if (!entry) {
-        entry = { card: createJobCard(job, { onAction: handleAction }), json };
+        entry = { card: createJobCard(job, { onAction: handleAction }), job, json: JSON.stringify(job) };
         entries.set(job.key, entry);
-      } else if (entry.json !== json) {
-        const before = statusKind(entry.card.job.status);
-        entry.card.update(job);
-        entry.json = json;
-        const after = statusKind(job.status);
-        if (before === "running" && after !== "running") announcements.push(`${job.label || job.model || "Job"}: ${statusText(job.status)}`);
+        onscreen.watch(entry);
+      } else if (entry.job !== job) { // a record the kernel did not change keeps its identity: nothing to compare
+        const json = JSON.stringify(job);
+        entry.job = job;
+        if (entry.json !== json) {
+          const before = statusKind(entry.card.job.status);
+          entry.card.update(job);
+          entry.json = json;
+          const after = statusKind(job.status);
+          if (before === "running" && after !== "running") announcements.push(`${job.label || job.model || "Job"}: ${statusText(job.status)}`);
+        }
       }
       if (entry.card.running) running.add(entry);
       else running.delete(entry);
@@ -87,6 +95,7 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
       if (!seen.has(key)) {
         entries.delete(key);
         running.delete(entry);
+        onscreen.forget(entry);
       }
     }
     if (announcements.length) live.textContent = announcements.join(". ");
@@ -171,6 +180,41 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
     },
     setTotal(usd) {
       total.textContent = `Total spent: ${formatUsd(usd ?? 0)}`;
+    },
+  };
+}
+
+/**
+ * Which entries' cards are on screen (or within 300 px of it); where IntersectionObserver is
+ * missing (jsdom), every card in the document counts. `shown(entry)` runs when one scrolls in.
+ */
+function createOnscreen(signal, shown) {
+  if (typeof IntersectionObserver !== "function") {
+    return { has: (entry) => entry.card.node.isConnected, watch() {}, forget() {} };
+  }
+  const inView = new Set();
+  const byNode = new WeakMap();
+  const observer = new IntersectionObserver((items) => {
+    for (const item of items) {
+      const entry = byNode.get(item.target);
+      if (!entry) continue;
+      if (!item.isIntersecting) inView.delete(entry);
+      else if (!inView.has(entry)) {
+        inView.add(entry);
+        shown(entry);
+      }
+    }
+  }, { rootMargin: "300px" });
+  signal?.addEventListener("abort", () => observer.disconnect(), { once: true });
+  return {
+    has: (entry) => inView.has(entry),
+    watch(entry) {
+      byNode.set(entry.card.node, entry);
+      observer.observe(entry.card.node);
+    },
+    forget(entry) {
+      inView.delete(entry);
+      observer.unobserve(entry.card.node);
     },
   };
 }

@@ -60,6 +60,7 @@ class Compare(FeedWidget):
     repeats = traitlets.Int(1).tag(sync=True)
     columns = traitlets.List(traitlets.Dict()).tag(sync=True)
     cells = traitlets.List(traitlets.Dict()).tag(sync=True)
+    _record_lists = ("cells",)
     state = traitlets.Unicode("quoting").tag(sync=True)
     quote = traitlets.Dict({"status": "loading", "total_usd": None, "per_cell_usd": {}, "message": ""}).tag(sync=True)
     votes = traitlets.List(traitlets.Dict()).tag(sync=True)
@@ -440,7 +441,6 @@ class Compare(FeedWidget):
         self.votes, self.ratings = votes, ratings
         self.revealed = saved["spec"].get("revealed", False)
         self.state = "done" if any(c.job_id for c in self._cells) else "quoting"
-
 
 
 def _opaque_key() -> str:

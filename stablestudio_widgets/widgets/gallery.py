@@ -18,6 +18,7 @@ class Gallery(FeedWidget):
     _esm = esm("gallery")
     _css = css("gallery")
     jobs = traitlets.List(traitlets.Dict()).tag(sync=True)
+    _record_lists = ("jobs",)
     filter_model = traitlets.Unicode("").tag(sync=True)
     filter_status = traitlets.Unicode("").tag(sync=True)
     total_spent_usd = traitlets.Float(0.0).tag(sync=True)

@@ -28,8 +28,7 @@ class JobCard(FeedWidget):
         self._feed.track(inner)
         self.job = job_record(inner)
         self.on_msg(self._on_msg)
-        if inner.id and not inner.done:
-            self._bridge.spawn(JobFeed._quiet(inner.wait()))
+        self._feed.follow(inner)  # a timed-out job too: showing it is asking for it
 
     _records = traitlets.List()  # not synced: the feed's output, of which the card shows the one job
 

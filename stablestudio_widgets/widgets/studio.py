@@ -49,6 +49,7 @@ class Studio(FeedWidget):
     network_name = traitlets.Unicode("").tag(sync=True)
     pending_confirmation = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
     jobs = traitlets.List(traitlets.Dict()).tag(sync=True)
+    _record_lists = ("jobs",)
     total_spent_usd = traitlets.Float(0.0).tag(sync=True)
 
     def __init__(self, client: Any = None, *, model: str = "nano-banana", **kwargs: Any):
