@@ -211,11 +211,11 @@ class AsyncJob:
         scale = host.time_scale
         # A scaled-down service (the sandbox) still renders media in real time: keep a real floor.
         limit = timeout if timeout is not None else max(self.route.poll_timeout_s * scale, MIN_TIMEOUT_S)
-        started = time.monotonic()
         grace = NOT_FOUND_GRACE_S * scale
-        age_at_start = max(time.time() - self.created_at, 0.0)
         runs, progress_expected = host.learned(self)
         plan = PollPlan(self.route, scale, runs, progress_expected=progress_expected)
+        started = time.monotonic()  # ages count from here on (after the plan, which may take a moment)
+        age_at_start = max(time.time() - self.created_at, 0.0)
         polls = auth_refusals = 0
         running_at = 0.0  # the age at which the job was last seen running
         first = plan.next_delay(age_at_start)
