@@ -119,7 +119,9 @@ async def fixed_interval(poller: AsyncStableStudio, job_id: str, interval: float
 async def one(ours: AsyncStableStudio, poller: AsyncStableStudio, route_id: str, scale: float, i: int) -> str:
     """Pay for one job, then let both policies poll it to the end."""
     route = ours.catalog.route(route_id)
-    job = await ours.submit(route_id, {"prompt": f"a lighthouse at dusk, variation {i}"}, confirm=True)
+    params = {n: p.default if p.default is not None else p.values[0]  # what a route needs: its default, or its first
+              for n, p in route.params.items() if p.required and p.type == "enum"}
+    job = await ours.submit(route_id, {**params, "prompt": f"a lighthouse at dusk, variation {i}"}, confirm=True)
     await asyncio.gather(job.wait(), fixed_interval(poller, job.id, route.poll_interval_s * scale))
     return job.id
 

@@ -16,9 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import rlp
-from eth_utils import keccak, to_checksum_address
-
 if TYPE_CHECKING:
     from .wallet import Wallet
 
@@ -48,9 +45,23 @@ SPONSORED_MAX_PRIORITY = {MAINNET: 10**10, TESTNET: 5 * 10**10}
 
 SELECTOR_TRANSFER_WITH_MEMO = bytes.fromhex("95777d59")  # transferWithMemo(address,uint256,bytes32)
 SELECTOR_TRANSFER = bytes.fromhex("a9059cbb")            # transfer(address,uint256)
-MEMO_TAG = keccak(text="mpp")[:4]                        # ef1ed712
+MEMO_TAG = bytes.fromhex("ef1ed712")                     # keccak("mpp")[:4]
 MEMO_VERSION = 1
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def keccak(primitive: bytes | None = None, *, text: str | None = None) -> bytes:
+    """Keccak-256 (eth-utils', imported on first use: ``import stablestudio_widgets`` loads no
+    signing stack)."""
+    from eth_utils import keccak as hash_
+
+    return hash_(primitive) if text is None else hash_(text=text)
+
+
+def rlp_encode(item: Any) -> bytes:
+    import rlp
+
+    return rlp.encode(item)
 
 
 def address_bytes(address: str) -> bytes:
@@ -111,21 +122,21 @@ class TempoTransaction:
         return self._fields(b"", address_bytes(self.fee_token) if self.fee_token else b"")
 
     def signing_preimage(self) -> bytes:
-        return bytes([TX_TYPE]) + rlp.encode(self.sender_fields())
+        return bytes([TX_TYPE]) + rlp_encode(self.sender_fields())
 
     def signing_hash(self) -> bytes:
         return keccak(self.signing_preimage())
 
     def encode(self, signature: bytes) -> bytes:
         """The sender-signed ``0x76`` envelope (sponsored: with the placeholder, awaiting the fee payer)."""
-        return bytes([TX_TYPE]) + rlp.encode([*self.sender_fields(), signature])
+        return bytes([TX_TYPE]) + rlp_encode([*self.sender_fields(), signature])
 
     def fee_payer_handoff(self, sender: str, signature: bytes | None = None) -> bytes:
         """The ``0x78`` envelope a sponsored sender hands to the fee payer: the sender's address in
         the fee-payer slot, no fee token (the fee payer chooses it). Unsigned, it is what the fee
         payer signs (ox ``getFeePayerSignPayload``)."""
         fields = self._fields(address_bytes(sender), b"")
-        return bytes([FEE_PAYER_TYPE]) + rlp.encode(fields + ([signature] if signature is not None else []))
+        return bytes([FEE_PAYER_TYPE]) + rlp_encode(fields + ([signature] if signature is not None else []))
 
 
 @dataclass(frozen=True)
@@ -191,9 +202,15 @@ def proof_typed_data(chain_id: int, account: str, challenge_id: str, realm: str)
     """The EIP-712 message of an MPP zero-amount proof (mppx ``proof.ts``, domain version "3")."""
     return {"types": PROOF_TYPES, "primaryType": "Proof",
             "domain": {"name": "MPP", "version": "3", "chainId": chain_id},
-            "message": {"account": to_checksum_address(account), "challengeId": challenge_id, "realm": realm}}
+            "message": {"account": _checksummed(account), "challengeId": challenge_id, "realm": realm}}
 
 
 def max_fee_base_units(tx: TempoTransaction) -> int:
     """The most a self-paid transaction can cost in fees, in the fee token's base units."""
     return -(-tx.gas * tx.max_fee_per_gas // ATTO_PER_BASE_UNIT)
+
+
+def _checksummed(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(address)

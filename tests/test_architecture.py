@@ -82,6 +82,16 @@ def test_importing_the_core_loads_no_widget_code():
     assert out.strip() == "[]"
 
 
+def test_importing_the_package_loads_neither_the_widgets_nor_the_signing_stack():
+    """``import stablestudio_widgets`` stays quick (bench/bench_import.py measures it): the widget stack
+    and the signing stack (eth-account, eth-utils, rlp, solders) load on first use."""
+    code = ("import stablestudio_widgets, sys; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'anywidget', 'ipywidgets', 'eth_account', 'eth_utils', 'eth_keys', 'rlp', 'solders'}), "
+            "'stablestudio_widgets.widgets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] False"
+
+
 def test_no_import_cycles():
     graph = _graph()
     state: dict[str, int] = {}  # 1: on the current path, 2: done
