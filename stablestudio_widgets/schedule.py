@@ -34,7 +34,6 @@ ROUTE_SPREAD = 0.35  # how far a job strays from the route table's typical time 
 JOB_SPREAD = 0.25  # how far one job strays from this user's usual time for its kind (until measured)
 MIN_SPREAD, MAX_SPREAD = 0.05, 0.8
 POLL_BUDGET = 0.85  # share of the polls the service's fixed interval would spend on a job
-FIRST_PHASE = 1.0  # the first poll comes when this many polls' worth of density has accumulated
 FIRST_SHARE = 1.4  # polls a job still running at the first look costs in all, when the service reports progress
 FIRST_Q_MAX = 0.6  # ... but the first look comes by the median, or jobs done early wait too long
 NEXT_Q = 0.5  # once the service has said when: look when half of what is left of the belief has passed
@@ -176,7 +175,7 @@ class PollPlan:
                 # The service narrowed it down: spend what is left of the budget around its estimate.
                 left = max(POLL_BUDGET * (b.median_s / self._interval + 0.5) - self.polls, 1.0)
                 lam = min(lam, b.spread * b.median_s / (2 * left * left))
-            stride = _stride(b, t, FIRST_PHASE if self._first else 1.0, lam, self._gap, self._interval)
+            stride = _stride(b, t, lam, self._gap, self._interval)
             if b.source in ("progress", "server"):  # and look soon after its estimate
                 stride = min(stride, max(b.quantile(_cdf(b, t) + NEXT_Q * (1 - _cdf(b, t))) - t, self._gap))
         self._first = False
@@ -200,16 +199,16 @@ class PollPlan:
         return (low + high) / 2 if high - low <= 0.25 * high else None
 
 
-def _stride(b: Belief, t: float, phase: float, lam: float, gap: float, interval: float) -> float:
-    """Walk forward from ``t`` until ``phase`` polls' worth of density, sqrt(h / 2λ), has accumulated."""
+def _stride(b: Belief, t: float, lam: float, gap: float, interval: float) -> float:
+    """Walk forward from ``t`` until one poll's worth of density, sqrt(h / 2λ), has accumulated."""
     start = max(t, b.quantile(1e-4))  # before that nothing is likely: nothing to accumulate
     x, acc = start, 0.0
     cap = max(3 * b.median_s, 2 * interval)
     while x - t < cap:
         rate = math.sqrt(b.hazard(x) / (2 * lam))  # polls per second here
         step = min(max(0.25 / max(rate, 1e-9), gap / 4), interval)
-        if acc + rate * step >= phase:
-            return max(x - t + (phase - acc) / max(rate, 1e-9), gap)
+        if acc + rate * step >= 1.0:
+            return max(x - t + (1.0 - acc) / max(rate, 1e-9), gap)
         acc += rate * step
         x += step
     return cap
@@ -218,15 +217,13 @@ def _stride(b: Belief, t: float, phase: float, lam: float, gap: float, interval:
 @functools.lru_cache(maxsize=256)
 def _calibrate_cached(median_s: float, spread: float, interval: float, gap: float) -> tuple[float, float]:
     """The poll cost λ at which the plan, on this belief alone, expects POLL_BUDGET times the polls of
-    the service's fixed interval (bisection; cached, as jobs of one kind share their belief)."""
+    the service's fixed interval, and those polls (bisection; cached: jobs of a kind share a belief)."""
     b = Belief(median_s, spread, "")
-    fixed = _expected(b, lambda t, _k: (math.floor(t / interval) + 1) * interval)[0]
+    fixed = _expected_polls(b, lambda t: (math.floor(t / interval) + 1) * interval)
     lo, hi = 1e-4 * median_s, 10.0 * median_s
     for _ in range(8):  # λ within 5%: plenty
         lam = math.sqrt(lo * hi)
-        def plan(t: float, k: int, lam: float = lam) -> float:
-            return t + _stride(b, t, FIRST_PHASE if k == 0 else 1.0, lam, gap, interval)
-        polls = _expected(b, plan)[0]
+        polls = _expected_polls(b, lambda t, lam=lam: t + _stride(b, t, lam, gap, interval))
         lo, hi = (lam, hi) if polls > POLL_BUDGET * fixed else (lo, lam)
     return math.sqrt(lo * hi), fixed
 
@@ -237,25 +234,14 @@ def _calibrate(b: Belief, interval: float, gap: float) -> tuple[float, float]:
     return _calibrate_cached(median, max(round(b.spread, 1), MIN_SPREAD), interval, round(gap, 2))
 
 
-def _expected(b: Belief, next_poll: Any) -> tuple[float, float]:
-    """Expected polls and wait after completion for a job finishing as ``b`` believes, polled at
-    the times ``next_poll(t, k)`` gives (the k-th poll after the one at ``t``)."""
-    def cdf(t: float) -> float:
-        return _cdf(b, t)
-
-    def partial(t: float) -> float:  # E[T; T < t]
-        if t <= 0:
-            return 0.0
-        return b.median_s * math.exp(b.spread**2 / 2) * 0.5 * math.erfc(-(b.z(t) - b.spread) / math.sqrt(2))
-
-    polls = wait = 0.0
-    t, k = 0.0, 0
-    while cdf(t) < 0.999 and k < 200:
-        nxt = next_poll(t, k)
-        polls += 1 - cdf(t)
-        wait += nxt * (cdf(nxt) - cdf(t)) - (partial(nxt) - partial(t))
-        t, k = nxt, k + 1
-    return polls, wait
+def _expected_polls(b: Belief, next_poll: Any) -> float:
+    """Expected polls for a job finishing as ``b`` believes, polled at ``next_poll(t)`` after ``t``:
+    a poll happens while the job is not done yet."""
+    polls, t, k = 0.0, 0.0, 0
+    while _cdf(b, t) < 0.999 and k < 200:
+        polls += 1 - _cdf(b, t)
+        t, k = next_poll(t), k + 1
+    return polls
 
 
 def _cdf(b: Belief, t: float) -> float:
