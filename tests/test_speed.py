@@ -260,6 +260,7 @@ def test_widget_updates_carry_only_the_cards_that_changed(sync_client):
         job.wait()
     gallery = Gallery(sync_client)
     _until(lambda: len(gallery.jobs) == 4 and all(r["status"] == "complete" for r in gallery.jobs)
+           and all(r["result"]["thumb"] for r in gallery.jobs)  # each card's embedded thumbnail is in
            and not gallery._feed._dirty)  # every change so far has gone out
     sent = _wire(gallery)
     sync_client.loop.call_soon_threadsafe(jobs[1].aio.progress, "looked at again")
