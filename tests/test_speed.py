@@ -280,3 +280,34 @@ def test_widget_updates_carry_only_the_cards_that_changed(sync_client):
     gallery.set_state({"jobs": [], "filter_model": "nano-banana"})
     assert len(gallery.jobs) == 4 and gallery.filter_model == "nano-banana"
     gallery.close()
+
+
+def test_the_static_copy_follows_the_cards_while_they_travel_as_changes(sync_client):
+    """A shown widget's static copy (the HTML a saved notebook keeps) is rewritten when its cards
+    change, while the live list still goes to the front end as the cards that changed."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from stablestudio_widgets import Gallery
+
+    shell = InteractiveShell.instance()  # display() as in a notebook; what it publishes is captured
+    published: list[tuple[dict, dict]] = []
+    shell.display_pub.publish = lambda data=None, metadata=None, *a, **kw: published.append((data or {}, kw))
+    try:
+        gallery = Gallery(sync_client)
+        sent = _wire(gallery)
+        gallery._ipython_display_()
+        assert "No jobs yet" in published[-1][0]["text/html"] and not published[-1][1].get("update")
+
+        def copy() -> str:  # the static copy as last rewritten
+            updates = [data["text/html"] for data, kw in published if kw.get("update")]
+            return updates[-1] if updates else ""
+
+        job = sync_client.generate("nano-banana", "a fox for the saved notebook")  # nobody waits: the gallery follows
+        _until(lambda: "a fox for the saved notebook" in copy() and "data:image/jpeg;base64," in copy())
+        assert job.status == "complete"
+        records = [m["content"] for m in sent if m.get("method") == "custom" and m["content"]["type"] == "records"]
+        assert records and all(c["trait"] == "jobs" for c in records)
+        assert not any("jobs" in m.get("state", {}) for m in sent)  # the whole list never went
+        gallery.close()
+    finally:
+        InteractiveShell.clear_instance()
