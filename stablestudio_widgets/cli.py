@@ -32,6 +32,7 @@ def _run_sandbox(args: argparse.Namespace) -> int:
                           pricing_format=args.pricing_format, replay=args.replay, omit_extra=args.omit_extra,
                           log_level=args.log_level, access_log=args.log_level in ("info", "debug"),
                           networks=args.network, tempo_fee_payer=args.tempo_fee_payer, mpp_settle=args.mpp_settle,
+                          mpp_strict=not args.mpp_lenient, mpp_signin_only=args.mpp_signin_only,
                           timing=Timing(spread=args.spread, seed=args.seed))
     except (ValueError, ImportError) as e:
         print(f"Cannot start the sandbox: {e}", file=sys.stderr)
@@ -61,7 +62,11 @@ def _run_sandbox(args: argparse.Namespace) -> int:
         if evm:  # one EVM key pays on Base Sepolia (x402) and on Tempo testnet (MPP)
             wallet = Account.create()
             names = {"eip155:84532": "Base Sepolia", "eip155:42431": "Tempo testnet (MPP)"}
-            fees = ", fees sponsored" if args.tempo_fee_payer and sandbox.tempo_rpc_url else ""
+            fees = "".join(text for on, text in ((args.tempo_fee_payer, ", fees sponsored"),
+                                                 (args.mpp_settle == "after", ", settles after the handler"),
+                                                 (args.mpp_lenient, ", checks only what mppx checks"),
+                                                 (args.mpp_signin_only, ", job routes take only the $0 proof"))
+                           if on and sandbox.tempo_rpc_url)
             print(f"  # {' and '.join(f'{names[n]} ({n})' for n in evm)}{fees}, merchant {sandbox.merchant}; "
                   f"address: {wallet.address}")
             print(f"  export STABLESTUDIO_PRIVATE_KEY=0x{bytes(wallet.key).hex()}   # sandbox only -- worthless")
@@ -116,6 +121,11 @@ def add_sandbox(sub: Any) -> None:
     p.add_argument("--tempo-fee-payer", action="store_true", help="sponsor Tempo fees (feePayer: true, 0x78 hand-off)")
     p.add_argument("--mpp-settle", choices=("before", "after"), default="before",
                    help="settle MPP payments before the handler, or after it as the real router does")
+    p.add_argument("--mpp-lenient", action="store_true",
+                   help="check a self-paid Tempo charge only as far as mppx does (source, chain id, extra transfers "
+                        "pass)")
+    p.add_argument("--mpp-signin-only", action="store_true",
+                   help="job routes offer only the MPP $0 proof, no SIWX challenge")
     p.add_argument("--omit-extra", action="store_true",
                    help="leave extra/maxTimeoutSeconds out of 402s, like the real service's example")
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of jobs that fail")
