@@ -9,6 +9,7 @@
 //   quote   {status, total_usd, per_cell_usd: {key: usd}, message},
 //   votes   [{prompt_index, a, b, choice}], ratings {key: 1..5},
 //   summary [{model, label, wins, losses, ties, both_bad, votes, win_rate, mean_rating, cost_usd, cost_per_win}]
+//   run_error str: why a run() from code did not start (shown beside Run; no request waits for it)
 // Requests, each answered by one reply (components/requests.js); a refusal is shown where the
 // user acted: {type:"run", total_usd} (the total Run consents to) and {type:"reveal"} beside the header's buttons,
 //   {type:"vote", prompt_index, a, b, choice: "a"|"b"|"tie"|"both_bad"} in the prompt's vote panel,
@@ -20,14 +21,14 @@
 import "./css/base.css";
 import "./css/compare.css";
 import { button } from "./components/buttons.js";
-import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
-import { fill, h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { createShell } from "./components/connection.js";
+import { fill, h, isolateKeys, listen } from "./components/dom.js";
 import { formatUsd, statusKind } from "./components/format.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
 import { followRecords } from "./components/records.js";
-import { createRequests, refusal } from "./components/requests.js";
-import { createTicker } from "./components/ticker.js";
+import { refusal } from "./components/requests.js";
+import { startView } from "./components/view.js";
 
 // The pair is shown Left and Right (the cells keep their own names, "Model A"…, so a vote never
 // reads "A = Model B"); the kernel's choices stay "a" (left) and "b" (right).
@@ -41,11 +42,7 @@ const CHOICES = [
 const pairId = (pi, a, b) => `${pi}|${[a, b].sort().join("|")}`;
 
 function render({ model, el, signal: outer }) {
-  const { signal, dispose } = viewLifetime(outer);
-  const ticker = createTicker(signal);
-  const connection = createConnection(model, el, signal);
-  hideStaticCopy(model, signal);
-  const requests = createRequests(model, signal, connection);
+  const { signal, dispose, ticker, connection, requests } = startView(model, el, outer);
   const get = (name) => model.get(name);
   const complete = (c) => statusKind(c.job?.status) === "complete";
 
@@ -58,6 +55,7 @@ function render({ model, el, signal: outer }) {
   let stopTicking = null;
   let runClicked = false; // Run pressed, its reply not here yet: one click, one batch of payments
   let revealClicked = false;
+  let requestError = ""; // why the kernel refused the Run or Reveal pressed here
 
   const info = h("span", { class: "ssw-muted", testid: "compare-info" });
   const total = h("strong", { testid: "compare-total", "aria-live": "polite" });
@@ -314,10 +312,10 @@ function render({ model, el, signal: outer }) {
   /** A header request (run, reveal): busy until its reply, a refusal shown beside the buttons. */
   function headerRequest(type, setBusy, extra = {}) {
     setBusy(true);
-    fill(headerError);
+    requestError = "";
     syncHeader();
     requests.send({ type, ...extra })
-      .catch((err) => fill(headerError, refusal(err)))
+      .catch((err) => (requestError = refusal(err)))
       .finally(() => {
         setBusy(false);
         syncHeader();
@@ -363,6 +361,8 @@ function render({ model, el, signal: outer }) {
     reveal.textContent = get("blind") ? "Reveal models" : "Show results";
     reveal.disabled = (!!get("blind") && !hasVoted) || revealClicked;
     reveal.title = reveal.disabled ? "Vote at least once first" : "";
+    // A refusal of a Run pressed here, else why a run() from code did not start (no reply shows that).
+    fill(headerError, requestError || (runClicked ? "" : get("run_error")));
   }
 
   function syncSummary() {
@@ -395,7 +395,7 @@ function render({ model, el, signal: outer }) {
     syncSummary();
   }
 
-  for (const name of ["prompts", "models", "transpose", "blind", "revealed", "vote_mode", "repeats", "columns", "cells", "ratings", "summary", "state", "quote"]) {
+  for (const name of ["prompts", "models", "transpose", "blind", "revealed", "vote_mode", "repeats", "columns", "cells", "ratings", "summary", "state", "quote", "run_error"]) {
     listen(model, signal, `change:${name}`, refresh);
   }
   listen(model, signal, "change:votes", () => {

@@ -7,20 +7,15 @@
 // Filters are applied here, on the full `jobs` list; the kernel only stores the choice.
 
 import "./css/base.css";
-import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
-import { h, isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { createShell } from "./components/connection.js";
+import { h, isolateKeys, listen } from "./components/dom.js";
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
 import { followRecords } from "./components/records.js";
-import { createRequests } from "./components/requests.js";
-import { createTicker } from "./components/ticker.js";
+import { startView } from "./components/view.js";
 
 function render({ model, el, signal: outer }) {
-  const { signal, dispose } = viewLifetime(outer);
-  const ticker = createTicker(signal);
-  const connection = createConnection(model, el, signal);
-  hideStaticCopy(model, signal);
-  const requests = createRequests(model, signal, connection);
+  const { signal, dispose, ticker, connection, requests } = startView(model, el, outer);
   const save = (values) => {
     for (const [k, v] of Object.entries(values)) model.set(k, v);
     model.save_changes();

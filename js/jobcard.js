@@ -4,19 +4,14 @@
 // Requests (each answered by one reply, see components/requests.js): {type:"retry"|"resume", key}
 
 import "./css/base.css";
-import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
-import { isolateKeys, listen, viewLifetime } from "./components/dom.js";
+import { createShell } from "./components/connection.js";
+import { isolateKeys, listen } from "./components/dom.js";
 import { cardRequest, createJobCard } from "./components/jobcard.js";
 import { createLightbox } from "./components/lightbox.js";
-import { createRequests } from "./components/requests.js";
-import { createTicker } from "./components/ticker.js";
+import { startView } from "./components/view.js";
 
 function render({ model, el, signal: outer }) {
-  const { signal, dispose } = viewLifetime(outer);
-  const ticker = createTicker(signal);
-  const connection = createConnection(model, el, signal);
-  hideStaticCopy(model, signal);
-  const requests = createRequests(model, signal, connection);
+  const { signal, dispose, ticker, connection, requests } = startView(model, el, outer);
   const lightbox = createLightbox();
   const root = createShell("ssw-jobcard", connection, lightbox.node);
   const body = root.querySelector(".ssw-body");

@@ -33,25 +33,21 @@ import { button } from "./components/buttons.js";
 import {
   assignInputs, missingInputs, modeLabel, modelGroups, modesFor, normalizeParams, routeFor,
 } from "./components/catalog.js";
-import { createConnection, createShell, hideStaticCopy } from "./components/connection.js";
-import { canonical, fill, h, isolateKeys, listen, randomId, sameJSON, viewLifetime } from "./components/dom.js";
+import { createShell } from "./components/connection.js";
+import { canonical, fill, h, isolateKeys, listen, randomId, sameJSON } from "./components/dom.js";
 import { formatTypical, formatUsd, formatUsdRange, shortHash } from "./components/format.js";
 import { createGallery } from "./components/gallery.js";
 import { cardRequest } from "./components/jobcard.js";
 import { createParamForm } from "./components/paramform.js";
 import { followRecords } from "./components/records.js";
-import { createRequests, refusal } from "./components/requests.js";
-import { createTicker } from "./components/ticker.js";
+import { refusal } from "./components/requests.js";
+import { startView } from "./components/view.js";
 
 const PROMPT_SAVE_MS = 300;
 const ASK_FOCUS_MS = 30_000; // a confirmation this soon after a Generate click here is its question
 
 function render({ model, el, signal: outer }) {
-  const { signal, dispose } = viewLifetime(outer);
-  const ticker = createTicker(signal);
-  const connection = createConnection(model, el, signal);
-  hideStaticCopy(model, signal);
-  const requests = createRequests(model, signal, connection);
+  const { signal, dispose, ticker, connection, requests } = startView(model, el, outer);
   const get = (name) => model.get(name);
 
   // --- view state that is not a trait ---

@@ -19,6 +19,7 @@ from .errors import (
     ConfirmationRequired,
     InvalidParams,
     JobFailed,
+    JobInterrupted,
     JobNotFound,
     JobTimeout,
     PaymentRejected,
@@ -59,8 +60,8 @@ if Job.display_hook is None:
 
 __all__ = [
     "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded",
-    "ConfirmationRequired", "InvalidParams",
-    "Job", "JobFailed", "JobNotFound", "JobTimeout", "Ledger", "PaymentRejected", "PaymentRequiredError",
+    "ConfirmationRequired", "InvalidParams", "Job", "JobFailed", "JobInterrupted", "JobNotFound", "JobTimeout",
+    "Ledger", "PaymentRejected", "PaymentRequiredError",
     "PolicyViolation", "Quote", "Result", "Route", "RouteTableWarning", "ServiceError", "SpendingPolicy",
     "StableStudio", "StableStudioError", "UnknownParameterWarning", "Wallet", "WalletError",
 ]

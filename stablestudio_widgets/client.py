@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,9 @@ class AsyncStableStudio:
             if job.id is None:
                 job.refused(e)
             raise
+        except Exception as e:  # unexpected: the job still says what happened, what it cost, what to do
+            job.interrupted(e)
+            raise
 
     async def _resubmit(self, job: AsyncJob, confirm: bool, confirm_usd: float | None) -> AsyncJob:
         """A retry: the same route and params, a new payment, and no local file read by path."""
@@ -356,13 +360,14 @@ class AsyncStableStudio:
         _ensure_ok(r, f"Deleting job {job_id}")
         self.ledger.update_job(job_id, status=JobStatus.DELETED)
 
-    async def resume(self) -> list[AsyncJob]:
+    async def resume(self, found: Callable[[AsyncJob], Any] | None = None) -> list[AsyncJob]:
         """Finish what was paid for but never finished (crash, restart, timeout, network fault).
 
         Re-sends still-valid signed payments whose answer was lost (same nonce: they settle at
         most once), finds the jobs they bought, and polls every unfinished paid job to the end.
+        ``found(job)`` is called for each job as soon as it is known, before it is polled.
         """
-        return await self.recovery.resume()
+        return await self.recovery.resume(found)
 
 
 def _ensure_ok(r: Any, what: str) -> None:

@@ -114,6 +114,12 @@ class JobNotFound(JobError):
     """The service does not know the job (after the grace window for new jobs)."""
 
 
+class JobInterrupted(JobError):
+    """Our work on a job stopped on an error that does not say how the job itself ended (an error
+    nobody expected, a refused sign-in, an odd answer). The message says what it cost and what to
+    do: a paid job stays in the ledger and is looked for or polled again, never paid again."""
+
+
 def usd(atomic: int | str, decimals: int = 6) -> float:
     """Atomic units of a 6-decimal stablecoin as dollars."""
     return int(atomic) / 10**decimals

@@ -15,10 +15,21 @@ import httpx
 
 from .boundary import json_object, result_url
 from .catalog import Route
-from .errors import AuthError, JobFailed, JobNotFound, JobTimeout, ServiceError, StableStudioError, fmt_usd, usd
+from .errors import (
+    AuthError,
+    JobFailed,
+    JobInterrupted,
+    JobNotFound,
+    JobTimeout,
+    ServiceError,
+    StableStudioError,
+    fmt_usd,
+    usd,
+)
 from .results import Result
 from .schedule import PollPlan, parse_retry_after
 from .status import LOCAL, RUNNING_ON_SERVICE, JobStatus, is_done
+from .status import kind as kind_of
 from .x402 import Receipt
 
 if TYPE_CHECKING:
@@ -85,6 +96,9 @@ class AsyncJob:
     percent: float | None = None  # how much of the work is done, when the service says
     run_s: float | None = None  # how long it ran, in the service's seconds (once complete)
     reported_progress: bool = False  # the service said how far along it was while it ran
+    # The payment signed for it before the service named the job: (its ledger id, atomic amount).
+    # A lost answer is found by it (resume() gives the job it bought to this same job).
+    payment: tuple[str, int] | None = field(default=None, repr=False)
     _poller: asyncio.Task | None = field(default=None, repr=False)
 
     @property
@@ -132,6 +146,34 @@ class AsyncJob:
         """The service took the payment and named the job."""
         self._move(id=job_id, amount=amount, receipt=receipt, status=status or JobStatus.PENDING,
                    created_at=created_at or time.time(), detail="", error=None)
+
+    def interrupted(self, error: BaseException) -> None:
+        """Our work on this job stopped on ``error`` without saying how the job ended: it moves to a
+        truthful state instead of showing "paying" or "processing" forever. A paid job stays
+        "interrupted" (the ledger keeps it for ``resume()``); an answer lost after signing may have
+        been paid (found by ``resume()``, never paid again); before signing, nothing was paid."""
+        if self.done or kind_of(self.status) == "cancelled":
+            return  # a finished job keeps its verdict
+        what = str(error) if isinstance(error, StableStudioError) else f"{type(error).__name__}: {error}"
+        what = what.rstrip(". ")
+        if self.id is not None:
+            cost = fmt_usd(self.cost_usd or 0)
+            self._move(status=JobStatus.INTERRUPTED, detail="", error=JobInterrupted(
+                f"Following job {self.id} ({self.route.id}) stopped: {what}. It was paid ({cost}) and is kept in "
+                "the ledger: call job.wait() again or ss.resume() later (it is not paid again).",
+                job_id=self.id, paid_usd=self.cost_usd or 0.0))
+        elif self.payment is not None and self.status == JobStatus.PAYING:
+            paid = usd(self.payment[1])
+            self.refused(JobInterrupted(
+                f"{self.route.id}: the request stopped after its payment ({fmt_usd(paid)}) was signed: {what}. "
+                "The payment may have gone through: ss.resume() looks for the job it bought (it is not paid again).",
+                job_id="", paid_usd=paid))
+        else:
+            uploads = (" Images it uploaded were paid for; a retry reuses them."
+                       if self.status == JobStatus.UPLOADING or self.uploads else "")
+            self.refused(JobInterrupted(
+                f"{self.route.id}: the request stopped before its payment was signed: {what}. Nothing was paid for "
+                f"the generation.{uploads} Retry with job.retry() (a new payment) or try another model.", job_id=""))
 
     def note(self, kind: str, data: dict[str, Any], started: float, duration_ms: float | None = None) -> None:
         """Record an inspector event (what was sent and received, with timings)."""
@@ -193,8 +235,20 @@ class AsyncJob:
         if isinstance(self.error, JobFailed):
             raise self.error
         if self._poller is None or self._poller.done():
-            self._poller = asyncio.ensure_future(self._poll(timeout))
+            self._poller = asyncio.ensure_future(self._follow(timeout))
         return await asyncio.shield(self._poller)
+
+    async def _follow(self, timeout: float | None) -> Result:
+        """Poll to the end; an error that leaves the job where it was (a refused sign-in, an odd
+        answer, anything unexpected) goes on the job too, so nothing shows it running forever."""
+        if self.error is not None or kind_of(self.status) != "running":  # after a timeout, a 404 verdict …
+            self._move(error=None, detail="Checking on it again")
+        try:
+            return await self._poll(timeout)
+        except Exception as e:
+            if self.error is not e:
+                self.interrupted(e)
+            raise
 
     @property
     def polling(self) -> bool:

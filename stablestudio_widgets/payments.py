@@ -302,6 +302,7 @@ class Payments:
         if signed.transaction:  # known before sending: "outcome unknown" can still name it
             self.ledger.update_payment(signed.id, tx=signed.transaction)
         if job is not None:
+            job.payment = (signed.id, req.amount)  # a lost answer is found by it, for this very job
             job.note("signed", {next(iter(signed.headers)): signed.payload if not self.on_chain else _shown(signed),
                                 "method": signed.method, "deadline": signed.deadline,
                                 "transaction": signed.transaction}, t0)

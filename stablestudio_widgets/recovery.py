@@ -14,17 +14,18 @@ import httpx
 
 from .boundary import wire_params
 from .catalog import Catalog, Route
-from .errors import StableStudioError
+from .errors import PaymentRejected, StableStudioError
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
 from .ledger import Ledger
 from .payments import Payments
 from .service import json_or_none
 from .siwx import parse_iso
-from .status import OPEN_PAYMENTS, PaymentStatus
+from .status import OPEN_PAYMENTS, PaymentStatus, kind
 from .tracker import JobTracker, route_from_type
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
 ListJobs = Callable[..., Awaitable[list[AsyncJob]]]
+Found = Callable[[AsyncJob], Any]
 
 
 class Recovery:
@@ -33,35 +34,78 @@ class Recovery:
         self.catalog, self.ledger, self.tracker, self.list_jobs = catalog, ledger, tracker, list_jobs
         self.payments = payments
         self._claimed: set[str] = set()  # jobs matched to a lost answer, before the ledger has them
+        self._run: asyncio.Future | None = None  # the resume under way: a second one joins it
+        self._found: list[AsyncJob] = []
+        self._listeners: list[Found] = []
 
     @property
     def base_url(self) -> str:
         return self.tracker.service.base_url
 
-    async def resume(self) -> list[AsyncJob]:
+    def pending(self) -> bool:
+        """Whether ``resume()`` has anything to do (read from the ledger, nothing sent)."""
+        return bool(self._open_payments() or self.ledger.unfinished_jobs(self.base_url))
+
+    def unfinished(self, *, running: bool = False) -> list[AsyncJob]:
+        """Live jobs for the ledger's paid, unfinished jobs on this service; with ``running``, only
+        those last seen running that this wallet can poll (what a new kernel follows by itself)."""
+        rows = self.ledger.unfinished_jobs(self.base_url)
+        if running:
+            rows = [r for r in rows if kind(r["status"]) == "running" and self.tracker.payer_of(r["id"])]
+        return [self.tracker.jobs.get(row["id"]) or self.tracker.from_service({"status": row["status"]}, row["id"])
+                for row in rows]
+
+    async def resume(self, found: Found | None = None) -> list[AsyncJob]:
         """Finish what was paid for but never finished (crash, restart, timeout, network fault).
 
         Re-sends still-valid signed payments whose answer was lost (same nonce: they settle at
         most once), finds the jobs they bought, and polls every unfinished paid job to the end.
+        ``found(job)`` hears of each job as soon as it is known, before it is polled. Calls that
+        overlap share one resume (a payment is never looked for twice at once).
         """
-        for p in self.ledger.open_payments():
-            if p["url"].startswith(self.base_url + "/"):
-                await self._resume_payment(p)
-        jobs = [self.tracker.jobs.get(row["id"]) or self.tracker.from_service({"status": row["status"]}, row["id"])
-                for row in self.ledger.unfinished_jobs(self.base_url)]
-        results = await asyncio.gather(*(j.wait() for j in jobs), return_exceptions=True)
-        for res in results:
+        if self._run is None or self._run.done():
+            self._found, self._listeners = [], []
+            self._run = asyncio.ensure_future(self._resume())
+        if found is not None:
+            self._listeners.append(found)
+            for job in list(self._found):
+                found(job)
+        return await asyncio.shield(self._run)
+
+    async def _resume(self) -> list[AsyncJob]:
+        jobs = self.unfinished()
+        for job in jobs:
+            self._tell(job)
+        # Unfinished jobs are polled while lost answers are looked for: each shows as soon as it is known.
+        steps = [*(j.wait() for j in jobs), *(self._recover(p) for p in self._open_payments())]
+        for res in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(res, BaseException) and not isinstance(res, StableStudioError):
                 raise res
-        return jobs
+        return list(self._found)
 
-    async def _resume_payment(self, p: dict[str, Any]) -> None:
-        route = self.catalog.routes.get(p["route"]) if p["route"] else None
-        if route is None or p["kind"] != "generate":
-            return
+    def _tell(self, job: AsyncJob) -> None:
+        self._found.append(job)
+        for listener in list(self._listeners):
+            listener(job)
+
+    def _open_payments(self) -> list[dict[str, Any]]:
+        return [p for p in self.ledger.open_payments() if p["url"].startswith(self.base_url + "/")
+                and p["kind"] == "generate" and p["route"] in self.catalog.routes]
+
+    async def _recover(self, p: dict[str, Any]) -> None:
+        job = await self._resume_payment(p)
+        if job is not None:
+            self._tell(job)
+            await job.wait()
+
+    async def _resume_payment(self, p: dict[str, Any]) -> AsyncJob | None:
+        """The job a payment whose answer was lost bought: given to the job it was signed for when
+        that one is still here (its card updates), else to a new one."""
+        route = self.catalog.routes[p["route"]]
         method = self.payments.method_named(p.get("pay_method"))
         body = json.loads(p["body"])
-        job = self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
+        owner = self.tracker.awaiting(p["nonce"])
+        job = owner or self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
         # Still open and valid (its payload is still kept): resend the very same credential.
         if method and method.resend_when_ambiguous and p["status"] in OPEN_PAYMENTS \
                 and p["valid_before"] > time.time() + 2:
@@ -73,16 +117,25 @@ class Recovery:
                                            receipt=receipt and receipt.to_dict())
                 data = json_or_none(r) or {}
                 self._adopt(job, data.get("jobId") or data.get("id"), p, receipt)
-                return
+                return job
         found = await self.find_paid_job(route, body, p["signed_at"], p["payer"])
         if found:
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.SETTLED)
             self._adopt(job, found, p, None)
-        elif p["status"] == PaymentStatus.SETTLED:  # money moved: never call it expired; keep looking next time
+            return job
+        if p["status"] == PaymentStatus.SETTLED:  # money moved: never call it expired; keep looking next time
             self.ledger.update_payment(p["nonce"], error="settled, but the service shows no job for it yet")
         elif p["valid_before"] < time.time():
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.EXPIRED,
                                        error="validity ran out and the service shows no job for it")
+            if owner is not None:
+                owner.refused(PaymentRejected(
+                    f"{route.id}: the payment expired unsettled and the service shows no job for it. Nothing was "
+                    "paid. Retry with job.retry() (a new payment) or try another model."))
+                return None
+        if owner is not None:
+            owner.progress("The service shows no job for this payment yet: Resume looks again")
+        return None
 
     def _adopt(self, job: AsyncJob, job_id: str, p: dict[str, Any], receipt: Any) -> None:
         self.tracker.adopt(job, job_id, amount=p["amount"], nonce=p["nonce"], payer=p["payer"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class JobTracker:
         self.save_dir = save_dir
         self.downloads = Downloads(service, download_limits)
         self.jobs: dict[str, AsyncJob] = {}
+        self._made: weakref.WeakSet[AsyncJob] = weakref.WeakSet()  # every job made here, while someone holds it
         self._listeners: list[Listener] = [self._persist]
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
         self.payers: dict[str, str] = {}  # job id -> the wallet address that owns it (signs in to poll it)
@@ -136,7 +138,14 @@ class JobTracker:
         job.paid(job_id, amount=amount, receipt=receipt, status=status, created_at=created)
 
     def new_job(self, route_id: str, params: dict[str, Any]) -> AsyncJob:
-        return AsyncJob(route=self.catalog.route(route_id), params=params, host=self)
+        job = AsyncJob(route=self.catalog.route(route_id), params=params, host=self)
+        self._made.add(job)
+        return job
+
+    def awaiting(self, payment_id: str) -> AsyncJob | None:
+        """The job a payment was signed for while the service has not named it (its answer was lost):
+        the job that payment bought is given to it, so its card is the one that updates."""
+        return next((j for j in list(self._made) if j.id is None and j.payment and j.payment[0] == payment_id), None)
 
     def from_service(self, data: dict[str, Any], job_id: str | None = None, *, payer: str | None = None) -> AsyncJob:
         """A job as the service (or the ledger) describes it, merged with what we know of it. Its

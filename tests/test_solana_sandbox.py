@@ -356,34 +356,3 @@ async def test_resume_resends_inside_the_window_and_only_looks_after_it(client, 
         assert rec.paid()[before:] == ([signed.header] if inside else [])  # after the deadline: no resend
         assert ss.ledger.payment(signed.id)["status"] == "settled" and len(sb.settlements) == 1
         await ss.aclose()
-
-
-# --- what the widgets and the ledger show --------------------------------------------------------
-
-def test_studio_cards_inspector_and_ledger_show_the_solana_network(tmp_path):
-    from stablestudio_widgets import StableStudio, Studio
-    from stablestudio_widgets.widgets.records import ledger_records
-
-    from .test_widgets import shown_quote, until
-
-    ss = StableStudio.sandbox(network=["base-sepolia", "solana-devnet"], prefer_network="solana-devnet",
-                              time_scale=TIME_SCALE, ledger=tmp_path / "w.db")
-    st = Studio(ss, model="grok")
-    until(lambda: st.quote["status"] == "ok")
-    assert st.network_name == "Solana Devnet (sandbox)" and st.quote["message"].endswith("on Solana Devnet (sandbox)")
-    st.prompt = "a fox paid on Solana"
-    st._on_msg(st, {"type": "generate", "request_id": "r1", "quote": shown_quote(st)}, [])  # the price on screen
-    until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
-    card = st.jobs[0]
-    assert card["receipt"]["network_name"] == "Solana Devnet" and card["receipt"]["payer"] == ss.wallet.solana_address
-    assert card["receipt"]["explorer_url"] is None  # a sandbox settlement is on no explorer
-    steps = {s["step"]: s for s in card["inspector"]}
-    assert "Solana transaction: TransferChecked" in steps["Signed transaction"]["summary"]
-    until(lambda: any(s["step"] == "Sign-In-With-X" for s in st.jobs[0]["inspector"]))
-    signin = next(s for s in st.jobs[0]["inspector"] if s["step"] == "Sign-In-With-X")
-    assert "Ed25519" in signin["summary"] and "your Solana account" in signin["data"]["message"]
-    history = ledger_records(ss.ledger, ss.aio.catalog, ss.base_url)
-    assert history[card["id"]]["receipt"]["network"] == SOLANA_DEVNET
-    assert [r["network_name"] for r in ss.ledger.receipts()] == ["Solana Devnet"]
-    st.close()
-    ss.close()

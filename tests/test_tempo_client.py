@@ -1,6 +1,6 @@
 """Paying on Tempo (MPP) with the client, against the sandbox over real HTTP: every route, the
 choice between x402 and MPP, the policy, sponsored fees, ambiguous failures that never sign (or
-send) again, polling as a Tempo payer, and what the widgets and the ledger show."""
+send) again, polling as a Tempo payer (what the widgets show: tests/test_widgets.py)."""
 
 from __future__ import annotations
 
@@ -282,36 +282,7 @@ async def test_a_proof_only_for_this_host_on_tempo(tmp_path, realm, chain, signe
     await ss.aclose()
 
 
-# --- what the widgets and the ledger show ----------------------------------------------------------
-
-def test_studio_cards_inspector_and_ledger_show_tempo_payments(tmp_path):
-    from stablestudio_widgets import StableStudio, Studio
-    from stablestudio_widgets.widgets.records import ledger_records
-
-    from .test_widgets import shown_quote, until
-
-    ss = StableStudio.sandbox(network=["base-sepolia", "tempo-testnet"], prefer_network="tempo-testnet",
-                              time_scale=TIME_SCALE, ledger=tmp_path / "w.db")
-    st = Studio(ss, model="grok")
-    until(lambda: st.quote["status"] == "ok")
-    assert st.network_name == "Tempo testnet (sandbox)" and st.quote["message"].endswith("on Tempo testnet (sandbox)")
-    st.prompt = "a fox paid on Tempo"
-    st._on_msg(st, {"type": "generate", "request_id": "r1", "quote": shown_quote(st)}, [])  # the price on screen
-    until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
-    card = st.jobs[0]
-    receipt = card["receipt"]
-    assert receipt["network_name"] == "Tempo testnet" and receipt["payer"] == ss.wallet.address
-    assert receipt["transaction"] == ss.ledger.payments()[0]["tx"] and receipt["explorer_url"] is None
-    steps = {s["step"]: s for s in card["inspector"]}
-    assert "WWW-Authenticate: Payment challenge (MPP)" in steps["402 Payment Required"]["summary"]
-    assert "MPP credential: a Tempo 0x76 transaction" in steps["Signed credential"]["summary"]
-    assert steps["Settlement"]["summary"].startswith("Payment-Receipt: 0x")
-    history = ledger_records(ss.ledger, ss.aio.catalog, ss.base_url)
-    assert history[card["id"]]["receipt"]["network"] == TEMPO_TESTNET
-    assert [r["network_name"] for r in ss.ledger.receipts()] == ["Tempo testnet"]
-    st.close()
-    ss.close()
-
+# --- what the receipts link to ---------------------------------------------------------------------
 
 def test_the_explorer_link_of_a_real_tempo_receipt():
     from stablestudio_widgets.x402 import Receipt

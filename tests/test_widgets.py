@@ -3,28 +3,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
+import httpx
 import pytest
 from PIL import Image
 
 from stablestudio_widgets import (
     BudgetExceeded,
     Compare,
+    ConfirmationRequired,
     Gallery,
     InvalidParams,
     JobCard,
+    JobNotFound,
     StableStudio,
     StableStudioError,
     Studio,
     Wallet,
 )
 from stablestudio_widgets.ledger import Ledger
+from stablestudio_widgets.networks import SOLANA_DEVNET, TEMPO_TESTNET
+from stablestudio_widgets.widgets.records import ledger_records
 
 from .conftest import TIME_SCALE
 
@@ -292,6 +299,45 @@ def test_sandbox_studio_says_so(tmp_path):
         assert st.sandbox and "no real money" in st.banner and st.network_name == "Base Sepolia (sandbox)"
 
 
+# What each payment network's cards, inspector and ledger show (Base Sepolia: the tests above).
+NETWORKS = {
+    "solana-devnet": ("Solana Devnet", SOLANA_DEVNET, "solana_address", {
+        "Signed transaction": "Solana transaction: TransferChecked",
+        "Sign-In-With-X": "Solana sign-in message, Ed25519 signature"}),
+    "tempo-testnet": ("Tempo testnet", TEMPO_TESTNET, "address", {
+        "402 Payment Required": "WWW-Authenticate: Payment challenge (MPP)",
+        "Signed credential": "MPP credential: a Tempo 0x76 transaction",
+        "Settlement": "Payment-Receipt: 0x",
+        "Sign-In-With-X": "EIP-4361 message, EIP-191 signature"}),
+}
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_studio_cards_inspector_and_ledger_show_the_network(network, tmp_path):
+    name, chain, payer, steps = NETWORKS[network]
+    ss = StableStudio.sandbox(network=["base-sepolia", network], prefer_network=network, time_scale=TIME_SCALE,
+                              ledger=tmp_path / "w.db")
+    st = Studio(ss, model="grok")
+    until(lambda: st.quote["status"] == "ok")
+    assert st.network_name == f"{name} (sandbox)" and st.quote["message"].endswith(f"on {name} (sandbox)")
+    st.prompt = f"a fox paid on {name}"
+    assert generate(Replies(st), st)["ok"]  # the price on screen
+    until(lambda: st.jobs and st.jobs[0]["status"] == "complete"
+          and any(s["step"] == "Sign-In-With-X" for s in st.jobs[0]["inspector"]))
+    card = st.jobs[0]
+    receipt = card["receipt"]
+    assert receipt["network_name"] == name and receipt["payer"] == getattr(ss.wallet, payer)
+    assert receipt["transaction"] == ss.ledger.payments()[0]["tx"]
+    assert receipt["explorer_url"] is None  # a sandbox settlement is on no explorer
+    shown = {s["step"]: s["summary"] for s in card["inspector"]}
+    assert {step: words in shown.get(step, "") for step, words in steps.items()} == dict.fromkeys(steps, True)
+    history = ledger_records(ss.ledger, ss.aio.catalog, ss.base_url)
+    assert history[card["id"]]["receipt"]["network"] == chain
+    assert [r["network_name"] for r in ss.ledger.receipts()] == [name]
+    st.close()
+    ss.close()
+
+
 def test_jobcard_is_live_and_retries_a_failed_job(ss, sandbox):
     sandbox.set_faults(fail_rate=1.0)
     job = ss.generate("grok", "doomed at first")
@@ -336,27 +382,142 @@ def test_gallery_session_jobs_ledger_and_total(ss):
     past.close()
 
 
-def test_gallery_resumes_unfinished_paid_jobs_from_the_ledger(ss, sandbox):
-    """A job paid in an earlier session that never finished: the gallery offers Resume and finishes it."""
+def test_gallery_follows_jobs_a_dead_kernel_left_running(ss, sandbox):
+    """A job paid in an earlier kernel that was still running when it died: a new kernel's gallery
+    shows it from the ledger and follows it live, as it does the session's own jobs (no button)."""
     sandbox.set_faults(poll_404_s=5)
     job = ss.generate("grok", "left behind")  # paid; nobody polls it (the kernel 'restarted')
     sandbox.set_faults(poll_404_s=0)
     later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
     g = Gallery(later)
     g.show_ledger = True
-    until(lambda: g.jobs and g.jobs[0]["error"])
-    assert g.jobs[0]["id"] == job.id and g.jobs[0]["error"]["resumable"]
-    replies = Replies(g)
-    assert replies.request({"type": "resume", "key": job.id})["ok"]
-    until(lambda: g.jobs[0]["status"] == "complete")
+    until(lambda: g.jobs and g.jobs[0]["status"] == "complete")
+    assert g.jobs[0]["id"] == job.id and g.jobs[0]["result"]["url"] and g.jobs[0]["error"] is None
     assert ss.ledger.job(job.id)["status"] == "complete" and len(sandbox.settlements) == 1
     g.show_ledger = False
     g.show_ledger = True  # the ledger's rows again: the live job keeps its one card
     g._feed.flush()  # what the next flush shows, now
     assert job.id in g._feed.extra and [(j["id"], j["status"]) for j in g.jobs] == [(job.id, "complete")]
-    nothing = replies.request({"type": "resume", "key": job.id})  # a stale Resume: every paid job finished
+    nothing = Replies(g).request({"type": "resume", "key": job.id})  # a stale Resume: every paid job finished
     assert not nothing["ok"] and "Nothing to resume" in nothing["error"]["message"]
     later.close()
+
+
+class Wire(httpx.AsyncHTTPTransport):
+    """The real transport with two switches a test flips, as a network would misbehave: ``trip``
+    raises an error nobody expects on the next request it matches; ``hold`` keeps the requests it
+    matches waiting until ``release()``."""
+
+    def __init__(self):
+        super().__init__()
+        self.trip = self.hold = None
+        self.released = threading.Event()
+        self.waiting = 0
+
+    def release(self):
+        self.released.set()
+
+    async def handle_async_request(self, request):
+        if self.trip is not None and self.trip(request):
+            self.trip = None
+            raise RuntimeError("the network card caught fire")
+        if self.hold is not None and self.hold(request) and not self.released.is_set():
+            self.waiting += 1
+            while not self.released.is_set():  # a stalled network, not the test's synchronisation
+                await asyncio.sleep(0.005)
+            self.waiting -= 1
+        return await super().handle_async_request(request)
+
+
+def paid_post(r) -> bool:
+    return r.method == "POST" and "payment-signature" in r.headers
+
+
+def poll(r) -> bool:
+    return r.method == "GET" and r.url.path.startswith("/api/jobs/")
+
+
+def test_resume_answers_at_once_and_the_cards_follow_live(ss, sandbox):
+    """Resume on a ledger card is answered as soon as the resume starts: the job takes its card at
+    once and shows live while it is polled (here a stalled network holds the polls)."""
+    sandbox.set_faults(poll_404_s=60)
+    job = ss.generate("grok", "lost for a while")
+    with pytest.raises(JobNotFound):
+        job.wait()  # 'not found' in the ledger: a Resume looks again (a new kernel does not, by itself)
+    sandbox.set_faults(poll_404_s=0)
+    wire = Wire()
+    wire.hold = poll
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    g = Gallery(later)
+    g.show_ledger = True
+    until(lambda: g.jobs and g.jobs[0]["error"])
+    card = g.jobs[0]
+    assert card["status"] == "lost" and card["error"]["resumable"] and not card["error"]["retryable"]
+    replies = Replies(g)
+    assert replies.request({"type": "resume", "key": job.id})["ok"]  # answered while its polls are held
+    until(lambda: g.jobs[0]["detail"] == "Checking on it again")  # the live job has its card
+    assert g.jobs[0]["error"] is None and wire.waiting and len(g.jobs) == 1
+    wire.release()
+    until(lambda: g.jobs[0]["status"] == "complete")
+    assert ss.ledger.job(job.id)["status"] == "complete" and len(sandbox.settlements) == 1
+    later.close()
+
+
+def test_an_unexpected_error_after_signing_is_on_the_card_and_resume_finds_that_job(ss, sandbox, caplog):
+    """An error nobody expected while the payment goes out: the card does not stay at "paying"; it
+    says the payment may have gone through, what it cost and to press Resume, and the error is
+    logged. Resume re-sends the same signed payment: the same card gets the job, paid once."""
+    wire = Wire()
+    client = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    st = Studio(client, model="grok")
+    st.prompt = "paid into the void"
+    replies = Replies(st)
+    wire.trip = paid_post
+    assert generate(replies, st)["ok"]
+    until(lambda: st.jobs and st.jobs[0]["status"] == "failed")
+    card = st.jobs[0]
+    assert card["error"]["type"] == "JobInterrupted" and card["error"]["resumable"] and not card["error"]["retryable"]
+    message = card["error"]["message"]
+    assert "RuntimeError: the network card caught fire" in message and "$0.07" in message
+    assert "may have gone through" in message and "Resume" in message and "ss.resume" not in message
+    until(lambda: "the network card caught fire" in caplog.text)
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+    assert ss.ledger.payments()[0]["status"] == "uncertain"
+    assert replies.request({"type": "resume", "key": card["key"]})["ok"]
+    until(lambda: st.jobs[0]["status"] == "complete")
+    assert [j["key"] for j in st.jobs] == [card["key"]]  # the same card, not a second one
+    assert len(sandbox.settlements) == 1 and ss.ledger.payments()[0]["status"] == "settled"
+    client.close()
+
+
+def test_an_unexpected_error_while_polling_is_on_the_card_and_resume_polls_again(ss, sandbox, caplog):
+    wire = Wire()
+    client = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    wire.trip = poll
+    card = JobCard(client.generate("grok", "watched closely"))
+    until(lambda: card.job["status"] == "interrupted")
+    err = card.job["error"]
+    assert err["type"] == "JobInterrupted" and err["resumable"] and not err["retryable"]
+    assert "RuntimeError: the network card caught fire" in err["message"] and "paid ($0.07)" in err["message"]
+    assert "Resume checks on it again" in err["message"] and "the network card caught fire" in caplog.text
+    assert ss.ledger.job(card.job["id"])["status"] == "interrupted"  # resume() in a new kernel picks it up
+    assert Replies(card).request({"type": "resume", "key": card.job["key"]})["ok"]
+    until(lambda: card.job["status"] == "complete")
+    assert len(sandbox.settlements) == 1
+    client.close()
+
+
+def test_studio_pays_with_the_parameters_its_job_holds(ss, sandbox):
+    """One set of parameters: the validated wire form the job holds is what is paid for and what the
+    service gets (a form's digit string for an integer is sent as the number), also after a confirmation."""
+    st = Studio(ss, model="flux-2-pro")
+    st.prompt, st.params = "a seeded fox", {**st.params, "seed": "42"}
+    replies = Replies(st)
+    generate(replies, st)
+    until(lambda: st.jobs and st.jobs[0]["status"] == "complete")
+    job = ss.aio.tracker.jobs[st.jobs[0]["id"]]
+    assert job.params["seed"] == 42 and sandbox.jobs[job.id].params == job.params
+    assert json.loads(ss.ledger.job(job.id)["params"]) == job.params
 
 
 def make_compare(ss, **kw) -> Compare:
@@ -450,7 +611,7 @@ def test_compare_ratings_transpose_and_validation(ss):
     assert {x["col"] for x in c.cells} == {0, 1} and {x["row"] for x in c.cells} == {0, 1, 2}
     c.run().wait()
     key = c.cells[0]["key"]
-    with pytest.raises(InvalidParams, match="only a failed cell"):
+    with pytest.raises(InvalidParams, match="is complete: nothing to retry"):
         c.retry(key)  # complete: running it again would pay twice
     c.rate(key, 5)
     with pytest.raises(InvalidParams, match="1 to 5"):
@@ -469,8 +630,85 @@ def test_compare_refuses_a_total_over_budget(sandbox, tmp_path):
     assert not reply["ok"] and reply["error"]["type"] == "BudgetExceeded" and "$0.10" in reply["error"]["message"]
     assert c.state == "ready" and ss.stats["signatures"] == 0
     with pytest.raises(BudgetExceeded):
-        c.run().wait()  # from code, the same refusal is raised
+        c.run()  # from code, the same refusal is raised by run() itself (no wait() needed) …
+    assert "$0.10" in c.run_error and c.state == "ready" and ss.stats["signatures"] == 0  # … and shown
     ss.close()
+
+
+def test_compare_run_from_code_never_loses_a_refusal(sandbox, tmp_path):
+    """A total above the confirmation threshold, run from code without consent: with the quotes in,
+    run() raises it before anything is signed; with the quotes still coming, the widget shows it
+    when it is known and wait() raises it."""
+    wire = Wire()
+    ss = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "c.db", time_scale=TIME_SCALE,
+                      confirm_above_usd=0.05, transport=wire)
+    c = make_compare(ss)
+    until(lambda: c.state == "ready")
+    with pytest.raises(ConfirmationRequired):
+        c.run()
+    assert "confirm" in c.run_error and c.state == "ready"
+    wire.hold = lambda r: r.method == "POST" and not paid_post(r)  # the quotes are slow to come
+    late = make_compare(ss)
+    assert late.run() is late and late.state == "quoting"  # not known yet: nothing to raise
+    wire.release()
+    until(lambda: late.run_error)
+    assert "confirm" in late.run_error and late.state == "ready"
+    with pytest.raises(ConfirmationRequired):
+        late.wait()
+    assert ss.stats["signatures"] == 0 and sandbox.settlements == []
+    c.run(confirm=True).wait()  # consent given: it runs, and the refusal it showed is gone
+    assert c.state == "done" and c.run_error == "" and len(sandbox.settlements) == 6
+    ss.close()
+
+
+def test_compare_never_pays_again_for_a_paid_cell(ss, sandbox):
+    """A lost cell was paid: its Retry and Resume both look for it again (as on every job card), and
+    neither pays again; only a failed cell is paid again."""
+    sandbox.set_faults(poll_404_s=60)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=False)
+    c.run().wait()
+    until(lambda: all(x["job"] and x["job"]["status"] == "lost" for x in c.cells))
+    assert all(x["job"]["error"]["resumable"] and not x["job"]["error"]["retryable"] for x in c.cells)
+    sandbox.set_faults(poll_404_s=0)
+    replies = Replies(c)
+    a, b = (x["key"] for x in c.cells)
+    assert replies.request({"type": "retry", "key": a, "amount_usd": 0.07})["ok"]
+    assert replies.request({"type": "resume", "key": b})["ok"]
+    until(lambda: all(x["job"]["status"] == "complete" for x in c.cells))
+    assert len(sandbox.settlements) == 2
+
+
+def test_compare_cell_whose_answer_was_lost_gets_the_job_it_paid_for(ss, sandbox):
+    wire = Wire()
+    client = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=client, blind=False)
+    until(lambda: c.state == "ready")
+    wire.trip = paid_post  # one cell's payment goes out and its answer never comes back
+    c.run().wait()
+    lost = next(x for x in c.cells if x["job"]["status"] == "failed")
+    assert lost["job"]["error"]["resumable"] and not lost["job"]["error"]["retryable"]
+    c.retry(lost["key"])  # from code too: looked for, never paid again
+    until(lambda: all(x["job"]["status"] == "complete" for x in c.cells))
+    assert len(sandbox.settlements) == 2
+    saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
+    assert saved == {x["key"]: x["job"]["id"] for x in c.cells}  # linked to its cell: a restart restores it
+    client.close()
+
+
+def test_a_restored_compare_follows_the_cells_its_kernel_left_running(ss, sandbox):
+    wire = Wire()
+    wire.hold = poll  # the first kernel never sees its jobs finish
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=first, blind=False)
+    c.run()
+    until(lambda: all(x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]))
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)  # followed at once, no Resume pressed
+    until(lambda: all(x["job"] and x["job"]["status"] == "complete" for x in restored.cells))
+    assert len(sandbox.settlements) == 2
+    wire.release()
+    first.close()
+    later.close()
 
 
 def test_compare_retries_a_failed_cell_alone(ss, sandbox):
@@ -488,7 +726,8 @@ def test_compare_retries_a_failed_cell_alone(ss, sandbox):
     assert [x["job"]["status"] for x in c.cells if x["key"] != key] == ["failed"]
     assert len(sandbox.settlements) == 3
     done = replies.request({"type": "retry", "key": key})
-    assert not done["ok"] and "only a failed cell" in done["error"]["message"] and len(sandbox.settlements) == 3
+    assert not done["ok"] and "is complete: nothing to retry" in done["error"]["message"]
+    assert len(sandbox.settlements) == 3
 
 
 def test_static_copy_escapes_what_the_service_says():

@@ -142,6 +142,20 @@ describe("Compare: run", () => {
     expect(model.messages("run")).toHaveLength(2);
   });
 
+  it("shows why a run() from code did not start, until a run starts or Run is pressed", async () => {
+    const model = show({ state: "ready", cells: cellsFor(() => null), run_error: "" });
+    expect(view.$("compare-error").hidden).toBe(true);
+    model.kernelSet("run_error", "This comparison costs $0.218: above the $0.10 you asked to confirm.");
+    expect(view.$("compare-error").hidden).toBe(false);
+    expect(view.$("compare-error").textContent).toContain("above the $0.10 you asked to confirm");
+    click(view.$("compare-run"));
+    expect(view.$("compare-error").hidden).toBe(true); // Run pressed here: its own reply says how it went
+    model.kernelSet("run_error", "");
+    model.kernelSet("state", "running");
+    await reply(model, "run");
+    expect(view.$("compare-error").hidden).toBe(true);
+  });
+
   it("shows per-cell prices before running only when not blind", () => {
     const model = show({ state: "ready", cells: cellsFor(() => null) });
     expect(cell("r0c1").textContent).not.toContain("$");

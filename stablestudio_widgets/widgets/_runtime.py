@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import pathlib
 import threading
 from collections.abc import Callable, Coroutine
@@ -24,6 +25,7 @@ from ..wallet import Wallet
 STATIC = pathlib.Path(__file__).parent.parent / "static"
 _default: StableStudio | None = None
 _default_lock = threading.Lock()
+log = logging.getLogger("stablestudio_widgets.widgets")
 
 
 def default_client() -> StableStudio:
@@ -80,6 +82,13 @@ class Bridge:
 def describe(exc: BaseException) -> str:
     """An error in words for the front end: ours say everything; anything else gets its type too."""
     return str(exc) if isinstance(exc, StableStudioError) else f"{type(exc).__name__}: {exc}"
+
+
+def report(exc: BaseException, doing: str) -> str:
+    """``describe(exc)``; an error nobody expected (not one of ours) is also logged, with its traceback."""
+    if not isinstance(exc, StableStudioError):
+        log.error("%s failed: %s", doing, describe(exc), exc_info=exc)
+    return describe(exc)
 
 
 def as_async(job: Any) -> AsyncJob:

@@ -13,7 +13,7 @@ import random
 import string
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +26,9 @@ from ..status import JobStatus
 from ._runtime import Bridge, css, describe, esm
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
 from .records import job_record, jsonable, ledger_records, mask_record
-from .scoring import result_rows, summary_rows, vote_counts
+from .scoring import Tables, result_rows, summary_rows, vote_counts
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
-FAILED = (JobStatus.FAILED, JobStatus.LOST)  # a cell in these may be run again (a new payment)
 
 
 @dataclass
@@ -45,7 +44,7 @@ class Cell:
     record: dict[str, Any] | None = field(default=None, repr=False)  # from the ledger, after a restart
 
 
-class Compare(FeedWidget):
+class Compare(Tables, FeedWidget):
     """``Compare(prompts=[...], models=[...], params={...})``: a grid, a total, a Run button, votes."""
 
     _esm = esm("compare")
@@ -66,6 +65,7 @@ class Compare(FeedWidget):
     votes = traitlets.List(traitlets.Dict()).tag(sync=True)
     ratings = traitlets.Dict().tag(sync=True)
     summary = traitlets.List(traitlets.Dict()).tag(sync=True)
+    run_error = traitlets.Unicode("").tag(sync=True)  # why run() from code did not start (no reply shows it)
 
     def __init__(self, prompts: list[str], models: list[str], params: dict[str, Any] | None = None, *,
                  overrides: dict[str, dict[str, Any]] | None = None, repeats: int = 1, blind: bool = True,
@@ -87,11 +87,12 @@ class Compare(FeedWidget):
             random.Random(seed).shuffle(order)
         self._order = _restore["order"] if _restore else order
         self._local_files = _restore is None  # a grid restored from the ledger never reads a path it names
-        self._jobs_by_key: dict[str, Cell] = {}
         super().__init__(comparison_id=comparison_id or uuid.uuid4().hex[:12], prompts=list(prompts),
                          transpose=transpose, blind=blind, vote_mode=vote_mode, repeats=int(repeats))
         self._feed = JobFeed(self, self._bridge, "_records", mask=lambda _job: self.blind and not self.revealed)
         self._feed.on_flush.append(self._publish)
+        self._feed.on_found.append(self._found)
+        self._feed.on_retried.append(self._retried)
         if _restore:
             self._restore(_restore)
         else:
@@ -143,7 +144,10 @@ class Compare(FeedWidget):
         """Pay for and run every cell concurrently. Above the confirmation threshold the total needs
         consent: ``confirm=True`` agrees to the quoted total, ``confirm_usd`` to at most that much
         (the Run button sends the total it showed); each cell then pays at most its own quote. A
-        refusal (a price not agreed to, over the budget, already run) is raised by :meth:`wait`."""
+        refusal (a price not agreed to, over the budget, already run) is shown in the widget; when
+        the quotes are in it is known before anything is paid and raised here, else by :meth:`wait`."""
+        if self.state != "quoting":
+            self._shown(self._check, confirm, confirm_usd)
         self._ran = self._bridge.spawn(self._run(confirm, confirm_usd))
         return self
 
@@ -158,14 +162,27 @@ class Compare(FeedWidget):
         return self
 
     async def _run(self, confirm: bool, confirm_usd: float | None) -> None:
-        await self._start(confirm, confirm_usd)
-        await self._run_cells()
-
-    async def _start(self, confirm: bool, confirm_usd: float | None) -> None:
-        """Wait for the exact total, check it against the user's consent and the budget, and mark
-        the grid running."""
         if self._quoted is not None:
             await asyncio.wrap_future(self._quoted)
+        self._shown(self._start, confirm, confirm_usd)
+        await self._run_cells()
+
+    def _shown(self, check: Callable[..., None], *args: Any) -> None:
+        """Run ``check``; a refusal from code (no button waits for its reply) is shown in the widget too."""
+        try:
+            check(*args)
+        except StableStudioError as e:
+            self.run_error = str(e)
+            raise
+
+    def _start(self, confirm: bool, confirm_usd: float | None) -> None:
+        """On the client's loop, with the quotes in: the last check, then the grid is running."""
+        self._check(confirm, confirm_usd)
+        self.run_error = ""
+        self.state = "running"
+
+    def _check(self, confirm: bool, confirm_usd: float | None) -> None:
+        """Refuse to run (nothing signed) unless the exact total is known, consented to and within the budget."""
         if self.state != "ready":
             why = self.quote.get("message") if self.state == "quoting" else f"it is {self.state} already"
             raise InvalidParams(f"This comparison cannot run: {why}.", field="state")
@@ -179,72 +196,59 @@ class Compare(FeedWidget):
                                  "of the session budget is left. Nothing was signed.",
                                  price_usd=self.total_usd or 0, limit_usd=aio.policy.budget_usd or 0,
                                  limit="budget_usd")
-        self.state = "running"
 
     async def _run_cells(self) -> None:
-        await asyncio.gather(*(self._pay_cell(c, self._new_job(c), self._per_cell[c.key]) for c in self._cells))
-        self.state = "done"
-        self._save()
+        pay = self._feed.pay  # the user agreed to the total: each cell to its own quote, no more
+        try:
+            await asyncio.gather(*(pay(self._new_job(c), self._per_cell[c.key], local_files=self._local_files)
+                                   for c in self._cells))
+        finally:
+            self.state = "done"
+            self._save()
 
     def _new_job(self, cell: Cell) -> AsyncJob:
         job = self._bridge.aio.tracker.new_job(cell.route_id, dict(cell.params))
-        cell.job, cell.record = job, None
-        self._jobs_by_key[job.key] = cell
-        self._feed.track(job)
+        self._link(cell, job)
         return job
 
-    async def _pay_cell(self, cell: Cell, job: AsyncJob, confirm_usd: float | None) -> None:
-        try:  # the user agreed to the total: each cell to its own quote, no more
-            await self._bridge.aio.submit(cell.route_id, dict(cell.params), confirm_usd=confirm_usd, job=job,
-                                          local_files=self._local_files)
-            cell.job_id = job.id
-            self._save()
-            await job.wait()
-        except StableStudioError:
-            pass  # the cell's card shows the error and offers a retry
+    def _link(self, cell: Cell, job: AsyncJob) -> None:
+        cell.job, cell.record = job, None
+        self._feed.track(job)
+
+    def _found(self, job: AsyncJob) -> None:
+        """A job a resume found, or one a restored grid follows: it takes its cell."""
+        for cell in self._cells:
+            if cell.job is None and cell.job_id == job.id:
+                self._link(cell, job)
+
+    def _retried(self, old: AsyncJob, fresh: AsyncJob) -> None:
+        for cell in self._cells:
+            if cell.job is old:
+                self._link(cell, fresh)
 
     def retry(self, key: str, confirm_usd: float | None = None) -> None:
-        """Run one failed cell again (a new payment of at most ``confirm_usd``; without it the
-        confirmation threshold decides)."""
-        found = self._retry(key, confirm_usd)
-        if found is not None:
-            self._bridge.spawn(found)
+        """Run one failed cell again: a new payment of at most ``confirm_usd`` (without it, the
+        cell's quote). A cell whose job was paid (lost, unfinished, an answer that never came) is
+        looked for or polled again instead: never paid twice."""
+        self._card("retry", key, confirm_usd)
 
-    def _retry(self, key: str, confirm_usd: float | None) -> Coroutine[Any, Any, Any] | None:
-        """Start a failed cell again (its new card shows at once), or, when the cell may be paid
-        already, return the search for its job (never paid again)."""
-        cell = next((c for c in self._cells if c.key == key), None) or self._jobs_by_key.get(key)
-        if cell is None:
-            raise InvalidParams(f"No cell {key!r} in this comparison.", field="key")
-        job = cell.job
-        status = job.status if job is not None else (cell.record or {}).get("status")
-        refused = job is not None and job.id is None and job.error is not None  # ended before the service had it
-        if status is None and self.state in ("quoting", "ready"):
-            raise InvalidParams(f"Cell {key} has not run yet: Run pays for every cell.", field="key")
-        if status is not None and status not in FAILED and not refused:
-            raise InvalidParams(f"Cell {key} is {status}: only a failed cell can be run again.", field="key")
-        if refused and job.error.paid_usd > 0:
-            return self._feed.resume_ledger()  # may be paid already: find it, never re-pay
-        if confirm_usd is None:  # a blind card shows no price: its Retry consents to the cell's quote
-            confirm_usd = getattr(self, "_per_cell", {}).get(cell.key)
-        self._bridge.spawn(self._pay_cell(cell, self._new_job(cell), confirm_usd))
-        return None
-
-    def _resume(self, key: str) -> Awaitable[Any] | None:
-        """Poll a cell's paid job again; a cell restored from the ledger resumes the ledger's jobs."""
+    def _card(self, kind: str, key: str, confirm_usd: float | None = None) -> Awaitable[Any] | None:
+        """Retry or resume a cell on the path of every job card (``JobFeed.act``). A blind card shows
+        no price: its Retry consents to the cell's quote."""
         cell = self._cell(key)
+        if confirm_usd is None:
+            confirm_usd = getattr(self, "_per_cell", {}).get(cell.key)
         if cell.job is not None:
-            return self._feed.act("resume", cell.job.key)
-        if not ((cell.record or {}).get("error") or {}).get("resumable"):
-            raise InvalidParams(f"Cell {key} has nothing to resume.", field="key")
-        return self._resume_restored()
-
-    async def _resume_restored(self) -> None:
-        for job in await self._feed.resume_ledger():
-            for cell in self._cells:
-                if cell.job is None and cell.job_id == job.id:
-                    cell.job = job
-                    self._jobs_by_key[job.key] = cell
+            return self._feed.act(kind, cell.job.key, confirm_usd)
+        record = cell.record or {}
+        if not record:
+            raise InvalidParams(f"Cell {key} has not run yet: Run pays for every cell.", field="key")
+        if kind == "resume" and (record.get("error") or {}).get("resumable"):
+            return self._feed.resume_all()  # restored from the ledger, unfinished: its job takes the cell
+        if kind == "retry" and record.get("status") == JobStatus.FAILED:
+            self._bridge.spawn(self._feed.pay(self._new_job(cell), confirm_usd))
+            return None
+        raise InvalidParams(f"Cell {key} is {record.get('status')}: nothing to {kind}.", field="key")
 
     # --- votes --------------------------------------------------------------------------------
     def vote(self, prompt_index: int, a: str, b: str, choice: str) -> None:
@@ -288,31 +292,11 @@ class Compare(FeedWidget):
                 return c
         raise InvalidParams(f"No cell {key!r} in this comparison.", field="key")
 
-    # --- results ---------------------------------------------------------------------------------
-    def results(self):
-        """One row per cell: model, prompt, cost, time to result, status, vote outcome, rating (a DataFrame).
-        While a blind comparison is not revealed, models show by letter, without route or price."""
-        import pandas as pd
-
-        return pd.DataFrame(self.result_rows()).drop(columns=self._unused_columns("rating"))
-
-    def _unused_columns(self, *rating: str) -> list[str]:
-        """Pairwise votes leave the rating columns empty: tables leave them out."""
-        return list(rating) if self.vote_mode == "pairwise" else []
-
+    # --- results (as DataFrames and CSV: scoring.Tables) ------------------------------------------
     def result_rows(self) -> list[dict[str, Any]]:
         """Per cell; while blind and not revealed, models by letter only, no route, no price."""
         return result_rows([(c, self._record(c)) for c in self._cells], self._spec["prompts"], self._counts(),
                            self.ratings, self._table_name, self._masked)
-
-    def to_csv(self, path: str) -> str:
-        self.results().to_csv(path, index=False)
-        return path
-
-    def summary_table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.summary_rows()).drop(columns=self._unused_columns("mean_rating"))
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """Win rate (ties count half) or mean rating per model, with cost per win."""
@@ -369,7 +353,12 @@ class Compare(FeedWidget):
             if not masked and getattr(self, "_per_cell", None) and self.quote.get("status") == "ok":
                 self.quote = {**self.quote, "per_cell_usd": self._per_cell}
             self._refresh_summary()
+        if self._job_ids() != getattr(self, "_saved_ids", None):
+            self._save()  # a cell's job got its id (paid, found by a resume, retried): a restart restores it
         self._refresh_static()
+
+    def _job_ids(self) -> list[str | None]:
+        return [c.job.id if c.job else c.job_id for c in self._cells]
 
     def _static_cards(self) -> list[tuple[str | None, dict[str, Any]]]:
         """The cells as the front end has them (masked while blind), each titled by its column label."""
@@ -389,8 +378,8 @@ class Compare(FeedWidget):
         """The front end's requests (answered by FeedWidget._answer); ``key`` is a cell key."""
         return {
             "run": lambda c, _b: self._request_run(consented_usd(c.get("total_usd"))),
-            "retry": lambda c, _b: self._retry(str(c.get("key")), consented_usd(c.get("amount_usd"))),
-            "resume": lambda c, _b: self._resume(str(c.get("key"))),
+            "retry": lambda c, _b: self._card("retry", str(c.get("key")), consented_usd(c.get("amount_usd"))),
+            "resume": lambda c, _b: self._card("resume", str(c.get("key"))),
             "vote": lambda c, _b: self.vote(int(c["prompt_index"]), str(c["a"]), str(c["b"]), str(c["choice"])),
             "rate": lambda c, _b: self.rate(str(c["key"]), int(c["rating"])),
             "reveal": lambda _c, _b: self.reveal(),
@@ -399,14 +388,17 @@ class Compare(FeedWidget):
 
     async def _request_run(self, confirm_usd: float | None) -> None:
         """The Run button, consenting to the total it showed: answered once the cells start (or
-        with why not); they go on paying and polling."""
-        await self._start(False, confirm_usd)
+        with why not, beside the button); they go on paying and polling."""
+        if self._quoted is not None:
+            await asyncio.wrap_future(self._quoted)
+        self._start(False, confirm_usd)
         self._ran = self._bridge.spawn(self._run_cells())
 
     # --- persistence -----------------------------------------------------------------------------
     def _save(self) -> None:
+        self._saved_ids = self._job_ids()
         cells = [{"key": c.key, "prompt_index": c.prompt_index, "model": c.model, "repeat": c.repeat,
-                  "route_id": c.route_id, "job_id": (c.job.id if c.job else c.job_id)} for c in self._cells]
+                  "route_id": c.route_id, "job_id": c.job.id if c.job else c.job_id} for c in self._cells]
         spec = {**self._spec, "params": jsonable(self._spec["params"]), "order": self._order,
                 "revealed": self.revealed, "state": self.state, "saved_at": time.time()}
         self._bridge.aio.ledger.save_comparison(self.comparison_id, spec, cells)
@@ -441,6 +433,8 @@ class Compare(FeedWidget):
         self.votes, self.ratings = votes, ratings
         self.revealed = saved["spec"].get("revealed", False)
         self.state = "done" if any(c.job_id for c in self._cells) else "quoting"
+        # Cells whose job was running when the grid was saved are followed like the session's jobs.
+        self._bridge.call_soon(self._feed.follow_unfinished, {c.job_id for c in self._cells if c.job_id})
 
 
 def _opaque_key() -> str:

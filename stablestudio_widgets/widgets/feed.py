@@ -16,7 +16,7 @@ from ..errors import InvalidParams, StableStudioError
 from ..jobs import AsyncJob
 from ..results import Result
 from ..status import LOCAL, VOCABULARY, JobStatus, kind
-from ._runtime import Bridge
+from ._runtime import Bridge, report
 from .records import job_record
 from .static import page_html
 
@@ -50,6 +50,8 @@ class JobFeed:
         self.on_flush: list[Any] = []
         self.dismissed: set[str] = set()  # cards the user closed: not followed again
         self.retried: set[str] = set()  # failed cards kept as history next to their retry
+        self.on_found: list[Callable[[AsyncJob], None]] = []  # a resume found a job (Compare links its cell)
+        self.on_retried: list[Callable[[AsyncJob, AsyncJob], None]] = []  # (failed job, its new attempt)
         self._thumbing: set[str] = set()  # results whose embedded thumbnail is made or being made
 
     def track(self, job: AsyncJob) -> None:
@@ -63,7 +65,7 @@ class JobFeed:
         """Poll ``job`` to the end unless someone already does: a card shows the job's real state
         without anybody calling ``wait()`` (jobs share one poller, so feeds never poll twice)."""
         if job.id and not job.done and not job.polling:
-            self.bridge.spawn(self._quiet(job.wait()))
+            self.bridge.spawn(self.guard(job.wait(), job))
 
     def _on_job(self, job: AsyncJob) -> None:
         if job.key in self.jobs:
@@ -94,7 +96,7 @@ class JobFeed:
         for j in self.jobs.values():
             if j.result is not None and j.result.thumb is None and j.key not in self._thumbing:
                 self._thumbing.add(j.key)
-                self.bridge.spawn(self._thumbnail(j))
+                self.bridge.spawn(self.guard(self._thumbnail(j)))
             cached = self._cache.get(j.key)
             if stale is None or j.key in stale or cached is None or cached[0] != (j.key in keep):
                 masked = bool(self.mask and self.mask(j))
@@ -124,11 +126,14 @@ class JobFeed:
     def close(self) -> None:
         self._unsubscribe()
 
-    # --- the actions every job card offers --------------------------------------------------
+    # --- the actions every job card offers (Studio, Gallery, JobCard and Compare's cells) --------
     def act(self, kind: str, key: Any, amount_usd: float | None = None) -> Awaitable[Any] | None:
-        """Retry (a new payment of at most ``amount_usd``, what the Retry button showed), resume
-        (poll again) or dismiss (a cancelled card goes away) a card's job.
+        """Retry, resume, dismiss or download a card's job: one path for every widget's cards.
 
+        A paid job is never paid again: an unfinished one (timed out, not found, interrupted) is
+        polled again, one whose answer was lost is looked for (a resume of the ledger), whichever
+        button was pressed. Only a job that failed, or a request that ended before anything was
+        paid, is paid again: a retry, of at most ``amount_usd`` (what its Retry button showed).
         Returns what to finish before the request is answered (None: nothing); raises with the
         reason when there is nothing to do. A retry is answered once its new card exists.
         """
@@ -137,19 +142,19 @@ class JobFeed:
             return self._download(job, key)
         if job is None:
             if kind == "resume" and key in self.extra:
-                return self.resume_ledger()  # a past job from the ledger: finish every unfinished one
+                return self.resume_all()  # a past job from the ledger
             raise InvalidParams(f"No job card {key!r} here.", field="key")
         if kind == "dismiss":
             return self._dismiss(job)
         if job.id is None and job.error is not None and job.error.paid_usd > 0:
-            return self.resume_ledger()  # paid, answer lost: find the job, never pay again
+            return self.resume_all()  # paid, answer lost: find the job, never pay again
         if job.id and not job.done:
-            self.bridge.spawn(self._quiet(job.wait()))  # paid and unfinished: poll it again
+            self.follow(job)  # paid and unfinished: poll it again
             return None
         if kind == "retry" and job.key in self.retried:
             raise InvalidParams("This job was retried already: the newer card is its new attempt.", field="key")
         if kind == "retry" and job.error is not None and job.status != JobStatus.COMPLETE:
-            self._retry(job, amount_usd)
+            self.retry(job, amount_usd)
             return None
         label = VOCABULARY["job_status"].get(job.status, {}).get("label", job.status)
         raise InvalidParams(f"Job {job.id or job.key} is {label}: nothing to {kind}.", field="key")
@@ -182,40 +187,74 @@ class JobFeed:
             self.dismissed.add(job.key)
         self._changed()
 
-    def _retry(self, job: AsyncJob, confirm_usd: float | None) -> None:
+    def retry(self, job: AsyncJob, confirm_usd: float | None) -> AsyncJob:
         """Pay again for a card's job: at most the amount its Retry button showed (without one, the
         confirmation threshold decides), never reading a local file by path. The new attempt gets
         its own card; the failed one stays, as history."""
-        client = self.bridge.aio
-        fresh = client.tracker.new_job(job.route.id, dict(job.params))
+        fresh = self.bridge.aio.tracker.new_job(job.route.id, dict(job.params))
         self.retried.add(job.key)
         self._changed(job)
         self.track(fresh)
+        for hook in self.on_retried:
+            hook(job, fresh)
+        self.bridge.spawn(self.pay(fresh, confirm_usd))
+        return fresh
 
+    async def pay(self, job: AsyncJob, confirm_usd: float | None, *, local_files: bool = False) -> None:
+        """Pay for ``job`` (at most ``confirm_usd``) and poll it to the end; its card says how it went."""
         async def pay_and_poll() -> None:
-            await self._quiet(client.submit(job.route.id, dict(job.params), confirm_usd=confirm_usd, job=fresh,
-                                            local_files=False))
-            if fresh.id:
-                await self._quiet(fresh.wait())
-        self.bridge.spawn(pay_and_poll())
+            await self.bridge.aio.submit(job.route.id, dict(job.params), confirm_usd=confirm_usd, job=job,
+                                         local_files=local_files)
+            await job.wait()
+        await self.guard(pay_and_poll(), job)
 
-    async def resume_ledger(self) -> list[AsyncJob]:
-        """Finish every paid, unfinished job of the ledger; the jobs it found take their cards."""
-        jobs = await self.bridge.aio.resume()
-        if not jobs:
+    def resume_all(self) -> None:
+        """Resume the ledger (``resume()``): answered as soon as it starts, or at once with why there
+        is nothing to do; the jobs take their cards as they are found and show live while polled."""
+        recovery = self.bridge.aio.recovery
+        if not recovery.pending():
             raise InvalidParams("Nothing to resume: every paid job in the ledger has finished.", field="key")
-        for job in jobs:
-            self.extra.pop(job.id, None)
-            self.track(job)
-        return jobs
+        self.bridge.spawn(self.guard(recovery.resume(self._found)))
 
-    @staticmethod
-    async def _quiet(coro: Any) -> Any:
-        """Errors of a job belong in its card (they are on the job record), not in a traceback."""
+    def _found(self, job: AsyncJob) -> None:
+        """A job a resume found (or polls again): it takes its card here (a lost answer's card is
+        the job itself; a ledger row gives way to the live job)."""
+        for hook in self.on_found:
+            hook(job)
+        if job.key in self.jobs or job.id in self.extra or self.follow_all:
+            self.track(job)
+
+    def show_ledger(self, records: dict[str, dict[str, Any]]) -> None:
+        """Show past jobs from the ledger beside the live ones. Those last seen running are followed
+        like the session's own (a new kernel picks them up by itself); a timed-out or lost one waits
+        for its Resume, like a session's job."""
+        self.extra = records
+        self._changed()
+        if records:
+            self.bridge.call_soon(self.follow_unfinished, set(records))
+
+    def follow_unfinished(self, shown: set[str]) -> None:
+        """Follow the ledger's jobs among ``shown`` (ids) that were running when last seen (on the loop)."""
+        for job in self.bridge.aio.recovery.unfinished(running=True):
+            if job.id in shown:
+                self._found(job)
+
+    async def guard(self, coro: Awaitable[Any], *jobs: AsyncJob) -> Any:
+        """Run a background task of this widget (its request was answered already) so that however
+        it ends, the cards it is about tell the truth: an error of ours is on its card already (or
+        is put there); any other is logged with its traceback and put on the card too, as what
+        happened, what it cost and what to do (``AsyncJob.interrupted``). Never a card left running."""
         try:
             return await coro
-        except StableStudioError:
-            return None
+        except StableStudioError as e:
+            for job in jobs:
+                if kind(job.status) == "running":
+                    job.interrupted(e)
+        except Exception as e:
+            report(e, "A widget's background task")
+            for job in jobs:
+                job.interrupted(e)
+        return None
 
 
 Handler = Callable[[dict[str, Any], list], Awaitable[Any] | None]

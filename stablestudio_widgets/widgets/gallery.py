@@ -47,5 +47,4 @@ class Gallery(FeedWidget):
     @traitlets.observe("show_ledger")
     def _toggle_ledger(self, change: dict[str, Any]) -> None:
         aio = self._bridge.aio
-        self._feed.extra = ledger_records(aio.ledger, aio.catalog, aio.base_url) if change["new"] else {}
-        self._feed._changed()
+        self._feed.show_ledger(ledger_records(aio.ledger, aio.catalog, aio.base_url) if change["new"] else {})

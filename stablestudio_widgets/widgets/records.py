@@ -11,7 +11,7 @@ from typing import Any
 
 from ..boundary import result_url, wire_params
 from ..catalog import Catalog, Route
-from ..errors import ConfirmationRequired, JobFailed, JobNotFound, JobTimeout, StableStudioError
+from ..errors import ConfirmationRequired, JobFailed, JobTimeout, StableStudioError
 from ..jobs import AsyncJob, JobEvent
 from ..siwx import text_for
 from ..status import FINAL
@@ -83,12 +83,13 @@ def for_card(message: str) -> str:
 
 
 def recovery(job: AsyncJob, err: StableStudioError) -> dict[str, Any]:
-    """What a card may offer. A request whose payment may have settled (no job id yet, money
-    possibly moved) is resumable, never retryable: a retry would sign a second payment. A retry
-    shows the amount it consents to (``retry_usd``): what the job cost, or the price it was last
-    asked, or the route table's estimate."""
+    """What a card may offer. A paid job that did not finish (timed out, not found, interrupted)
+    and a request whose payment may have settled (no job id yet, money possibly moved) are
+    resumable, never retryable: a retry would sign a second payment for what was paid. A retry
+    (a failed job, or a request that ended before anything was paid) shows the amount it consents
+    to (``retry_usd``): what the job cost, or the price it was last asked, or the route table's estimate."""
     maybe_paid = job.id is None and err.paid_usd > 0
-    retryable = isinstance(err, (JobFailed, JobNotFound)) or (job.id is None and not maybe_paid)
+    retryable = isinstance(err, JobFailed) or (job.id is None and not maybe_paid)
     return {"retryable": retryable,
             "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid,
             "retry_usd": retry_price(job, err) if retryable else None}

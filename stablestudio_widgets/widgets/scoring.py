@@ -59,3 +59,35 @@ def summary_rows(results: list[dict[str, Any]], models: list[str], name: Callabl
                      "mean_rating": round(sum(ratings) / len(ratings), 3) if ratings else None,
                      "cost_usd": cost, "cost_per_win": round(cost / w, 6) if w and cost is not None else None})
     return sorted(rows, key=lambda r: (-(r["win_rate"] or 0), -(r["mean_rating"] or 0)))
+
+
+class Tables:
+    """Compare's tables as a pandas DataFrame or CSV, from its ``result_rows()`` and ``summary_rows()``."""
+
+    vote_mode: str
+
+    def result_rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def results(self):
+        """One row per cell: model, prompt, cost, time to result, status, vote outcome, rating (a DataFrame).
+        While a blind comparison is not revealed, models show by letter, without route or price."""
+        import pandas as pd
+
+        return pd.DataFrame(self.result_rows()).drop(columns=self._unused_columns("rating"))
+
+    def to_csv(self, path: str) -> str:
+        self.results().to_csv(path, index=False)
+        return path
+
+    def summary_table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.summary_rows()).drop(columns=self._unused_columns("mean_rating"))
+
+    def _unused_columns(self, *rating: str) -> list[str]:
+        """Pairwise votes leave the rating columns empty: tables leave them out."""
+        return list(rating) if self.vote_mode == "pairwise" else []

@@ -9,11 +9,11 @@ from typing import Any
 
 import traitlets
 
-from ..errors import ConfirmationRequired, InvalidParams, StableStudioError, fmt_usd
+from ..errors import ConfirmationRequired, InvalidParams, fmt_usd
 from ..jobs import AsyncJob
 from ..results import jpeg_data_uri
 from ..x402 import NETWORK_NAMES
-from ._runtime import Bridge, css, describe, esm
+from ._runtime import Bridge, css, esm, report
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
 
 QUOTE_DEBOUNCE_S = 0.3
@@ -57,7 +57,7 @@ class Studio(FeedWidget):
         aio = self._bridge.aio
         route = aio.catalog.generate_route(model)
         self._uploads: dict[str, bytes] = {}  # attached images stay in the kernel, never in widget state
-        self._awaiting: dict[str, tuple[dict[str, Any], AsyncJob, dict[str, Any]]] = {}  # by confirmation id
+        self._awaiting: dict[str, tuple[AsyncJob, dict[str, Any]]] = {}  # by confirmation id
         self._quote_handle: Any = None
         super().__init__(catalog=aio.catalog.data, model=model, route_id=route.id, **kwargs)
         self._feed = JobFeed(self, self._bridge, inspector=INSPECTED_JOBS, follow_all=True)
@@ -128,8 +128,9 @@ class Studio(FeedWidget):
             params = self._call_params(for_quote=True)
             q = await self._bridge.aio.quote(route_id, **params)
         except Exception as e:  # no request waits for a quote: its failure shows where the price would
+            message = report(e, "A quote")
             if form == self._form():
-                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": describe(e),
+                self.quote = {"status": "error", "amount_usd": None, "route_id": route_id, "message": message,
                               "for": form}
             return
         if form == self._form():  # else the form changed meanwhile: its own quote is on the way
@@ -197,36 +198,35 @@ class Studio(FeedWidget):
             now = f" (now {fmt_usd(q['amount_usd'])})" if q.get("status") == "ok" and q.get("for") == form else ""
             raise InvalidParams(f"The price on screen is not the price of these settings{now}: check it and press "
                                 "Generate again. Nothing was signed.", field="quote")
-        job = aio.tracker.new_job(route.id, wire)
+        job = aio.tracker.new_job(route.id, wire)  # one set of parameters: the job's are the ones paid for
         self._feed.track(job)
         shown, threshold = float(q["amount_usd"]), aio.policy.confirm_above_usd
         ceiling = shown if threshold is None or shown <= threshold else None
-        self._bridge.spawn(self._pay_and_wait(content.get("request_id") or uuid.uuid4().hex, params, job, ceiling))
+        self._pay(content.get("request_id") or uuid.uuid4().hex, job, ceiling)
 
-    async def _pay_and_wait(self, confirmation_id: str, params: dict[str, Any], job: AsyncJob,
-                            confirm_usd: float | None = None) -> None:
-        """The one place the Studio pays: for ``job`` within ``confirm_usd`` (the price Generate or
-        the Pay button showed); a price the user has not agreed to (or a new payee) is asked again,
-        never signed."""
-        aio = self._bridge.aio
+    def _pay(self, confirmation_id: str, job: AsyncJob, confirm_usd: float | None = None) -> None:
+        """Pay for ``job`` in the background; however that ends, its card says so (``JobFeed.guard``)."""
+        self._bridge.spawn(self._feed.guard(self._pay_and_wait(confirmation_id, job, confirm_usd), job))
+
+    async def _pay_and_wait(self, confirmation_id: str, job: AsyncJob, confirm_usd: float | None = None) -> None:
+        """The one place the Studio pays: for ``job`` (its validated wire parameters) within
+        ``confirm_usd`` (the price Generate or the Pay button showed); a price the user has not
+        agreed to (or a new payee) is asked again, never signed."""
         try:
-            await aio.submit(job.route.id, params, confirm_usd=confirm_usd, job=job)
+            await self._bridge.aio.submit(job.route.id, dict(job.params), confirm_usd=confirm_usd, job=job)
         except ConfirmationRequired as e:
             job.awaiting_confirmation(e.price_usd)
-            self._awaiting[confirmation_id] = (params, job, {
+            self._awaiting[confirmation_id] = (job, {
                 "id": confirmation_id, "price_usd": e.price_usd, "route_id": job.route.id,
-                "label": job.route.label,
-                "message": _question(e, job)})
+                "label": job.route.label, "message": _question(e, job)})
             self._ask_next()
             return
-        except StableStudioError:
-            return  # the job record carries the error; the card shows it
         self._refresh_money()
-        await JobFeed._quiet(job.wait())
+        await job.wait()
 
     def _ask_next(self) -> None:
         """Show the oldest payment waiting for the user's OK (a second Generate may be waiting too)."""
-        self.pending_confirmation = next((panel for *_, panel in self._awaiting.values()), None)
+        self.pending_confirmation = next((panel for _, panel in self._awaiting.values()), None)
 
     def _confirm(self, content: dict[str, Any], _buffers: list) -> None:
         """The Pay (or Decline) button: consent to the price the panel showed, never more."""
@@ -235,13 +235,13 @@ class Studio(FeedWidget):
         if pending is None:
             raise InvalidParams("No payment is waiting for this confirmation: it was answered already.",
                                 field="confirmation_id")
-        params, job, panel = pending
+        job, panel = pending
         self._ask_next()
         if content.get("accept") is True:
             sent = consented_usd(content.get("amount_usd"))
             consent = panel["price_usd"] if sent is None else min(sent, panel["price_usd"])
             # A higher price than the panel showed comes back as a new question (a new confirmation id).
-            self._bridge.spawn(self._pay_and_wait(uuid.uuid4().hex, params, job, confirm_usd=consent))
+            self._pay(uuid.uuid4().hex, job, consent)
         else:
             job.cancel()
 
