@@ -647,10 +647,13 @@ def test_compare_run_from_code_never_loses_a_refusal(sandbox, tmp_path):
     with pytest.raises(ConfirmationRequired):
         c.run()
     assert "confirm" in c.run_error and c.state == "ready"
-    wire.hold = lambda r: r.method == "POST" and not paid_post(r)  # the quotes are slow to come
-    late = make_compare(ss)
+    slow = Wire()
+    slow.hold = lambda r: r.method == "POST" and not paid_post(r)  # the quotes are slow to come
+    fresh = StableStudio(sandbox.url, ss.wallet, ledger=tmp_path / "c.db", time_scale=TIME_SCALE,
+                         confirm_above_usd=0.05, transport=slow)  # a new client: no price known yet
+    late = make_compare(fresh)
     assert late.run() is late and late.state == "quoting"  # not known yet: nothing to raise
-    wire.release()
+    slow.release()
     until(lambda: late.run_error)
     assert "confirm" in late.run_error and late.state == "ready"
     with pytest.raises(ConfirmationRequired):
@@ -658,6 +661,7 @@ def test_compare_run_from_code_never_loses_a_refusal(sandbox, tmp_path):
     assert ss.stats["signatures"] == 0 and sandbox.settlements == []
     c.run(confirm=True).wait()  # consent given: it runs, and the refusal it showed is gone
     assert c.state == "done" and c.run_error == "" and len(sandbox.settlements) == 6
+    fresh.close()
     ss.close()
 
 
