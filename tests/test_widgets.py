@@ -639,9 +639,8 @@ def test_compare_run_from_code_never_loses_a_refusal(sandbox, tmp_path):
     """A total above the confirmation threshold, run from code without consent: with the quotes in,
     run() raises it before anything is signed; with the quotes still coming, the widget shows it
     when it is known and wait() raises it."""
-    wire = Wire()
     ss = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "c.db", time_scale=TIME_SCALE,
-                      confirm_above_usd=0.05, transport=wire)
+                      confirm_above_usd=0.05)
     c = make_compare(ss)
     until(lambda: c.state == "ready")
     with pytest.raises(ConfirmationRequired):
@@ -662,6 +661,26 @@ def test_compare_run_from_code_never_loses_a_refusal(sandbox, tmp_path):
     c.run(confirm=True).wait()  # consent given: it runs, and the refusal it showed is gone
     assert c.state == "done" and c.run_error == "" and len(sandbox.settlements) == 6
     fresh.close()
+    ss.close()
+
+
+def test_compare_run_from_code_hears_of_a_cell_refused_before_paying(sandbox, tmp_path):
+    """A cell above the per-request limit is refused when it would pay: its card says so, and
+    run() from code hears of it from wait() (and beside Run); the other cell is paid."""
+    ss = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "c.db", time_scale=TIME_SCALE,
+                      max_usd_per_request=0.05)
+    c = Compare(["a fox"], ["grok", "flux-2-pro"], client=ss, blind=False)
+    until(lambda: c.state == "ready")
+    prices = sorted(c.quote["per_cell_usd"].values())
+    assert prices[0] <= 0.05 < prices[1]
+    with pytest.raises(BudgetExceeded) as refused:
+        c.run().wait()
+    assert "Nothing was signed" in str(refused.value) and str(refused.value) in c.run_error
+    until(lambda: sorted(x["job"]["status"] for x in c.cells) == ["complete", "failed"])
+    assert len(sandbox.settlements) == 1
+    card = next(x["job"] for x in c.cells if x["job"]["status"] == "failed")
+    assert card["error"]["type"] == "BudgetExceeded" and "per-request cap" in card["error"]["message"]
+    assert card["error"]["retryable"] and not card["error"]["resumable"]
     ss.close()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import traitlets
 
-from ..errors import BudgetExceeded, InvalidParams, StableStudioError, fmt_usd
+from ..errors import BudgetExceeded, InvalidParams, PolicyViolation, StableStudioError, fmt_usd
 from ..jobs import AsyncJob
 from ..policy import Consent
 from ..status import JobStatus
@@ -145,7 +145,8 @@ class Compare(Tables, FeedWidget):
         consent: ``confirm=True`` agrees to the quoted total, ``confirm_usd`` to at most that much
         (the Run button sends the total it showed); each cell then pays at most its own quote. A
         refusal (a price not agreed to, over the budget, already run) is shown in the widget; when
-        the quotes are in it is known before anything is paid and raised here, else by :meth:`wait`."""
+        the quotes are in it is known before anything is paid and raised here, else by :meth:`wait`
+        (which also raises a cell's own refusal, shown on its card)."""
         if self.state != "quoting":
             self._shown(self._check, confirm, confirm_usd)
         self._ran = self._bridge.spawn(self._run(confirm, confirm_usd))
@@ -166,6 +167,7 @@ class Compare(Tables, FeedWidget):
             await asyncio.wrap_future(self._quoted)
         self._shown(self._start, confirm, confirm_usd)
         await self._run_cells()
+        self._shown(self._refused)
 
     def _shown(self, check: Callable[..., None], *args: Any) -> None:
         """Run ``check``; a refusal from code (no button waits for its reply) is shown in the widget too."""
@@ -180,6 +182,13 @@ class Compare(Tables, FeedWidget):
         self._check(confirm, confirm_usd)
         self.run_error = ""
         self.state = "running"
+
+    def _refused(self) -> None:
+        """A cell refused before paying (its own price above a limit, a new payee) is on its card;
+        run() from code hears of it too, from wait()."""
+        for c in self._cells:
+            if c.job is not None and c.job.id is None and isinstance(c.job.error, (PolicyViolation, BudgetExceeded)):
+                raise c.job.error
 
     def _check(self, confirm: bool, confirm_usd: float | None) -> None:
         """Refuse to run (nothing signed) unless the exact total is known, consented to and within the budget."""
