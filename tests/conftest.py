@@ -50,6 +50,24 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         return [p for m, p, paid in self.log if paid]
 
 
+class Recorder(httpx.AsyncHTTPTransport):
+    """The real transport, keeping (method, path, ``header`` or None) of every request: the
+    payment header (x402's PAYMENT-SIGNATURE, MPP's Authorization) and what carried it."""
+
+    def __init__(self, header: str = "payment-signature"):
+        super().__init__()
+        self.header = header
+        self.log: list[tuple[str, str, str | None]] = []
+
+    async def handle_async_request(self, request):
+        self.log.append((request.method, request.url.path, request.headers.get(self.header)))
+        return await super().handle_async_request(request)
+
+    def paid(self) -> list[str]:
+        """The payment headers sent to the API (not a chain's RPC, not a job poll's sign-in)."""
+        return [h for _, p, h in self.log if h and p.startswith("/api/") and not p.startswith("/api/jobs")]
+
+
 @pytest.fixture
 def sandbox():
     with Sandbox(time_scale=TIME_SCALE, faults=Faults(seed=7)) as sb:

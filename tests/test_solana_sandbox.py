@@ -32,7 +32,7 @@ from stablestudio_widgets.policy import Consent
 from stablestudio_widgets.sandbox import Faults, Sandbox
 from stablestudio_widgets.x402 import decode_payment_required
 
-from .conftest import TIME_SCALE
+from .conftest import TIME_SCALE, Recorder
 from .test_client import valid_params
 
 pytestmark = pytest.mark.anyio
@@ -42,21 +42,6 @@ BODY = {"prompt": "a fox on a Solana validator"}
 TOKEN = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
 MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 NANO_KEY = Payments.price_key(CATALOG.route("nano-banana/generate"), BODY)  # the terms cache key of ROUTE
-
-
-class Recorder(httpx.AsyncHTTPTransport):
-    """The real transport, keeping (method, path, PAYMENT-SIGNATURE or None) of every request."""
-
-    def __init__(self):
-        super().__init__()
-        self.log: list[tuple[str, str, str | None]] = []
-
-    async def handle_async_request(self, request):
-        self.log.append((request.method, request.url.path, request.headers.get("payment-signature")))
-        return await super().handle_async_request(request)
-
-    def paid(self) -> list[str]:
-        return [h for _, _, h in self.log if h]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from stablestudio_widgets.mpp import parse_challenges
 from stablestudio_widgets.networks import BASE_SEPOLIA, TEMPO, TEMPO_TESTNET
 from stablestudio_widgets.sandbox import Faults, Sandbox
 
-from .conftest import TIME_SCALE
+from .conftest import TIME_SCALE, Recorder
 from .test_client import valid_params
 
 pytestmark = pytest.mark.anyio
@@ -28,21 +28,6 @@ ROUTE = "/api/generate/nano-banana/generate"
 _NANO = CATALOG.routes["nano-banana/generate"]
 PRICE = _NANO.price_atomic(_NANO.validate({"prompt": "x"}))
 USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
-
-
-class Recorder(httpx.AsyncHTTPTransport):
-    """The real transport, keeping (method, path, Authorization or None) of every request."""
-
-    def __init__(self):
-        super().__init__()
-        self.log: list[tuple[str, str, str | None]] = []
-
-    async def handle_async_request(self, request):
-        self.log.append((request.method, request.url.path, request.headers.get("authorization")))
-        return await super().handle_async_request(request)
-
-    def paid(self) -> list[str]:
-        return [h for _, p, h in self.log if h and p != "/_sandbox/tempo-rpc" and not p.startswith("/api/jobs")]
 
 
 @pytest.fixture
@@ -187,7 +172,7 @@ async def test_splits_and_unknown_methods_are_named_in_the_error(client, tempo_s
 @pytest.mark.parametrize("mode", ["reset", "5xx"])
 async def test_an_ambiguous_failure_never_signs_or_sends_again(client, tempo_sb, mode):
     tempo_sb.set_faults(drop_after_settle_rate=1.0, drop_mode=mode)
-    rec = Recorder()
+    rec = Recorder("authorization")
     ss = client(transport=rec)
     if mode == "reset":  # no answer at all: the client looks for the job the payment bought, and finds it
         job = await ss.generate("nano-banana", "the answer gets lost")
@@ -227,7 +212,7 @@ async def test_a_ledger_credential_restores_exactly(client, tempo_sb):
 
 async def test_polling_with_the_mpp_proof_where_that_is_what_the_route_offers(client):
     with Sandbox(time_scale=TIME_SCALE, networks="tempo-testnet", mpp_signin_only=True) as sb:
-        rec = Recorder()
+        rec = Recorder("authorization")
         ss = client(sb, transport=rec)
         job = await ss.generate("nano-banana", "proved")
         await job.wait()
