@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -79,17 +81,20 @@ def transport():
     return CountingTransport()
 
 
-@pytest.fixture
-def make_client(sandbox, transport, tmp_path):
-    """Clients on the sandbox; each keeps a ledger in tmp_path and counts its requests."""
+def clients(sandbox: Sandbox, tmp_path, **defaults: Callable[[Sandbox], Any]):
+    """A maker of clients on ``sandbox`` (or on ``sb=``), each with a new wallet and its own ledger
+    in tmp_path; ``defaults`` give other keywords from the sandbox. Yields the maker (a fixture's body)."""
     made: list[AsyncStableStudio] = []
 
-    def make(**kw) -> AsyncStableStudio:
+    def make(sb: Sandbox | None = None, **kw) -> AsyncStableStudio:
+        sb = sb or sandbox
+        for name, default in defaults.items():
+            if name not in kw:
+                kw[name] = default(sb)
         kw.setdefault("wallet", Wallet.generate())
         kw.setdefault("ledger", Ledger(tmp_path / f"ledger{len(made)}.sqlite3"))
         kw.setdefault("time_scale", TIME_SCALE)
-        kw.setdefault("transport", transport)
-        c = AsyncStableStudio(sandbox.url, **kw)
+        c = AsyncStableStudio(sb.url, **kw)
         made.append(c)
         return c
 
@@ -97,3 +102,9 @@ def make_client(sandbox, transport, tmp_path):
     for c in made:
         # Closing needs a loop; the transports close with the process otherwise.
         c.ledger.close()
+
+
+@pytest.fixture
+def make_client(sandbox, transport, tmp_path):
+    """Clients on the sandbox; each keeps a ledger in tmp_path and counts its requests."""
+    yield from clients(sandbox, tmp_path, transport=lambda _sb: transport)

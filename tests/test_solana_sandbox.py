@@ -21,10 +21,9 @@ from solders.signature import Signature
 from solders.token.associated import get_associated_token_address
 from solders.transaction import VersionedTransaction
 
-from stablestudio_widgets import AsyncStableStudio, Wallet
+from stablestudio_widgets import Wallet
 from stablestudio_widgets.catalog import load
 from stablestudio_widgets.errors import PaymentRequiredError
-from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.methods import EvmExact, SvmExact
 from stablestudio_widgets.networks import SOLANA_DEVNET
 from stablestudio_widgets.payments import Payments
@@ -32,7 +31,7 @@ from stablestudio_widgets.policy import Consent
 from stablestudio_widgets.sandbox import Faults, Sandbox
 from stablestudio_widgets.x402 import decode_payment_required
 
-from .conftest import TIME_SCALE, Recorder
+from .conftest import TIME_SCALE, Recorder, clients
 from .test_client import valid_params
 
 pytestmark = pytest.mark.anyio
@@ -52,21 +51,9 @@ def both():
 
 @pytest.fixture
 def client(both, tmp_path):
-    made = []
-
-    def make(sb=None, **kw) -> AsyncStableStudio:
-        sb = sb or both
-        kw.setdefault("wallet", Wallet.generate(evm=False, solana=True))
-        kw.setdefault("ledger", Ledger(tmp_path / f"l{len(made)}.sqlite3"))
-        kw.setdefault("time_scale", TIME_SCALE)
-        kw.setdefault("solana_rpc_url", sb.solana_rpc_url)
-        c = AsyncStableStudio(sb.url, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.ledger.close()
+    """Clients with a Solana-only wallet, on ``both`` (or ``sb=``)."""
+    yield from clients(both, tmp_path, wallet=lambda _sb: Wallet.generate(evm=False, solana=True),
+                       solana_rpc_url=lambda sb: sb.solana_rpc_url)
 
 
 async def test_every_route_paid_on_solana_end_to_end(client, both, tmp_path):

@@ -13,13 +13,12 @@ import pytest
 from stablestudio_widgets import AsyncStableStudio, SpendingPolicy, Wallet
 from stablestudio_widgets.catalog import load
 from stablestudio_widgets.errors import BudgetExceeded, PaymentRequiredError, ServiceError
-from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.methods import TempoCharge, _tempo_offer
 from stablestudio_widgets.mpp import parse_challenges
 from stablestudio_widgets.networks import BASE_SEPOLIA, TEMPO, TEMPO_TESTNET
 from stablestudio_widgets.sandbox import Faults, Sandbox
 
-from .conftest import TIME_SCALE, Recorder
+from .conftest import TIME_SCALE, Recorder, clients
 from .test_client import valid_params
 
 pytestmark = pytest.mark.anyio
@@ -38,20 +37,8 @@ def tempo_sb():
 
 @pytest.fixture
 def client(tempo_sb, tmp_path):
-    made = []
-
-    def make(sb=None, **kw) -> AsyncStableStudio:
-        sb = sb or tempo_sb
-        kw.setdefault("wallet", Wallet.generate())
-        kw.setdefault("ledger", Ledger(tmp_path / f"l{len(made)}.sqlite3"))
-        kw.setdefault("time_scale", TIME_SCALE)
-        c = AsyncStableStudio(sb.url, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.ledger.close()
+    """Clients on ``tempo_sb`` (or ``sb=``)."""
+    yield from clients(tempo_sb, tmp_path)
 
 
 async def test_every_route_paid_on_tempo_end_to_end(client, tempo_sb, tmp_path):
