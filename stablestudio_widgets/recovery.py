@@ -20,7 +20,7 @@ from .ledger import Ledger
 from .payments import Payments
 from .service import json_or_none
 from .siwx import parse_iso
-from .status import OPEN_PAYMENTS, PaymentStatus, kind
+from .status import OPEN_PAYMENTS, JobStatus, PaymentStatus, kind
 from .tracker import JobTracker, route_from_type
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
@@ -54,6 +54,20 @@ class Recovery:
             rows = [r for r in rows if kind(r["status"]) == "running" and self.tracker.payer_of(r["id"])]
         return [self.tracker.jobs.get(row["id"]) or self.tracker.from_service({"status": row["status"]}, row["id"])
                 for row in rows]
+
+    def lost_answer(self, p: dict[str, Any], route_id: str, params: dict[str, Any]) -> AsyncJob | None:
+        """The job of payment ``p`` (a ledger row) while its answer is lost and it may have gone
+        through (in this kernel or an earlier one); its card says so, and a resume gives it the job
+        that payment bought (``JobTracker.awaiting``). None once the payment's fate is known."""
+        if p["job_id"] or (p["status"] not in OPEN_PAYMENTS and p["status"] != PaymentStatus.SETTLED):
+            return None
+        job = self.tracker.awaiting(p["nonce"])
+        if job is None:
+            job = self.tracker.new_job(route_id, params)
+            job.payment = (p["nonce"], p["amount"])
+            job.stage(JobStatus.PAYING)
+            job.interrupted(StableStudioError("the kernel that sent it stopped before its answer came"))
+        return job
 
     async def resume(self, found: Found | None = None) -> list[AsyncJob]:
         """Finish what was paid for but never finished (crash, restart, timeout, network fault).
@@ -106,6 +120,7 @@ class Recovery:
         body = json.loads(p["body"])
         owner = self.tracker.awaiting(p["nonce"])
         job = owner or self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
+        job.payment = (p["nonce"], p["amount"])
         # Still open and valid (its payload is still kept): resend the very same credential.
         if method and method.resend_when_ambiguous and p["status"] in OPEN_PAYMENTS \
                 and p["valid_before"] > time.time() + 2:

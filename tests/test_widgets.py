@@ -676,7 +676,7 @@ def test_compare_run_from_code_hears_of_a_cell_refused_before_paying(sandbox, tm
     with pytest.raises(BudgetExceeded) as refused:
         c.run().wait()
     assert "Nothing was signed" in str(refused.value) and str(refused.value) in c.run_error
-    until(lambda: sorted(x["job"]["status"] for x in c.cells) == ["complete", "failed"])
+    until(lambda: sorted((x["job"] or {}).get("status", "") for x in c.cells) == ["complete", "failed"])
     assert len(sandbox.settlements) == 1
     card = next(x["job"] for x in c.cells if x["job"]["status"] == "failed")
     assert card["error"]["type"] == "BudgetExceeded" and "per-request cap" in card["error"]["message"]
@@ -708,6 +708,7 @@ def test_compare_cell_whose_answer_was_lost_gets_the_job_it_paid_for(ss, sandbox
     until(lambda: c.state == "ready")
     wire.trip = paid_post  # one cell's payment goes out and its answer never comes back
     c.run().wait()
+    until(lambda: any((x["job"] or {}).get("status") == "failed" for x in c.cells))  # the cards, once flushed
     lost = next(x for x in c.cells if x["job"]["status"] == "failed")
     assert lost["job"]["error"]["resumable"] and not lost["job"]["error"]["retryable"]
     c.retry(lost["key"])  # from code too: looked for, never paid again
@@ -716,6 +717,33 @@ def test_compare_cell_whose_answer_was_lost_gets_the_job_it_paid_for(ss, sandbox
     saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
     assert saved == {x["key"]: x["job"]["id"] for x in c.cells}  # linked to its cell: a restart restores it
     client.close()
+
+
+def test_a_restored_compare_resumes_a_cell_whose_answer_its_kernel_lost(ss, sandbox):
+    """The kernel stopped between a cell's payment and its answer: the restored grid knows that
+    cell may be paid (Resume, never Retry), and its Resume gives the cell the job it bought."""
+    wire = Wire()
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=first, blind=False)
+    until(lambda: c.state == "ready")
+    wire.trip = paid_post  # one cell's payment is signed and its answer never comes
+    c.run().wait()
+    until(lambda: sorted(bool(x["job_id"]) for x in ss.ledger.comparison(c.comparison_id)["cells"]) == [False, True])
+    lost_key = next(x["key"] for x in ss.ledger.comparison(c.comparison_id)["cells"] if not x["job_id"])
+    first.close()
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)
+    until(lambda: next(x for x in restored.cells if x["key"] == lost_key)["job"])  # its card, once flushed
+    cell = next(x for x in restored.cells if x["key"] == lost_key)
+    assert cell["job"]["error"]["resumable"] and not cell["job"]["error"]["retryable"]
+    assert "may have gone through" in cell["job"]["error"]["message"]
+    replies = Replies(restored)
+    assert replies.request({"type": "resume", "key": lost_key})["ok"]
+    until(lambda: all(x["job"] and x["job"]["status"] == "complete" for x in restored.cells))
+    assert len(sandbox.settlements) == 2  # the lost payment settled once, nothing paid again
+    saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
+    assert saved == {x["key"]: x["job"]["id"] for x in restored.cells}
+    later.close()
 
 
 def test_a_restored_compare_follows_the_cells_its_kernel_left_running(ss, sandbox):

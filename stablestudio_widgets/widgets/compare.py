@@ -23,10 +23,10 @@ from ..errors import BudgetExceeded, InvalidParams, PolicyViolation, StableStudi
 from ..jobs import AsyncJob
 from ..policy import Consent
 from ..status import JobStatus
-from ._runtime import Bridge, css, describe, esm
+from ._runtime import Bridge, css, esm, report
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
 from .records import job_record, jsonable, ledger_records, mask_record
-from .scoring import Tables, result_rows, summary_rows, vote_counts
+from .scoring import Tables
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
 
@@ -41,6 +41,7 @@ class Cell:
     params: dict[str, Any]
     job: AsyncJob | None = None
     job_id: str | None = None
+    payment: str | None = None  # signed for it while the service had not named its job (a lost answer)
     record: dict[str, Any] | None = field(default=None, repr=False)  # from the ledger, after a restart
 
 
@@ -122,7 +123,7 @@ class Compare(Tables, FeedWidget):
         try:
             quotes = await aio.quote_many([(c.route_id, c.params) for c in self._cells])
         except Exception as e:  # no request waits for the quotes: the total's place says why
-            self.quote = {"status": "error", "total_usd": None, "per_cell_usd": {}, "message": describe(e)}
+            self.quote = {"status": "error", "total_usd": None, "per_cell_usd": {}, "message": report(e, "Quotes")}
             return
         per_cell = {c.key: q.total_usd for c, q in zip(self._cells, quotes, strict=True)}
         total = round(sum(per_cell.values()), 6)
@@ -301,27 +302,7 @@ class Compare(Tables, FeedWidget):
                 return c
         raise InvalidParams(f"No cell {key!r} in this comparison.", field="key")
 
-    # --- results (as DataFrames and CSV: scoring.Tables) ------------------------------------------
-    def result_rows(self) -> list[dict[str, Any]]:
-        """Per cell; while blind and not revealed, models by letter only, no route, no price."""
-        return result_rows([(c, self._record(c)) for c in self._cells], self._spec["prompts"], self._counts(),
-                           self.ratings, self._table_name, self._masked)
-
-    def summary_rows(self) -> list[dict[str, Any]]:
-        """Win rate (ties count half) or mean rating per model, with cost per win."""
-        return summary_rows(self.result_rows(), self._spec["models"], self._table_name, self._label,
-                            self._counts(), self._masked)
-
-    def _counts(self) -> dict[str, dict[str, int]]:
-        return vote_counts((c.key for c in self._cells), self.votes)
-
-    @property
-    def _masked(self) -> bool:
-        return self.blind and not self.revealed
-
-    def _table_name(self, model: str) -> str:
-        return self._letter(model) if self._masked else model
-
+    # --- results: rows, DataFrames and CSV (scoring.Tables) ---------------------------------------
     def _refresh_summary(self) -> None:
         self.summary = self.summary_rows() if (self.revealed or not self.blind) else []
 
@@ -362,12 +343,13 @@ class Compare(Tables, FeedWidget):
             if not masked and getattr(self, "_per_cell", None) and self.quote.get("status") == "ok":
                 self.quote = {**self.quote, "per_cell_usd": self._per_cell}
             self._refresh_summary()
-        if self._job_ids() != getattr(self, "_saved_ids", None):
-            self._save()  # a cell's job got its id (paid, found by a resume, retried): a restart restores it
+        if self._links() != getattr(self, "_saved", None):
+            self._save()  # a cell's job got its id (paid, found, retried) or its payment: a restart restores it
         self._refresh_static()
 
-    def _job_ids(self) -> list[str | None]:
-        return [c.job.id if c.job else c.job_id for c in self._cells]
+    def _links(self) -> list[tuple[str | None, str | None]]:
+        """Each cell's job id and the payment signed for it before the service named the job."""
+        return [(c.job.id, c.job.payment and c.job.payment[0]) if c.job else (c.job_id, c.payment) for c in self._cells]
 
     def _static_cards(self) -> list[tuple[str | None, dict[str, Any]]]:
         """The cells as the front end has them (masked while blind), each titled by its column label."""
@@ -405,9 +387,10 @@ class Compare(Tables, FeedWidget):
 
     # --- persistence -----------------------------------------------------------------------------
     def _save(self) -> None:
-        self._saved_ids = self._job_ids()
+        self._saved = self._links()
         cells = [{"key": c.key, "prompt_index": c.prompt_index, "model": c.model, "repeat": c.repeat,
-                  "route_id": c.route_id, "job_id": c.job.id if c.job else c.job_id} for c in self._cells]
+                  "route_id": c.route_id, "job_id": job_id, "payment": payment}
+                 for c, (job_id, payment) in zip(self._cells, self._saved, strict=True)]
         spec = {**self._spec, "params": jsonable(self._spec["params"]), "order": self._order,
                 "revealed": self.revealed, "state": self.state, "saved_at": time.time()}
         self._bridge.aio.ledger.save_comparison(self.comparison_id, spec, cells)
@@ -431,8 +414,13 @@ class Compare(Tables, FeedWidget):
         ledger = aio.ledger
         records = ledger_records(ledger, aio.catalog, aio.base_url, limit=10_000)
         for cell, stored in zip(self._cells, saved["cells"], strict=True):
-            cell.key, cell.job_id = stored["key"], stored["job_id"]
-            cell.record = records.get(stored["job_id"]) if stored["job_id"] else None
+            paid = ledger.payment(stored["payment"]) if stored.get("payment") else None
+            cell.key, cell.payment = stored["key"], stored.get("payment")
+            cell.job_id = stored["job_id"] or (paid or {}).get("job_id")  # a lost answer another resume found
+            cell.record = records.get(cell.job_id) if cell.job_id else None
+            lost = paid and not cell.job_id and aio.recovery.lost_answer(paid, cell.route_id, cell.params)
+            if lost:  # it may have been paid: its card says so and offers Resume, never Retry
+                self._link(cell, lost)
         votes, ratings = [], {}
         for v in ledger.votes(self.comparison_id):
             if v["rating"] is not None:
@@ -441,7 +429,7 @@ class Compare(Tables, FeedWidget):
                 votes.append({"prompt_index": v["prompt_index"], "a": v["a"], "b": v["b"], "choice": v["choice"]})
         self.votes, self.ratings = votes, ratings
         self.revealed = saved["spec"].get("revealed", False)
-        self.state = "done" if any(c.job_id for c in self._cells) else "quoting"
+        self.state = "done" if any(c.job_id or c.job for c in self._cells) else "quoting"
         # Cells whose job was running when the grid was saved are followed like the session's jobs.
         self._bridge.call_soon(self._feed.follow_unfinished, {c.job_id for c in self._cells if c.job_id})
 

@@ -62,15 +62,38 @@ def summary_rows(results: list[dict[str, Any]], models: list[str], name: Callabl
 
 
 class Tables:
-    """Compare's tables as a pandas DataFrame or CSV, from its ``result_rows()`` and ``summary_rows()``."""
+    """Compare's tables (rows, pandas DataFrames, CSV) from its cells, votes and ratings."""
 
     vote_mode: str
+    blind: bool
+    revealed: bool
+    votes: list[dict[str, Any]]
+    ratings: dict[str, int]
+    _cells: list[Any]
+    _spec: dict[str, Any]
+    _record: Callable[[Any], dict[str, Any]]
+    _letter: Callable[[str], str]
+    _label: Callable[[str], str]
 
     def result_rows(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Per cell; while blind and not revealed, models by letter only, no route, no price."""
+        return result_rows([(c, self._record(c)) for c in self._cells], self._spec["prompts"], self._counts(),
+                           self.ratings, self._table_name, self._masked)
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Win rate (ties count half) or mean rating per model, with cost per win."""
+        return summary_rows(self.result_rows(), self._spec["models"], self._table_name, self._label,
+                            self._counts(), self._masked)
+
+    def _counts(self) -> Counts:
+        return vote_counts((c.key for c in self._cells), self.votes)
+
+    @property
+    def _masked(self) -> bool:
+        return self.blind and not self.revealed
+
+    def _table_name(self, model: str) -> str:
+        return self._letter(model) if self._masked else model
 
     def results(self):
         """One row per cell: model, prompt, cost, time to result, status, vote outcome, rating (a DataFrame).
