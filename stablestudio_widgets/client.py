@@ -299,7 +299,7 @@ class AsyncStableStudio:
                                status=200, body=str(paid.data), paid_usd=usd_) from None
         self.tracker.adopt(job, job_id, amount=paid.signed.requirement.amount, nonce=paid.signed.nonce,
                            payer=paid.signed.payer, status=paid.data.get("status") or JobStatus.PENDING,
-                           receipt=paid.receipt)
+                           receipt=paid.receipt, created_at=paid.sent_at)
         return job
 
     async def upload(self, source: Any, *, confirm: bool = False, confirm_usd: float | None = None) -> str:

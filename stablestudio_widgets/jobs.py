@@ -27,7 +27,7 @@ from .errors import (
     usd,
 )
 from .results import Result
-from .schedule import PollPlan, parse_retry_after
+from .schedule import History, PollPlan, parse_retry_after
 from .status import LOCAL, RUNNING_ON_SERVICE, JobStatus, is_done
 from .status import kind as kind_of
 from .x402 import Receipt
@@ -52,9 +52,10 @@ class JobHost(Protocol):
     async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:
         """One signed-in ``GET /api/jobs/{id}``: the answer and the SIWX payload signed for it."""
 
-    def learned(self, job: AsyncJob) -> tuple[list[float], bool]:
-        """How long this user's recent jobs of the same kind took (the service's seconds), and
-        whether the service reports jobs' progress: what the job's poll plan starts from."""
+    def learned(self, job: AsyncJob) -> History:
+        """What the job's poll plan starts from: how long this user's recent jobs of the same kind
+        took (the service's seconds), where their progress readings put them, whether the service
+        reports progress."""
 
     async def completed(self, job: AsyncJob) -> None:
         """The job finished with a result (keep a local copy if asked, learn how long it took)."""
@@ -99,6 +100,7 @@ class AsyncJob:
     # The payment signed for it before the service named the job: (its ledger id, atomic amount).
     # A lost answer is found by it (resume() gives the job it bought to this same job).
     payment: tuple[str, int] | None = field(default=None, repr=False)
+    progress_shape: list[list[float]] = field(default_factory=list)  # [share of its run, percent] readings
     _poller: asyncio.Task | None = field(default=None, repr=False)
 
     @property
@@ -266,8 +268,9 @@ class AsyncJob:
         # A scaled-down service (the sandbox) still renders media in real time: keep a real floor.
         limit = timeout if timeout is not None else max(self.route.poll_timeout_s * scale, MIN_TIMEOUT_S)
         grace = NOT_FOUND_GRACE_S * scale
-        runs, progress_expected = host.learned(self)
-        plan = PollPlan(self.route, scale, runs, progress_expected=progress_expected)
+        history = host.learned(self)
+        plan = PollPlan(self.route, scale, history.runs, shapes=history.shapes,
+                        progress_expected=history.reports_progress)
         started = time.monotonic()  # ages count from here on (after the plan, which may take a moment)
         age_at_start = max(time.time() - self.created_at, 0.0)
         polls = auth_refusals = 0
@@ -303,6 +306,7 @@ class AsyncJob:
                     data = data or {}
                     if self.status == JobStatus.COMPLETE and self.result is not None:
                         self.run_s, self.reported_progress = plan.duration(running_at, age, data), plan.saw_progress
+                        self.progress_shape = plan.shape(self.run_s)
                         await host.completed(self)
                         self.note("result", {"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,
                                              "polls": polls}, time.time())

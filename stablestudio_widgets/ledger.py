@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   params TEXT, status TEXT NOT NULL, amount INTEGER, nonce TEXT, payer TEXT, result_url TEXT,
   thumbnail_url TEXT, local_path TEXT, error TEXT, session TEXT,
   created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,
-  variant TEXT, run_s REAL, reported_progress INTEGER);
+  variant TEXT, run_s REAL, reported_progress INTEGER, progress_shape TEXT);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS votes (
   id INTEGER PRIMARY KEY AUTOINCREMENT, comparison TEXT NOT NULL, prompt_index INTEGER, a TEXT, b TEXT,
@@ -67,7 +67,8 @@ def _marks(statuses: tuple[str, ...]) -> str:
 #: Columns added since the first release (older rows hold NULL: an EVM ``exact`` payment).
 #: Columns added since a ledger file could have been made, by table (they start empty).
 MIGRATIONS = {"payments": (("pay_method", "TEXT"),),
-              "jobs": (("variant", "TEXT"), ("run_s", "REAL"), ("reported_progress", "INTEGER"))}
+              "jobs": (("variant", "TEXT"), ("run_s", "REAL"), ("reported_progress", "INTEGER"),
+                       ("progress_shape", "TEXT"))}
 
 # What counts against a budget: settled or possibly settled, and refused authorizations until they
 # expire (the server holds a valid signature: it could still settle it).
@@ -234,6 +235,19 @@ class Ledger:
         rows = self._all("SELECT run_s, reported_progress FROM jobs WHERE base_url=? AND route=? AND variant=?"
                          " AND run_s IS NOT NULL ORDER BY created_at DESC LIMIT ?", (base_url, route, variant, limit))
         return [(float(r["run_s"]), bool(r["reported_progress"])) for r in reversed(rows)]
+
+    def progress_shapes(self, base_url: str, route: str, limit: int = 20) -> list[Any]:
+        """Where the progress readings of this wallet's latest finished jobs of a route fell in their
+        runs ([[share, percent], …] each, oldest first): unchecked JSON, the poll plan bounds it."""
+        rows = self._all("SELECT progress_shape FROM jobs WHERE base_url=? AND route=? AND progress_shape IS NOT NULL"
+                         " ORDER BY created_at DESC LIMIT ?", (base_url, route, limit))
+        out = []
+        for r in reversed(rows):
+            try:
+                out.append(json.loads(r["progress_shape"]))
+            except (TypeError, ValueError, RecursionError):
+                continue
+        return out
 
     def reports_progress(self, base_url: str) -> bool:
         """Whether the service at ``base_url`` has said how far along a job of ours was."""

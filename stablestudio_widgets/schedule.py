@@ -26,21 +26,73 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .catalog import Route
 
 ROUTE_SPREAD = 0.35  # how far a job strays from the route table's typical time (log-normal sigma)
 JOB_SPREAD = 0.25  # how far one job strays from this user's usual time for its kind (until measured)
 MIN_SPREAD, MAX_SPREAD = 0.05, 0.8
-POLL_BUDGET = 0.85  # share of the polls the service's fixed interval would spend on a job
-FIRST_SHARE = 1.4  # polls a job still running at the first look costs in all, when the service reports progress
-FIRST_Q_MAX = 0.6  # ... but the first look comes by the median, or jobs done early wait too long
-NEXT_Q = 0.5  # once the service has said when: look when half of what is left of the belief has passed
+POLL_BUDGET = 0.9  # share of the polls the service's fixed interval would spend on a job
+# Polls a job still running at the first look costs after it, when the service reports progress:
+# a reading through a learned map tells the finish (one more poll, sometimes two); without, a guess.
+LATER_POLLS, LATER_POLLS_MAPPED = 1.4, 1.1
+LAST_LOOK_Q = 0.93  # the one look a budget has left comes when the job is this likely done
 TAIL = 0.03  # storing the output after the work is done takes about 3% of the job
 JITTER = 0.03  # each delay is stretched or shrunk by up to 3%: enough to part jobs paid together
 OVERDUE_Q = 0.995  # past this quantile of the belief a job is overdue: poll at the service's interval
 LEARNED = 20  # recent durations that shape the belief
+MIN_SCATTER = 0.002  # a learned progress map is never trusted closer than 0.2% of the run
+ROUGH = 0.02  # an estimate from progress without a learned map is never trusted closer than 2%
+ROUGH_BOUND = 0.1  # ... and a wider one only bounds the finish
+SLOPE_PRIOR = 100.0  # how hard a progress map's slope leans to 1%/percent (as one point 10 percent off the mean)
+
+
+@dataclass(frozen=True)
+class ProgressMap:
+    """Where in its run a job is when the service says ``p`` percent, learned from this user's
+    finished jobs of the route: the share of the run gone is about ``start + per * p`` (a line
+    fitted to what their readings said, whatever the service counts as 0 and 100), give or take
+    ``scatter``. With it one reading tells the finish."""
+
+    start: float
+    per: float
+    scatter: float
+
+    @classmethod
+    def fit(cls, points: Sequence[Any]) -> ProgressMap | None:
+        """The line through (percent, share) points of earlier jobs; None when they cannot carry one.
+        Its slope leans towards 1% of the run per percent until the points span enough of the range."""
+        pts = [(p, s) for s, p in _pairs(points) if 0 < s <= 1 and 0 < p < 99]
+        if len(pts) < 4:
+            return None
+        mp, ms = statistics.fmean(p for p, _ in pts), statistics.fmean(s for _, s in pts)
+        sxx = sum((p - mp) ** 2 for p, _ in pts)
+        per = (sum((p - mp) * (s - ms) for p, s in pts) + SLOPE_PRIOR * 0.01) / (sxx + SLOPE_PRIOR)
+        start = ms - per * mp
+        if not (0 < per and 0 <= start < 1 and start + per * 99 <= 1.05):
+            return None
+        scatter = math.sqrt(sum((s - start - per * p) ** 2 for p, s in pts) / (len(pts) - 2))
+        return cls(start, per, max(scatter, MIN_SCATTER))
+
+    def finish(self, t: float, p: float) -> Belief:
+        """When a job read at ``p`` percent at ``t`` finishes."""
+        share = min(self.start + self.per * p, 0.999)
+        return Belief(t / share, self.scatter / share, "progress")
+
+    def finishing(self, t: float) -> float:
+        """The latest a job first seen finishing (99%) at ``t`` can finish."""
+        return t / min(max(self.start + self.per * 99 - 2 * self.scatter, 0.5), 0.999)
+
+
+class History(NamedTuple):
+    """What a job's plan starts from: how long this user's recent jobs of its kind ran, the progress
+    readings of the route's recent jobs (see :meth:`PollPlan.shape`), and whether the service
+    reports progress at all."""
+
+    runs: list[float]
+    shapes: list[Any]
+    reports_progress: bool
 
 
 @dataclass(frozen=True)
@@ -66,11 +118,11 @@ class Belief:
         return pdf / max(0.5 * math.erfc(z / math.sqrt(2)), 1e-300)
 
 
-def combine(a: Belief, b: Belief) -> Belief:
+def combine(a: Belief, b: Belief, floor: float = MIN_SCATTER) -> Belief:
     """Two independent estimates of one finish, weighted by their precision (in log space)."""
     wa, wb = a.spread**-2, b.spread**-2
     mu = (wa * math.log(a.median_s) + wb * math.log(b.median_s)) / (wa + wb)
-    return Belief(math.exp(mu), max((wa + wb) ** -0.5, 0.02), b.source)
+    return Belief(math.exp(mu), max((wa + wb) ** -0.5, floor), b.source)
 
 
 def prior(route: Route, learned: Sequence[float] = ()) -> Belief:
@@ -81,8 +133,8 @@ def prior(route: Route, learned: Sequence[float] = ()) -> Belief:
     if not runs:
         return Belief(route.typical_s, _route_spread(route), "route")
     logs = [math.log(r) for r in runs]
-    centre = statistics.median(logs)
-    job = JOB_SPREAD if len(runs) < 3 else 1.4826 * statistics.median(abs(x - centre) for x in logs)
+    centre = statistics.fmean(logs)
+    job = JOB_SPREAD if len(runs) < 3 else statistics.stdev(logs)
     job = min(max(job, MIN_SPREAD), MAX_SPREAD)
     # The spread of one job plus the doubt about the centre itself (less with every measurement).
     return Belief(math.exp(centre), math.sqrt(job**2 + job**2 / len(runs)), "learned")
@@ -100,18 +152,20 @@ class PollPlan:
     converts with the client's ``scale``, so a scaled sandbox polls on the same schedule)."""
 
     def __init__(self, route: Route, scale: float = 1.0, learned: Sequence[float] = (), *,
-                 progress_expected: bool = False, rng: random.Random | None = None):
+                 shapes: Sequence[Any] = (), progress_expected: bool = False, rng: random.Random | None = None):
         self.route, self.scale = route, max(scale, 1e-6)
         self.start = prior(route, learned)
+        self.map = ProgressMap.fit([pt for shape in shapes[-LEARNED:] for pt in _pairs(shape)])
         self.belief = self.start
         interval = route.poll_interval_s
         self._gap = max(min(0.03 * self.start.median_s, 0.1 * interval), 0.05)  # the shortest stride
         self._interval = interval
-        self._lam, fixed = _calibrate(self.start, interval, self._gap)
-        # A service that reports progress tells us the finish at the first look: look early enough
-        # to catch most jobs still running, within the poll budget (one more look for those).
-        budget = POLL_BUDGET * fixed
-        self._first_q = min(max(1 - (budget - 1) / FIRST_SHARE, 0.02), FIRST_Q_MAX) if progress_expected else None
+        self._lam, self._fixed = _calibrate(self.start, interval, self._gap)
+        fixed = self._fixed
+        # A service that reports progress tells us the finish at the first look: look as early as the
+        # poll budget allows, so as many jobs as it can pay for are still running then.
+        later = LATER_POLLS_MAPPED if self.map is not None else LATER_POLLS
+        self._first_q = min(max(1 - (POLL_BUDGET * fixed - 1) / later, 0.001), 0.9) if progress_expected else None
         self._rng = rng or random.Random()
         self._readings: list[tuple[float, float]] = []
         self._pending_at: float | None = None
@@ -139,22 +193,32 @@ class PollPlan:
             self._finishing_at = t if self._finishing_at is None else self._finishing_at
         elif not self._readings or (p > self._readings[-1][1] and t > self._readings[-1][0]):
             self._readings.append((t, p))  # a stall or a rewind says nothing about the rate
-        self.belief = combine(self.start, self._from_progress(t))
+        self.belief = combine(self.start, self._from_progress(t), MIN_SCATTER if self.map else ROUGH)
 
     def _from_progress(self, t: float) -> Belief:
-        """When the job should finish, from its progress: the work's end (two readings give its rate;
-        one reading, the time since the job was last seen pending) plus a little to store the output."""
+        """When the job should finish, from its progress. With a learned map: from its latest
+        reading (and, once it is finishing, no later than the map allows). Without: two readings
+        give the work's rate; one reading only bounds it (the work began at the latest when the job
+        was last seen pending, so it ends by the time that rate would take), and a little is added to
+        store the output."""
+        if self.map is not None:
+            if self._finishing_at is None:
+                return self.map.finish(*self._readings[-1])
+            # Finishing: done by the latest the map allows. Look then (rather than twice inside it).
+            latest = self.map.finishing(self._finishing_at)
+            window = Belief(latest, max(math.log(latest / t) / 4, MIN_SCATTER), "progress")
+            read = self.map.finish(*self._readings[-1]) if self._readings else window
+            return min(window, read, key=lambda b: b.spread)
         if not self._readings:  # only ever seen finishing
             return Belief(t * (1 + TAIL), 0.05, "progress")
         (a1, p1), (a2, p2) = self._readings[0], self._readings[-1]
-        if p2 - p1 >= 5:
-            work, doubt = a2 + (100 - p2) * (a2 - a1) / (p2 - p1), 0.1
-        else:
-            began = min(self._pending_at or 0.0, a2)
-            work, doubt = began + (a2 - began) * 100 / p2, 0.2
-        if self._finishing_at is not None:
-            work, doubt = max(work, self._finishing_at), 0.0
-        return Belief(max(work * (1 + TAIL), t + self._gap), doubt * (1 - p2 / 100) + 0.03, "progress")
+        if self._finishing_at is not None or p2 - p1 >= 5:
+            work = a2 + (100 - p2) * (a2 - a1) / (p2 - p1) if p2 - p1 >= 5 else self._finishing_at
+            work = max(work, self._finishing_at or 0.0)
+            return Belief(max(work * (1 + TAIL), t + self._gap), 0.1 * (1 - p2 / 100) + 0.03, "progress")
+        began = min(self._pending_at or 0.0, a2)
+        latest = max((began + (a2 - began) * 100 / p2) * (1 + TAIL), t + self._gap)
+        return Belief(math.sqrt(t * latest), math.log(latest / t) / 4 + 0.03, "progress")
 
     # --- when to look next ----------------------------------------------------------------------
     def next_delay(self, age: float) -> float:
@@ -171,13 +235,19 @@ class PollPlan:
         else:
             self._overdue_stride = 0.0
             lam = self._lam
-            if b.source in ("progress", "server"):
-                # The service narrowed it down: spend what is left of the budget around its estimate.
-                left = max(POLL_BUDGET * (b.median_s / self._interval + 0.5) - self.polls, 1.0)
-                lam = min(lam, b.spread * b.median_s / (2 * left * left))
-            stride = _stride(b, t, lam, self._gap, self._interval)
-            if b.source in ("progress", "server"):  # and look soon after its estimate
-                stride = min(stride, max(b.quantile(_cdf(b, t) + NEXT_Q * (1 - _cdf(b, t))) - t, self._gap))
+            left, told = POLL_BUDGET * self._fixed - self.polls, b.source in ("progress", "server")
+            u = _cdf(b, t)
+            if told and left < 2 and (self.map is not None or self._fixed < 4):
+                # The service narrowed it down and the budget has one look left: make it count (without a
+                # map only on a short job's budget: a long one can afford to look again after a rough guess).
+                stride = max(b.quantile(u + LAST_LOOK_Q * (1 - u)) - t, self._gap)
+            else:
+                if told:  # spend what is left of the budget around the service's estimate
+                    lam = min(lam, b.spread * b.median_s / (2 * max(left, 1.0) ** 2))
+                stride = _stride(b, t, lam, self._gap, self._interval)
+                if told and self.map is None and b.spread > ROUGH_BOUND:  # one reading bounds it: look again
+                    # halfway to its estimate, and two readings give the rate
+                    stride = min(stride, max(0.5 * (b.median_s - t), self._gap))
         self._first = False
         self.polls += 1
         return stride * (1 + JITTER * (2 * self._rng.random() - 1)) * self.scale
@@ -186,6 +256,14 @@ class PollPlan:
     @property
     def saw_progress(self) -> bool:
         return bool(self._readings) or self._finishing_at is not None
+
+    def shape(self, run_s: float | None) -> list[list[float]]:
+        """This job's progress readings as [share of its run, percent] (the first, a middle one and
+        the last): what teaches the next jobs of the route where a reading puts them."""
+        if not run_s or not self._readings:
+            return []
+        picks = {0, len(self._readings) // 2, len(self._readings) - 1}
+        return [[round(self._readings[i][0] / run_s, 4), self._readings[i][1]] for i in sorted(picks)]
 
     def duration(self, last_running_age: float, done_age: float, data: dict[str, Any]) -> float | None:
         """How long the finished job ran, in the service's seconds: the service's own timestamps when
@@ -206,7 +284,7 @@ def _stride(b: Belief, t: float, lam: float, gap: float, interval: float) -> flo
     cap = max(3 * b.median_s, 2 * interval)
     while x - t < cap:
         rate = math.sqrt(b.hazard(x) / (2 * lam))  # polls per second here
-        step = min(max(0.25 / max(rate, 1e-9), gap / 4), interval)
+        step = min(max(0.25 / max(rate, 1e-9), gap / 4), interval, 0.25 * b.spread * x)  # never over a narrow belief
         if acc + rate * step >= 1.0:
             return max(x - t + (1.0 - acc) / max(rate, 1e-9), gap)
         acc += rate * step
@@ -246,6 +324,15 @@ def _expected_polls(b: Belief, next_poll: Any) -> float:
 
 def _cdf(b: Belief, t: float) -> float:
     return 0.5 * math.erfc(-b.z(t) / math.sqrt(2)) if t > 0 else 0.0
+
+
+def _pairs(points: Any) -> list[tuple[float, float]]:
+    """Two-number pairs out of whatever the ledger held (anything else is dropped)."""
+    out = []
+    for pt in points if isinstance(points, (list, tuple)) else ():
+        if isinstance(pt, (list, tuple)) and len(pt) == 2 and all(_percent(v) is not None for v in pt):
+            out.append((float(pt[0]), float(pt[1])))
+    return out
 
 
 def _percent(value: Any) -> float | None:

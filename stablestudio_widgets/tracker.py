@@ -22,6 +22,7 @@ from .errors import ServiceError, StableStudioError
 from .jobs import AsyncJob
 from .ledger import Ledger
 from .results import Downloads, write_new
+from .schedule import LEARNED, History
 from .service import Service
 from .x402 import Receipt
 
@@ -43,6 +44,7 @@ class JobTracker:
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
         self.payers: dict[str, str] = {}  # job id -> the wallet address that owns it (signs in to poll it)
         self._run_times: dict[tuple[str, str], list[float]] = {}  # (route, variant) -> recent run times
+        self._shapes: dict[str, list[Any]] = {}  # route -> recent jobs' progress readings, as shares of their runs
         self._reports_progress: bool | None = None  # does this service say how far along jobs are?
         self._resubmit = resubmit
         self.client: Any = None  # the AsyncStableStudio this belongs to (a widget for a job reaches it here)
@@ -70,7 +72,8 @@ class JobTracker:
         row = {"status": str(job.status), "result_url": job.result.url if job.result else None,
                "thumbnail_url": job.result.thumbnail_url if job.result else None,
                "error": str(job.error) if job.error else None, "finished_at": job.finished_at,
-               "run_s": job.run_s, "reported_progress": job.reported_progress}
+               "run_s": job.run_s, "reported_progress": job.reported_progress,
+               "progress_shape": json.dumps(job.progress_shape) if job.progress_shape else None}
         if row != self._ledger_rows.get(job.id):  # most polls change nothing: no write for them
             self.ledger.update_job(job.id, **row)
             self._ledger_rows[job.id] = row
@@ -89,10 +92,12 @@ class JobTracker:
         r = await self.service.signed_in("GET", job_path(job_id), as_=self.payer_of(job_id))
         return r, self.service.siwx_signed.get(str(r.request.url).split("?", 1)[0], {})
 
-    def learned(self, job: AsyncJob) -> tuple[list[float], bool]:
+    def learned(self, job: AsyncJob) -> History:
         if self._reports_progress is None:
             self._reports_progress = self.ledger.reports_progress(self.service.base_url)
-        return list(self._runs(job)), self._reports_progress
+        if job.route.id not in self._shapes:
+            self._shapes[job.route.id] = self.ledger.progress_shapes(self.service.base_url, job.route.id)
+        return History(list(self._runs(job)), list(self._shapes[job.route.id]), self._reports_progress)
 
     def _runs(self, job: AsyncJob) -> list[float]:
         kind = (job.route.id, variant(job))
@@ -107,7 +112,11 @@ class JobTracker:
         if job.run_s is not None:
             runs = self._runs(job)
             runs.append(job.run_s)
-            del runs[:-20]
+            del runs[:-LEARNED]
+        if job.progress_shape:
+            shapes = self._shapes.setdefault(job.route.id, [])
+            shapes.append(job.progress_shape)
+            del shapes[:-LEARNED]
         if self.save_dir is None or job.result is None or job.result.local_path or job.id is None:
             return
         try:

@@ -41,12 +41,15 @@ async def test_finished_jobs_teach_the_next_ones_how_long_they_take(timed_sandbo
     # A new kernel on the same ledger starts from those durations, per kind of job.
     async with AsyncStableStudio(timed_sandbox.url, wallet, ledger=Ledger(path), time_scale=SCALE) as ss:
         same = ss.tracker.new_job("nano-banana/generate", {"prompt": "x"})
-        runs, progress = ss.tracker.learned(same)
+        runs, shapes, progress = ss.tracker.learned(same)
         assert sorted(runs) == sorted(j.run_s for j in jobs) and progress is any(j.reported_progress for j in jobs)
+        # where the progress readings fell in each run, so one reading places the next job
+        assert shapes == [j.progress_shape for j in jobs if j.progress_shape] and shapes
         other = ss.tracker.new_job("sora-2/generate", {"prompt": "x", "seconds": "12"})
-        assert ss.tracker.learned(other) == ([], True)  # another kind: no durations, but the service reports progress
+        # another kind: nothing learned, but the service reports progress
+        assert ss.tracker.learned(other) == ([], [], True)
         elsewhere = AsyncStableStudio("http://127.0.0.1:9", wallet, ledger=ss.ledger, time_scale=SCALE)
-        assert elsewhere.tracker.learned(same) == ([], False)  # another service: nothing learned there
+        assert elsewhere.tracker.learned(same) == ([], [], False)  # another service: nothing learned there
         await elsewhere.aclose()
 
 
