@@ -18,6 +18,7 @@ import html
 import io
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,9 +109,10 @@ class _Body:
 class Downloads:
     """Fetches result media for one client.
 
-    Async callers share the client's ``httpx.AsyncClient``. Sync callers on another thread run
-    the same coroutine on the client's loop; on the loop's own thread (or with no loop known) a
-    sync client with the same timeouts is made once and pooled.
+    Async callers share the client's ``httpx.AsyncClient`` (with no client, one made on first use per
+    event loop: a pool belongs to the loop it was made on). Sync callers on another thread run the
+    same coroutine on the client's loop; on the loop's own thread (or with no loop known) a sync
+    client with the same timeouts is made once and pooled.
     """
 
     def __init__(self, service: Service | None = None, limits: dict[str, int] | None = None):
@@ -118,6 +120,8 @@ class Downloads:
         self.limits = {**DEFAULT_LIMITS, **(limits or {})}
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the sync facade
         self._sync: httpx.Client | None = None
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = \
+            weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     @property
@@ -139,10 +143,13 @@ class Downloads:
         return self._checked(str(r.url.join(r.headers["location"]))) if r.is_redirect else None
 
     async def fetch(self, url: str, media: str) -> Download:
-        if self.service is None:
-            async with httpx.AsyncClient(timeout=self.timeout, verify=tls_context()) as http:
-                return await self._fetch(http, url, media)
-        return await self._fetch(self.service.http, url, media)
+        if self.service is not None:
+            return await self._fetch(self.service.http, url, media)
+        loop = asyncio.get_running_loop()
+        http = self._by_loop.get(loop)
+        if http is None or http.is_closed:
+            http = self._by_loop[loop] = httpx.AsyncClient(timeout=self.timeout, verify=tls_context())
+        return await self._fetch(http, url, media)
 
     async def _fetch(self, http: httpx.AsyncClient, url: str, media: str) -> Download:
         url = self._checked(url)

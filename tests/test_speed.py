@@ -212,6 +212,39 @@ async def test_no_tls_context_or_connection_pool_is_built_per_call(sandbox, tmp_
     await second.aclose()
 
 
+async def test_a_result_without_a_client_shares_one_pool_for_its_downloads(monkeypatch):
+    """A Result rebuilt without a client (e.g. from the ledger) downloads over https only: here to a
+    closed loopback port, which is enough to see which pool each download goes through."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from stablestudio_widgets.results import Result
+
+    made = []
+    init = httpx.AsyncClient.__init__
+    monkeypatch.setattr(httpx.AsyncClient, "__init__",
+                        lambda self, *a, **kw: (made.append(self), init(self, *a, **kw))[1])
+    results = [Result(f"https://127.0.0.1:9/{i}.png", "image") for i in range(3)]
+
+    async def read_all() -> list[type]:
+        failures = []
+        for result in results * 2:
+            with pytest.raises(httpx.ConnectError) as err:
+                await result.aread()
+            failures.append(err.type)
+        return failures
+
+    assert await read_all() == [httpx.ConnectError] * 6 and len(made) == 1  # six downloads, one pool
+    assert made[0].timeout.read == 60.0
+    seen: list[list[type]] = []
+    thread = threading.Thread(target=lambda: seen.append(asyncio.run(read_all())))  # another event loop
+    thread.start()
+    thread.join(30)
+    assert seen and len(made) == 2  # a pool of its own (a pool belongs to its loop), shared there too
+
+
 # --------------------------------------------------------------------- widgets: follow, deltas
 
 
