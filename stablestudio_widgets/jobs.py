@@ -72,6 +72,33 @@ class JobEvent:
     data: dict[str, Any]
     at: float
     duration_ms: float
+    compact: bool = False  # already cut down to what a finished job keeps
+
+    def compacted(self) -> JobEvent:
+        """What a finished job keeps of this step (a few hundred bytes, not kilobytes): the inspector
+        words it the same, but the 402 body, repeated descriptions, the service's first answer and
+        the long signature and transaction bytes are gone (the ledger keeps the payment)."""
+        data = _compact(self.data)
+        if self.kind == "terms" and data.get("offer"):  # the offer says it in words
+            data.pop("accepted", None)
+        signature = data.get("PAYMENT-SIGNATURE")
+        if isinstance(signature, dict) and "authorization" in (signature.get("payload") or {}):
+            signature.pop("accepted", None)  # an EIP-3009 authorization names the payee and amount itself
+        return JobEvent(self.kind, data, self.at, self.duration_ms, compact=True)
+
+
+DROPPED = frozenset({"PAYMENT-REQUIRED", "resource", "extensions", "response"})
+SHORTENED = frozenset({"signature", "transaction"})  # signatures and encoded transactions: start only
+
+
+def _compact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _compact(v, k) for k, v in value.items() if k not in DROPPED}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if key in SHORTENED and isinstance(value, str) and len(value) > 80:
+        return value[:24] + "…"
+    return value
 
 
 @dataclass(eq=False)
@@ -124,6 +151,8 @@ class AsyncJob:
     def _move(self, **fields: Any) -> None:
         for k, v in fields.items():
             setattr(self, k, v)
+        if self.done:  # finished for good: its inspector steps shrink to what a card shows
+            self.events = [e if e.compact else e.compacted() for e in self.events]
         if self.host is not None:
             self.host.changed(self)
 
@@ -180,7 +209,8 @@ class AsyncJob:
     def note(self, kind: str, data: dict[str, Any], started: float, duration_ms: float | None = None) -> None:
         """Record an inspector event (what was sent and received, with timings)."""
         ms = (time.time() - started) * 1000 if duration_ms is None else duration_ms
-        self.events.append(JobEvent(kind, data, started, ms))
+        event = JobEvent(kind, data, started, ms)
+        self.events.append(event.compacted() if self.done else event)
         if self.host is not None:
             self.host.changed(self)
 

@@ -245,6 +245,32 @@ async def test_a_result_without_a_client_shares_one_pool_for_its_downloads(monke
     assert seen and len(made) == 2  # a pool of its own (a pool belongs to its loop), shared there too
 
 
+async def test_a_finished_job_keeps_a_small_inspector(sandbox):
+    """Hundreds of finished jobs in a kernel: each keeps its inspector steps in a few hundred bytes
+    (not the 402 body, the signatures, the service's first answer), worded as before."""
+    from stablestudio_widgets.widgets.records import inspector_steps
+
+    def size(job) -> int:  # what the job's events hold, as JSON
+        return len(json.dumps([e.data for e in job.events], default=str))
+
+    async with AsyncStableStudio(sandbox.url, Wallet.generate(), ledger=":memory:", time_scale=0.002) as ss:
+        running: dict[str, int] = {}  # the most each job held while it ran
+        ss.on_job(lambda j: j.done or running.__setitem__(j.key, max(running.get(j.key, 0), size(j))))
+        job = await ss.generate("nano-banana", "a fox")
+        before = inspector_steps(job)
+        await job.wait()
+        after = inspector_steps(job)
+    assert running[job.key] > 3000 and size(job) < 1600 and size(job) < 0.45 * running[job.key]
+    assert all(e.compact for e in job.events)
+    paid = ["402 Payment Required", "Signed authorization", "Settlement"]
+    assert [s["step"] for s in before[:3]] == [s["step"] for s in after[:3]] == paid
+    assert [s["summary"] for s in after[:3]] == [s["summary"] for s in before[:3]]  # worded the same
+    assert after[-1]["step"] == "Result" and after[0]["data"]["PAYMENT-REQUIRED"].startswith("(not kept")
+    signed = after[1]["data"]["PAYMENT-SIGNATURE"]["payload"]
+    assert signed["signature"].endswith("…") and signed["authorization"]["value"] == "67000"
+    assert ss.ledger.payments()[0]["payload"]  # the full signed payload is in the ledger
+
+
 # --------------------------------------------------------------------- widgets: follow, deltas
 
 

@@ -177,7 +177,7 @@ def _age(seconds: Any) -> str:
 def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
     d = e.data
     if e.kind == "terms":
-        required = d["PAYMENT-REQUIRED"]
+        required = d.get("PAYMENT-REQUIRED", "(not kept once the job finished: the offer is above)")
         try:
             what = parse_requirement(d.get("accepted"), 0).describe()
         except StableStudioError:
