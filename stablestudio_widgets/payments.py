@@ -323,7 +323,7 @@ class Payments:
                 break  # past its deadline it cannot settle: resending is pointless; resume() looks for the job
             try:
                 self.service.stats["requests"] += 1
-                r = await self.service.http.post(path, json=body, headers=signed.headers)
+                r = await self.service.http.post(self.service.target(path), json=body, headers=signed.headers)
             except httpx.TransportError as e:
                 # A connect error means the request never left: not ambiguous. Anything else might have
                 # reached the server and settled.

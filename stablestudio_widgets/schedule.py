@@ -42,6 +42,7 @@ TAIL = 0.03  # storing the output after the work is done takes about 3% of the j
 JITTER = 0.03  # each delay is stretched or shrunk by up to 3%: enough to part jobs paid together
 OVERDUE_Q = 0.995  # past this quantile of the belief a job is overdue: poll at the service's interval
 LEARNED = 20  # recent durations that shape the belief
+_STANDARD = statistics.NormalDist()
 MIN_SCATTER = 0.002  # a learned progress map is never trusted closer than 0.2% of the run
 ROUGH = 0.02  # an estimate from progress without a learned map is never trusted closer than 2%
 ROUGH_BOUND = 0.1  # ... and a wider one only bounds the finish
@@ -107,7 +108,7 @@ class Belief:
         return math.log(max(t, 1e-9) / self.median_s) / self.spread
 
     def quantile(self, q: float) -> float:
-        return self.median_s * math.exp(self.spread * statistics.NormalDist().inv_cdf(q))
+        return self.median_s * math.exp(self.spread * _STANDARD.inv_cdf(q))
 
     def hazard(self, t: float) -> float:
         """Chance per second of finishing at ``t``, given it has not finished before."""
@@ -133,8 +134,8 @@ def prior(route: Route, learned: Sequence[float] = ()) -> Belief:
     if not runs:
         return Belief(route.typical_s, _route_spread(route), "route")
     logs = [math.log(r) for r in runs]
-    centre = statistics.fmean(logs)
-    job = JOB_SPREAD if len(runs) < 3 else statistics.stdev(logs)
+    centre = sum(logs) / len(logs)  # (not statistics.stdev: exact fractions, a tenth of a ms per job)
+    job = JOB_SPREAD if len(runs) < 3 else math.sqrt(sum((x - centre) ** 2 for x in logs) / (len(logs) - 1))
     job = min(max(job, MIN_SPREAD), MAX_SPREAD)
     # The spread of one job plus the doubt about the centre itself (less with every measurement).
     return Belief(math.exp(centre), math.sqrt(job**2 + job**2 / len(runs)), "learned")
@@ -155,13 +156,13 @@ class PollPlan:
                  shapes: Sequence[Any] = (), progress_expected: bool = False, rng: random.Random | None = None):
         self.route, self.scale = route, max(scale, 1e-6)
         self.start = prior(route, learned)
-        self.map = ProgressMap.fit([pt for shape in shapes[-LEARNED:] for pt in _pairs(shape)])
+        recent = [shape for shape in shapes[-LEARNED:] if isinstance(shape, (list, tuple))]
+        self.map = ProgressMap.fit([pt for shape in recent for pt in shape])
         self.belief = self.start
         interval = route.poll_interval_s
         self._gap = max(min(0.03 * self.start.median_s, 0.1 * interval), 0.05)  # the shortest stride
         self._interval = interval
-        self._lam, self._fixed = _calibrate(self.start, interval, self._gap)
-        fixed = self._fixed
+        self._fixed = fixed = _fixed_polls(self.start, interval)
         # A service that reports progress tells us the finish at the first look: look as early as the
         # poll budget allows, so as many jobs as it can pay for are still running then.
         later = LATER_POLLS_MAPPED if self.map is not None else LATER_POLLS
@@ -234,7 +235,7 @@ class PollPlan:
             stride = max(b.quantile(self._first_q) - t, self._gap)
         else:
             self._overdue_stride = 0.0
-            lam = self._lam
+            lam = self._lam  # (a job done at its first look never needs it)
             left, told = POLL_BUDGET * self._fixed - self.polls, b.source in ("progress", "server")
             u = _cdf(b, t)
             if told and left < 2 and (self.map is not None or self._fixed < 4):
@@ -251,6 +252,11 @@ class PollPlan:
         self._first = False
         self.polls += 1
         return stride * (1 + JITTER * (2 * self._rng.random() - 1)) * self.scale
+
+    @functools.cached_property
+    def _lam(self) -> float:
+        """The poll cost that spends the budget on the starting belief (made when first needed)."""
+        return _calibrate(self.start, self._interval, self._gap)
 
     # --- what a finished job teaches ------------------------------------------------------------
     @property
@@ -292,24 +298,36 @@ def _stride(b: Belief, t: float, lam: float, gap: float, interval: float) -> flo
     return cap
 
 
+def _bucket(b: Belief) -> tuple[float, float]:
+    """Beliefs within 15% of median and 0.1 of spread share a calibration (it changes slowly with them)."""
+    return math.exp(round(math.log(b.median_s) / 0.15) * 0.15), max(round(b.spread, 1), MIN_SPREAD)
+
+
+def _fixed_polls(b: Belief, interval: float) -> float:
+    return _fixed_polls_cached(*_bucket(b), interval)
+
+
 @functools.lru_cache(maxsize=256)
-def _calibrate_cached(median_s: float, spread: float, interval: float, gap: float) -> tuple[float, float]:
+def _fixed_polls_cached(median_s: float, spread: float, interval: float) -> float:
+    """Expected polls of the service's fixed interval on a job finishing as the belief says."""
+    return _expected_polls(Belief(median_s, spread, ""), lambda t: (math.floor(t / interval) + 1) * interval)
+
+
+def _calibrate(b: Belief, interval: float, gap: float) -> float:
+    return _calibrate_cached(*_bucket(b), interval, round(gap, 2))
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate_cached(median_s: float, spread: float, interval: float, gap: float) -> float:
     """The poll cost λ at which the plan, on this belief alone, expects POLL_BUDGET times the polls of
-    the service's fixed interval, and those polls (bisection; cached: jobs of a kind share a belief)."""
-    b = Belief(median_s, spread, "")
-    fixed = _expected_polls(b, lambda t: (math.floor(t / interval) + 1) * interval)
+    the service's fixed interval (bisection; cached: jobs of a kind share a belief)."""
+    b, fixed = Belief(median_s, spread, ""), _fixed_polls_cached(median_s, spread, interval)
     lo, hi = 1e-4 * median_s, 10.0 * median_s
     for _ in range(8):  # λ within 5%: plenty
         lam = math.sqrt(lo * hi)
         polls = _expected_polls(b, lambda t, lam=lam: t + _stride(b, t, lam, gap, interval))
         lo, hi = (lam, hi) if polls > POLL_BUDGET * fixed else (lo, lam)
-    return math.sqrt(lo * hi), fixed
-
-
-def _calibrate(b: Belief, interval: float, gap: float) -> tuple[float, float]:
-    """Beliefs within 15% of median and 0.1 of spread share one calibration (λ changes slowly with them)."""
-    median = math.exp(round(math.log(b.median_s) / 0.15) * 0.15)
-    return _calibrate_cached(median, max(round(b.spread, 1), MIN_SPREAD), interval, round(gap, 2))
+    return math.sqrt(lo * hi)
 
 
 def _expected_polls(b: Belief, next_poll: Any) -> float:
@@ -330,9 +348,14 @@ def _pairs(points: Any) -> list[tuple[float, float]]:
     """Two-number pairs out of whatever the ledger held (anything else is dropped)."""
     out = []
     for pt in points if isinstance(points, (list, tuple)) else ():
-        if isinstance(pt, (list, tuple)) and len(pt) == 2 and all(_percent(v) is not None for v in pt):
-            out.append((float(pt[0]), float(pt[1])))
+        if isinstance(pt, (list, tuple)) and len(pt) == 2:
+            a, b = pt
+            if type(a) in _NUMBERS and type(b) in _NUMBERS and math.isfinite(a) and math.isfinite(b):
+                out.append((float(a), float(b)))
     return out
+
+
+_NUMBERS = (int, float)  # exactly: not bool, not a subclass with surprises
 
 
 def _percent(value: Any) -> float | None:

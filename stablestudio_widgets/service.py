@@ -51,6 +51,7 @@ class Service:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False,
             verify=tls_context())
         self.stats = {"requests": 0, "signatures": 0, "siwx_signatures": 0}
+        self._targets: dict[str, httpx.URL] = {}
         # The last signed SIWX payload per URI, for the inspector; a real wallet's without its signature.
         self.siwx_signed: dict[str, dict[str, Any]] = {}
         self.sandbox = wallet.sandbox and is_loopback(self.base_url)
@@ -60,6 +61,16 @@ class Service:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def target(self, path: str) -> httpx.URL:
+        """``path`` on the service as a parsed URL, made once per path: httpx would otherwise parse and
+        join it with the base URL again on every request (a tenth of a request's CPU)."""
+        url = self._targets.get(path)
+        if url is None:
+            if len(self._targets) >= 512:
+                self._targets.clear()
+            url = self._targets[path] = httpx.URL(self.base_url + path)
+        return url
 
     @property
     def chain_ids(self) -> list[str]:
@@ -96,7 +107,7 @@ class Service:
                            "Nothing was paid.") from None
 
     async def unpaid(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.retrying(lambda: self.http.request(method, path, **kwargs))
+        return await self.retrying(lambda: self.http.request(method, self.target(path), **kwargs))
 
     async def get_bounded(self, path: str, limit: int) -> tuple[int, bytes]:
         """``GET path`` reading at most ``limit`` bytes of (decoded) body: a larger answer is a
@@ -136,8 +147,8 @@ class Service:
         info = siwx.challenge_info(extensions, url=url, chains=chains)
         proof = self._mpp_proof(r, uri, as_ or self.wallet.address) if info is None else None
         if proof is not None:  # the route offers the MPP $0 proof instead of a SIWX challenge
-            r = await self.retrying(lambda: self.http.request(method, path, headers={"Authorization": proof},
-                                                              **kwargs))
+            r = await self.retrying(lambda: self.http.request(method, self.target(path),
+                                                              headers={"Authorization": proof}, **kwargs))
         else:
             header = self._sign(uri, info) if info is not None else self._own_proof(uri, chains)
             r = await self.retrying(lambda: self._send_signed(method, path, header, kwargs))
@@ -165,7 +176,7 @@ class Service:
         return None
 
     def _send_signed(self, method: str, path: str, header: str, kwargs: dict[str, Any]) -> Awaitable[httpx.Response]:
-        return self.http.request(method, path, headers={siwx.HEADER: header}, **kwargs)
+        return self.http.request(method, self.target(path), headers={siwx.HEADER: header}, **kwargs)
 
     def _own_proof(self, uri: str, chains: list[str]) -> str:
         return self._sign(uri, siwx.own_info(uri, chains[0]))

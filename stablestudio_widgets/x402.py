@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import secrets
@@ -187,6 +188,45 @@ def typed_data(domain: dict[str, Any], authorization: dict[str, str]) -> dict[st
                         "nonce": bytes.fromhex(a["nonce"][2:])}}
 
 
+def transfer_message(domain: dict[str, Any], authorization: dict[str, str]) -> Any:
+    """:func:`typed_data` encoded for signing (eth-account's ``SignableMessage``), without parsing
+    the types on every payment: the domain separator is made once per token."""
+    from eth_account.messages import SignableMessage
+    from eth_utils import keccak
+
+    a = authorization
+    body = keccak(_TRANSFER_TYPEHASH + _address32(a["from"]) + _address32(a["to"]) + _uint256(a["value"])
+                  + _uint256(a["validAfter"]) + _uint256(a["validBefore"]) + bytes.fromhex(a["nonce"][2:]))
+    separator = _domain_separator(domain["name"], domain["version"], domain["chainId"], domain["verifyingContract"])
+    return SignableMessage(b"\x01", separator, body)
+
+
+# keccak256 of "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256
+# validBefore,bytes32 nonce)" and of "EIP712Domain(string name,string version,uint256 chainId,address
+# verifyingContract)" (a test recomputes them, and the whole message against eth-account's encoder)
+_TRANSFER_TYPEHASH = bytes.fromhex("7c7c6cdb67a18743f49ec6fa9b35f50d52ed05cbed4cc592e13b44501c1a2267")
+_DOMAIN_TYPEHASH = bytes.fromhex("8b73c3c69bb8fe3d512ecc4cf759cc79239f7b179b0ffacaa9a75d522b39400f")
+
+
+@functools.lru_cache(maxsize=32)
+def _domain_separator(name: str, version: str, chain_id: int, contract: str) -> bytes:
+    from eth_utils import keccak
+
+    return keccak(_DOMAIN_TYPEHASH + keccak(name.encode()) + keccak(version.encode()) + _uint256(chain_id)
+                  + _address32(contract))
+
+
+def _address32(address: str) -> bytes:
+    raw = bytes.fromhex(address[2:])
+    if len(raw) != 20:
+        raise PaymentRequiredError(f"{address!r} is not an EVM address. Nothing was signed.")
+    return raw.rjust(32, b"\0")
+
+
+def _uint256(value: str | int) -> bytes:
+    return int(value).to_bytes(32, "big")  # (OverflowError on anything past 2**256, like eth-abi)
+
+
 @dataclass(frozen=True)
 class Credential:
     """A signed payment of any method, kept so a resend carries the very same bytes.
@@ -248,7 +288,7 @@ def sign_payment(wallet: Wallet, req: Requirement, resource: dict[str, Any], *,
                      "validAfter": str(int(now) - VALID_AFTER_SKEW_S),
                      "validBefore": str(int(now) + min(req.max_timeout_seconds, MAX_VALIDITY_S)),
                      "nonce": "0x" + secrets.token_bytes(32).hex()}
-    signature = wallet.sign_typed_data(typed_data(domain, authorization))
+    signature = wallet.sign_encoded(transfer_message(domain, authorization))
     payload = {"x402Version": X402_VERSION, "resource": resource, "accepted": req.raw,
                "payload": {"signature": signature, "authorization": authorization}}
     return Credential(req, {"PAYMENT-SIGNATURE": b64json_encode(payload)}, authorization["nonce"],
