@@ -332,11 +332,12 @@ class AsyncJob:
             if r is not None:
                 if r.status_code == 200:
                     data = json_object(r)  # a body that is not a job keeps the status: poll again
+                    if data is not None and data.get("status") == JobStatus.COMPLETE:  # (one ledger write with it)
+                        self.run_s, self.reported_progress = plan.duration(running_at, age, data), plan.saw_progress
+                        self.progress_shape = plan.shape(self.run_s)
                     self.apply(data if data is not None else {"status": self.status})
                     data = data or {}
                     if self.status == JobStatus.COMPLETE and self.result is not None:
-                        self.run_s, self.reported_progress = plan.duration(running_at, age, data), plan.saw_progress
-                        self.progress_shape = plan.shape(self.run_s)
                         await host.completed(self)
                         self.note("result", {"url": self.result.url, "thumbnail_url": self.result.thumbnail_url,
                                              "polls": polls}, time.time())

@@ -207,13 +207,17 @@ class Ledger:
     def record_job(self, *, id: str, base_url: str, route: str, model: str, media: str, prompt: str | None,
                    params: dict, status: str, amount: int | None, nonce: str | None, payer: str | None,
                    session: str, created_at: float, variant: str | None = None) -> None:
+        """A paid job, and the payment (``nonce``) that bought it learns its id: one transaction."""
+        now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO jobs (id, base_url, route, model, media, prompt, params, status, amount, nonce,"
                 " payer, session, created_at, updated_at, variant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(id) DO NOTHING",
                 (id, base_url, route, model, media, prompt, json.dumps(params), status, amount, nonce, payer,
-                 session, created_at, time.time(), variant))
+                 session, created_at, now, variant))
+            if nonce:
+                db.execute("UPDATE payments SET job_id=?, updated_at=? WHERE nonce=?", (id, now, nonce))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)

@@ -24,6 +24,7 @@ from .ledger import Ledger
 from .results import Downloads, write_new
 from .schedule import LEARNED, History
 from .service import Service
+from .status import JobStatus
 from .x402 import Receipt
 
 Listener = Callable[[AsyncJob], None]
@@ -69,11 +70,7 @@ class JobTracker:
         """The ledger's subscription: write the job's row when what it records has changed."""
         if job.id not in self._ledger_rows:
             return
-        row = {"status": str(job.status), "result_url": job.result.url if job.result else None,
-               "thumbnail_url": job.result.thumbnail_url if job.result else None,
-               "error": str(job.error) if job.error else None, "finished_at": job.finished_at,
-               "run_s": job.run_s, "reported_progress": job.reported_progress,
-               "progress_shape": json.dumps(job.progress_shape) if job.progress_shape else None}
+        row = _row(job)
         if row != self._ledger_rows.get(job.id):  # most polls change nothing: no write for them
             self.ledger.update_job(job.id, **row)
             self._ledger_rows[job.id] = row
@@ -135,15 +132,15 @@ class JobTracker:
     def adopt(self, job: AsyncJob, job_id: str, *, amount: int, nonce: str, payer: str, status: str,
               receipt: Receipt | None, created_at: float | None = None) -> None:
         """A paid job exists: the ledger and the registry learn it before anything else can go wrong."""
-        created = created_at or time.time()
-        self.ledger.update_payment(nonce, job_id=job_id)
+        created, status = created_at or time.time(), str(status or JobStatus.PENDING)
         self.ledger.record_job(id=job_id, base_url=self.service.base_url, route=job.route.id, model=job.route.model,
-                               media=job.route.media, prompt=job.prompt, params=job.params, status=str(status),
+                               media=job.route.media, prompt=job.prompt, params=job.params, status=status,
                                amount=amount, nonce=nonce, payer=payer, session=self.session, created_at=created,
                                variant=variant(job))
         self.jobs[job_id] = job
         self.payers[job_id] = payer
-        self._ledger_rows[job_id] = None
+        # The row as just recorded: the job's move to paid writes nothing more (unless it differs)
+        self._ledger_rows[job_id] = {**_row(job), "status": status, "error": None}
         job.paid(job_id, amount=amount, receipt=receipt, status=status, created_at=created)
 
     def new_job(self, route_id: str, params: dict[str, Any]) -> AsyncJob:
@@ -203,3 +200,12 @@ def route_from_type(cat: Catalog, job_type: Any) -> str | None:
         ops = [r for r in cat.routes.values() if r.model == models[0]]
         return ops[0].id if len(ops) == 1 else None
     return None
+
+
+def _row(job: AsyncJob) -> dict[str, Any]:
+    """What the ledger's row of a job records of it, beyond what it was paid for."""
+    return {"status": str(job.status), "result_url": job.result.url if job.result else None,
+            "thumbnail_url": job.result.thumbnail_url if job.result else None,
+            "error": str(job.error) if job.error else None, "finished_at": job.finished_at,
+            "run_s": job.run_s, "reported_progress": job.reported_progress,
+            "progress_shape": json.dumps(job.progress_shape) if job.progress_shape else None}
