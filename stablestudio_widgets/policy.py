@@ -8,6 +8,7 @@ Consent is an amount: a confirmation is a ceiling.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import threading
 import time
@@ -24,7 +25,9 @@ DEFAULT_MAX_USD_PER_REQUEST = 5.0
 DEFAULT_CATALOG_MARGIN = 0.10
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(url: str) -> bool:
+    """(Asked of the same few URLs on every request and answer: remembered.)"""
     host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True

@@ -9,6 +9,7 @@ and no control characters that could forge another line.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import string
@@ -59,13 +60,19 @@ def host_of(url: str) -> str:
     return f"{host}:{parts.port}" if parts.port and parts.port != default else host
 
 
+@functools.lru_cache(maxsize=64)
+def _checksummed(address: str) -> str:
+    """EIP-55 spelling (a keccak and a walk over the digits: once per address, not per poll)."""
+    from eth_utils import to_checksum_address  # the signing stack loads on first use, not on import
+
+    return to_checksum_address(address)
+
+
 def message_text(info: dict[str, Any], address: str) -> str:
     """The EIP-4361 message for ``info`` (keys as on the wire: ``chainId``, ``issuedAt``, …)."""
     chain = str(info["chainId"])
     chain_num = chain.split(":", 1)[1] if ":" in chain else chain
-    from eth_utils import to_checksum_address  # the signing stack loads on first use, not on import
-
-    head = f"{info['domain']} wants you to sign in with your Ethereum account:\n{to_checksum_address(address)}"
+    head = f"{info['domain']} wants you to sign in with your Ethereum account:\n{_checksummed(address)}"
     statement = info.get("statement")
     head = f"{head}\n\n{statement}" if statement is not None else head + "\n"
     lines = [f"URI: {info['uri']}", f"Version: {info.get('version', '1')}", f"Chain ID: {chain_num}",
