@@ -258,10 +258,11 @@ class Payments:
                     # MPP challenge is single-use: there is nothing to keep).
                     self.ledger.save_terms(self.service.base_url, json.dumps(key), terms.required.raw, terms.learned_at)
                 terms.paid = True
+                answer = json_or_none(r)
                 if job is not None:
                     job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,
-                                         "response": json_or_none(r), "method": signed.method}, signed.signed_at)
-                return Paid(json_or_none(r) or {}, receipt, signed, time.time() - r.elapsed.total_seconds())
+                                         "response": answer, "method": signed.method}, signed.signed_at)
+                return Paid(answer or {}, receipt, signed, time.time() - r.elapsed.total_seconds())
             if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
                 found = await self.find_job(route, body, signed.signed_at, signed.payer) if route else None
                 if found:
