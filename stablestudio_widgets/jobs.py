@@ -93,7 +93,8 @@ SHORTENED = frozenset({"signature", "transaction"})  # signatures and encoded tr
 
 def _compact(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _compact(v, k) for k, v in value.items() if k not in DROPPED}
+        return {k: _compact(v, k) if isinstance(v, (dict, list)) or k in SHORTENED else v
+                for k, v in value.items() if k not in DROPPED}
     if isinstance(value, list):
         return [_compact(v) for v in value]
     if key in SHORTENED and isinstance(value, str) and len(value) > 80:
