@@ -129,6 +129,7 @@ class AsyncJob:
     # A lost answer is found by it (resume() gives the job it bought to this same job).
     payment: tuple[str, int] | None = field(default=None, repr=False)
     progress_shape: list[list[float]] = field(default_factory=list)  # [share of its run, percent] readings
+    events_compacted: bool = field(default=False, repr=False)  # its inspector steps are kept compact
     _poller: asyncio.Task | None = field(default=None, repr=False)
 
     @property
@@ -152,8 +153,6 @@ class AsyncJob:
     def _move(self, **fields: Any) -> None:
         for k, v in fields.items():
             setattr(self, k, v)
-        if self.done:  # finished for good: its inspector steps shrink to what a card shows
-            self.events = [e if e.compact else e.compacted() for e in self.events]
         if self.host is not None:
             self.host.changed(self)
 
@@ -211,7 +210,13 @@ class AsyncJob:
         """Record an inspector event (what was sent and received, with timings)."""
         ms = (time.time() - started) * 1000 if duration_ms is None else duration_ms
         event = JobEvent(kind, data, started, ms)
-        self.events.append(event.compacted() if self.done else event)
+        self.events.append(event.compacted() if self.events_compacted else event)
+
+    def compact_events(self) -> None:
+        """From now on keep only what the inspector words of each step (see :meth:`JobEvent.compacted`):
+        the tracker does this to its finished jobs but the latest few, so hundreds cost little memory."""
+        self.events_compacted = True
+        self.events = [e if e.compact else e.compacted() for e in self.events]
         if self.host is not None:
             self.host.changed(self)
 

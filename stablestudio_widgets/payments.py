@@ -70,7 +70,7 @@ class Paid:
     data: dict[str, Any]
     receipt: Receipt | None
     signed: Credential
-    sent_at: float | None = None  # when the request that made the job left: the job is no older
+    sent_at: float | None = None  # when the request that made the job was signed: the job is no older
 
 
 class Payments:
@@ -262,7 +262,7 @@ class Payments:
                 if job is not None:
                     job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,
                                          "response": answer, "method": signed.method}, signed.signed_at)
-                return Paid(answer or {}, receipt, signed, time.time() - r.elapsed.total_seconds())
+                return Paid(answer or {}, receipt, signed, signed.signed_at)
             if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
                 found = await self.find_job(route, body, signed.signed_at, signed.payer) if route else None
                 if found:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from .x402 import Receipt
 Listener = Callable[[AsyncJob], None]
 
 
+FULL_INSPECTORS = 16  # finished jobs whose inspector steps stay whole (the latest)
+
+
 class JobTracker:
     """The registry of live jobs by id and their change channel; the host every job talks to."""
 
@@ -42,6 +46,10 @@ class JobTracker:
         self.jobs: dict[str, AsyncJob] = {}
         self._made: weakref.WeakSet[AsyncJob] = weakref.WeakSet()  # every job made here, while someone holds it
         self._listeners: list[Listener] = [self._persist]
+        # Finished jobs keep their inspector steps whole while they are among the latest (what a notebook
+        # looks at: the signed payload, the 402 body); older ones keep a compact form.
+        self.full_inspectors = FULL_INSPECTORS
+        self._latest_finished: deque[AsyncJob] = deque()
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
         self.payers: dict[str, str] = {}  # job id -> the wallet address that owns it (signs in to poll it)
         self._run_times: dict[tuple[str, str], list[float]] = {}  # (route, variant) -> recent run times
@@ -63,6 +71,10 @@ class JobTracker:
     def changed(self, job: AsyncJob) -> None:
         if job.percent is not None:  # this service says how far along jobs are: later plans count on it
             self._reports_progress = True
+        if job.done and not job.events_compacted and job not in self._latest_finished:
+            self._latest_finished.append(job)
+            while len(self._latest_finished) > self.full_inspectors:
+                self._latest_finished.popleft().compact_events()
         for listener in list(self._listeners):
             listener(job)
 

@@ -245,30 +245,35 @@ async def test_a_result_without_a_client_shares_one_pool_for_its_downloads(monke
     assert seen and len(made) == 2  # a pool of its own (a pool belongs to its loop), shared there too
 
 
-async def test_a_finished_job_keeps_a_small_inspector(sandbox):
+async def test_finished_jobs_but_the_latest_keep_a_small_inspector(sandbox):
     """Hundreds of finished jobs in a kernel: each keeps its inspector steps in a few hundred bytes
-    (not the 402 body, the signatures, the service's first answer), worded as before."""
+    (not the 402 body, the signatures, the service's first answer), worded as before; the latest
+    finished ones keep them whole (a notebook looks at the payload just signed)."""
     from stablestudio_widgets.widgets.records import inspector_steps
 
     def size(job) -> int:  # what the job's events hold, as JSON
         return len(json.dumps([e.data for e in job.events], default=str))
 
     async with AsyncStableStudio(sandbox.url, Wallet.generate(), ledger=":memory:", time_scale=0.002) as ss:
-        running: dict[str, int] = {}  # the most each job held while it ran
-        ss.on_job(lambda j: j.done or running.__setitem__(j.key, max(running.get(j.key, 0), size(j))))
-        job = await ss.generate("nano-banana", "a fox")
-        before = inspector_steps(job)
-        await job.wait()
-        after = inspector_steps(job)
-    assert running[job.key] > 3000 and size(job) < 1600 and size(job) < 0.45 * running[job.key]
-    assert all(e.compact for e in job.events)
+        ss.tracker.full_inspectors = 2
+        jobs = [await ss.generate("nano-banana", f"a fox {i}") for i in range(4)]
+        before = [inspector_steps(job) for job in jobs]
+        for job in jobs:
+            await job.wait()
+        after = [inspector_steps(job) for job in jobs]
+    old, latest = jobs[:2], jobs[2:]
+    whole = min(size(j) for j in latest)  # the same five steps, kept whole
+    assert whole > 3500 and all(size(j) < 1600 and size(j) < 0.45 * whole for j in old)
+    assert all(e.compact for j in old for e in j.events) and not any(e.compact for j in latest for e in j.events)
     paid = ["402 Payment Required", "Signed authorization", "Settlement"]
-    assert [s["step"] for s in before[:3]] == [s["step"] for s in after[:3]] == paid
-    assert [s["summary"] for s in after[:3]] == [s["summary"] for s in before[:3]]  # worded the same
-    assert after[-1]["step"] == "Result" and after[0]["data"]["PAYMENT-REQUIRED"].startswith("(not kept")
-    signed = after[1]["data"]["PAYMENT-SIGNATURE"]["payload"]
+    for steps, was in zip(after, before, strict=True):
+        assert [s["step"] for s in steps[:3]] == [s["step"] for s in was[:3]] == paid
+        assert [s["summary"] for s in steps[:3]] == [s["summary"] for s in was[:3]]  # worded the same
+        assert steps[-1]["step"] == "Result"
+    assert after[0][0]["data"]["PAYMENT-REQUIRED"].startswith("(not kept")
+    signed = after[0][1]["data"]["PAYMENT-SIGNATURE"]["payload"]
     assert signed["signature"].endswith("…") and signed["authorization"]["value"] == "67000"
-    assert ss.ledger.payments()[0]["payload"]  # the full signed payload is in the ledger
+    assert not after[3][1]["data"]["PAYMENT-SIGNATURE"]["payload"]["signature"].endswith("…")
 
 
 def test_the_payment_message_is_eth_accounts_eip712_encoding_and_signature():

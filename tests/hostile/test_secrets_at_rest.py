@@ -62,7 +62,7 @@ def test_no_payment_signature_in_widget_state_for_a_real_wallet(hostile, tmp_pat
             proof = [s["signature"][2:] for s in hostile.sign_ins()]
             eventually(lambda card=card: card.job.get("inspector"))
             state = json.dumps(card.get_state()).lower()
-            # (a finished job's inspector keeps only the start of a signature: look for that)
+            # (look for a signature's start: that is what older finished jobs' inspectors keep)
             assert all((s[:22].lower() in state) == shown for s in secret), wallet
             assert all((p[:22].lower() in state) == shown for p in proof), wallet
             card.close()
