@@ -74,6 +74,7 @@ def test_one_reading_through_a_learned_map_tells_the_finish():
     [[[0.5, 50]]] * 3,  # too few points
     [[[0.9, 10], [0.5, 50], [0.1, 90]]] * 4,  # progress that runs backwards
     [[["x", 10]], [[float("nan"), 50]], [[0.5, float("inf")]], "junk", [[1e9, 50]], [[0.5, -3]], None, [[0.4, 40]]],
+    [[[0.9, 1]] * 8 + [[0.15 + 0.008 * p, p] for p in range(1, 99)]],  # one huge shape: only its first points count
 ])
 def test_a_progress_map_is_learned_only_from_readings_that_can_carry_one(shapes):
     plan = PollPlan(CATALOG.route("sora-2/generate"), shapes=shapes, progress_expected=True)
