@@ -2,7 +2,8 @@
 ``save_results``, made with the client's pooled connections and its timeouts.
 
 A result URL is the service's word, so a download is bounded and typed: only https (http to a
-loopback sandbox), redirects checked hop by hop, a size cap per media kind, a content type that
+loopback sandbox), redirects checked hop by hop, a size cap per media kind, an overall time limit
+(a server dripping a byte a minute cannot hold a download for hours), a content type that
 matches the media, and a file suffix from an allow-list — never from the URL. Files are created
 inside the directory asked for, never through a symlink and never over an existing file.
 
@@ -18,6 +19,7 @@ import html
 import io
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +40,9 @@ MEDIA_TYPES = {
     "image": {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"},
     "video": {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov"},
 }
-#: Download size caps per media kind in bytes (``AsyncStableStudio(download_limits=…)`` changes them).
-DEFAULT_LIMITS = {"image": 64 * 2**20, "video": 1024 * 2**20}
+#: Download caps: bytes per media kind, and seconds for any one download, redirects included
+#: (``AsyncStableStudio(download_limits=…)`` changes them).
+DEFAULT_LIMITS = {"image": 64 * 2**20, "video": 1024 * 2**20, "seconds": 600}
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
 
@@ -71,11 +74,12 @@ class _Body:
     """One download as it streams in: its status and declared type checked first, its size capped
     at every chunk, its real type decided at the end."""
 
-    def __init__(self, r: httpx.Response, media: str, limit: int):
+    def __init__(self, r: httpx.Response, media: str, limit: int, deadline: float):
         where = f"{r.url.scheme}://{r.url.host}"
         if r.status_code != 200:
             raise ServiceError(f"Downloading the {media} from {where} got HTTP {r.status_code}.", status=r.status_code)
         self.allowed, self.media, self.limit, self.where = MEDIA_TYPES[media], media, limit, where
+        self.deadline = deadline
         self.declared = r.headers.get("content-type", "").split(";")[0].strip().lower()
         if self.declared not in self.allowed and self.declared not in _GENERIC_TYPES:
             raise ServiceError(f"Refusing the download from {where}: it says it is {self.declared[:60]!r}, "
@@ -95,6 +99,10 @@ class _Body:
         self.size += len(chunk)
         if self.size > self.limit:
             self._too_big(self.size)
+        if time.monotonic() > self.deadline:
+            raise ServiceError(f"Gave up downloading the {self.media} from {self.where}: {self.size / 2**20:.1f} MB "
+                               "arrived before the time limit for one download ran out (download_limits="
+                               "{'seconds': …} changes it).", status=200)
         self.chunks.append(chunk)
 
     def done(self) -> Download:
@@ -152,12 +160,12 @@ class Downloads:
         return await self._fetch(http, url, media)
 
     async def _fetch(self, http: httpx.AsyncClient, url: str, media: str) -> Download:
-        url = self._checked(url)
+        url, deadline = self._checked(url), time.monotonic() + self.limits["seconds"]
         for _ in range(MAX_REDIRECTS + 1):
             async with http.stream("GET", url, follow_redirects=False) as r:
                 nxt = self._redirect(r)
                 if nxt is None:
-                    body = _Body(r, media, self.limits[media])
+                    body = _Body(r, media, self.limits[media], deadline)
                     async for chunk in r.aiter_bytes():
                         body.add(chunk)
                     return body.done()
@@ -171,12 +179,12 @@ class Downloads:
         with self._lock:
             if self._sync is None:
                 self._sync = httpx.Client(timeout=self.timeout, verify=tls_context())
-        url = self._checked(url)
+        url, deadline = self._checked(url), time.monotonic() + self.limits["seconds"]
         for _ in range(MAX_REDIRECTS + 1):
             with self._sync.stream("GET", url, follow_redirects=False) as r:
                 nxt = self._redirect(r)
                 if nxt is None:
-                    body = _Body(r, media, self.limits[media])
+                    body = _Body(r, media, self.limits[media], deadline)
                     for chunk in r.iter_bytes():
                         body.add(chunk)
                     return body.done()

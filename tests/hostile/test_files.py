@@ -88,6 +88,33 @@ async def test_downloads_stop_at_the_size_cap(hostile, client, tmp_path):
     assert job.result.local_path is None and "64" in job.detail
 
 
+async def test_a_dripping_download_gives_up_at_the_time_limit(hostile, client, tmp_path):
+    """A server sending a few bytes at a time, slower than any timeout between reads would catch,
+    cannot hold a download past its overall limit; nothing is saved."""
+    sent = []
+
+    async def drip():
+        yield png_bytes()
+        for _ in range(600):  # a minute if nobody stops reading
+            sent.append(1)
+            yield b"\0" * 16
+            await asyncio.sleep(0.1)
+
+    async def media(request):
+        return StreamingResponse(drip(), media_type="image/png")
+
+    hostile.media_handler = media
+    complete_at(hostile, "slow.png")
+    ss = client(save_results=tmp_path / "saved", download_limits={"seconds": 1})
+    job = await ss.generate("nano-banana", "a fox")
+    res = await job.wait()
+    assert len(sent) <= 30  # about ten drips in the second allowed, not six hundred
+    assert not (tmp_path / "saved").exists() or files_under(tmp_path / "saved") == []
+    assert job.result.local_path is None and "time limit" in job.detail
+    err = await outcome(res.aread())
+    assert err is not None and "time limit" in str(err)
+
+
 def files_under_wal(root) -> list[str]:
     return [p for p in ("ledger0.sqlite3-shm", "ledger0.sqlite3-wal") if (root / p).exists()]
 
