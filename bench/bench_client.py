@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import secrets
 import statistics
 import subprocess
@@ -51,6 +50,9 @@ from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
+
+import sandbox_process  # noqa: E402
+from verdict import verdict  # noqa: E402
 
 from stablestudio_widgets import AsyncStableStudio, Wallet  # noqa: E402
 from stablestudio_widgets.catalog import load as load_catalog  # noqa: E402
@@ -101,14 +103,7 @@ class CountingTransport(httpx.AsyncHTTPTransport):
 # --- the sandbox, in its own process -------------------------------------------------------------------
 
 def start_sandbox(time_scale: float, render: str, nagle: bool) -> tuple[subprocess.Popen, str]:
-    argv = [sys.executable, "-c", SANDBOX, str(time_scale), render, "nagle" if nagle else "nodelay"]
-    proc = subprocess.Popen(argv, cwd=REPO, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    line = proc.stdout.readline() if proc.stdout else ""
-    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"the sandbox did not start: {line!r}")
-    return proc, m.group(1)
+    return sandbox_process.start(SANDBOX, str(time_scale), render, "nagle" if nagle else "nodelay")
 
 
 def stop_sandbox(proc: subprocess.Popen) -> None:
@@ -267,12 +262,8 @@ async def run(args: argparse.Namespace) -> int:
         if o["cpu ms/job"] > r["cpu ms/job"] * (1 + args.cpu_margin):
             failures.append(f"{mode}: ours uses more client CPU per job ({o['cpu ms/job']:.2f} ms vs "
                             f"{r['cpu ms/job']:.2f} ms, margin {args.cpu_margin:.0%})")
-    if failures:
-        print("\nFAIL:\n  " + "\n  ".join(failures))
-        return 1
-    print("\nOK: every job complete, one settlement per job; ours needs no more round trips per paid request "
-          "and no more client CPU per job.")
-    return 0
+    return verdict(failures, "every job complete, one settlement per job; ours needs no more round trips per paid "
+                             "request and no more client CPU per job.")
 
 
 def main() -> int:

@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from verdict import verdict
+
 REPO = Path(__file__).resolve().parents[1]
 IMPORT = """
 import json, time
@@ -90,11 +92,7 @@ def main() -> int:
         failures.append(f"RSS after import is {rss:.1f} MiB")
     if ratio > 1 + args.margin:
         failures.append(f"a Studio is {ratio:.2f}x as slow to be ready with lazy imports")
-    if failures:
-        print("\nFAIL: " + "; ".join(failures))
-        return 1
-    print("\nOK: import within 0.2 s and 35 MiB; a Studio is ready no later than with eager imports.")
-    return 0
+    return verdict(failures, "import within 0.2 s and 35 MiB; a Studio is ready no later than with eager imports.")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_widgets import CHROMIUM, CHROMIUM_ARGS, STATIC, serve  # noqa: E402
+from verdict import verdict  # noqa: E402
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -270,11 +271,8 @@ def main() -> int:
         print(f"ratios shipped/before: update p99 {r[True]['update_p99'] / r[False]['update_p99']:.2f}")
         if r[True]["update_p99"] >= 16:
             failures.append(f"front-end update p99 {r[True]['update_p99']:.1f} ms")
-    if failures:
-        print("\nFAIL: " + "; ".join(failures))
-        return 1
-    print("\nOK: kernel event-loop lag p99 under 20 ms and front-end work per update under 16 ms, as shipped.")
-    return 0
+    return verdict(failures, "kernel event-loop lag p99 under 20 ms and front-end work per update under 16 ms, "
+                             "as shipped.")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
+
+import sandbox_process  # noqa: E402
+from verdict import verdict  # noqa: E402
 
 from stablestudio_widgets import AsyncStableStudio, Wallet  # noqa: E402
 from stablestudio_widgets.catalog import load as load_catalog  # noqa: E402
@@ -104,14 +106,7 @@ class Labelled(httpx.AsyncHTTPTransport):
 
 
 def start_sandbox(scale: float, spread: float, progress: bool, seed: int) -> tuple[subprocess.Popen, str]:
-    argv = [sys.executable, "-c", SANDBOX, str(scale), str(spread), "progress" if progress else "status", str(seed)]
-    proc = subprocess.Popen(argv, cwd=REPO, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    line = proc.stdout.readline() if proc.stdout else ""
-    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"the sandbox did not start: {line!r}")
-    return proc, m.group(1)
+    return sandbox_process.start(SANDBOX, str(scale), str(spread), "progress" if progress else "status", str(seed))
 
 
 def stop_sandbox(proc: subprocess.Popen) -> dict[str, list]:
@@ -261,13 +256,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def report(failures: list[str]) -> int:
-    if failures:
-        print("\nMISSED (progress reported, durations learned: delay ratio <= 0.33 with polls ratio <= 1):\n  "
-              + "\n  ".join(failures))
-        return 1
-    print("\nOK: with progress reported and durations learned, images and videos are at most 1/3 as late "
-          "as the fixed interval, with no more polls.")
-    return 0
+    return verdict(failures, "with progress reported and durations learned, images and videos are at most 1/3 as "
+                             "late as the fixed interval, with no more polls.",
+                   missed="MISSED (progress reported, durations learned: delay ratio <= 0.33 with polls ratio <= 1)")
 
 
 def main() -> int:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import re
+import subprocess
+import sys
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -108,3 +114,27 @@ def clients(sandbox: Sandbox, tmp_path, **defaults: Callable[[Sandbox], Any]):
 def make_client(sandbox, transport, tmp_path):
     """Clients on the sandbox; each keeps a ledger in tmp_path and counts its requests."""
     yield from clients(sandbox, tmp_path, transport=lambda _sb: transport)
+
+
+@contextlib.contextmanager
+def sandbox_process(*flags: str) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """``stablestudio sandbox --port 0 <flags>`` in its own process: yields it, its banner and its URL
+    once it listens (the banner ends with "Ctrl-C"); terminates it afterwards if it still runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    try:
+        banner = ""
+        while "Ctrl-C" not in banner:
+            banner += lines.get(timeout=60)
+        url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", banner).group(1)  # type: ignore[union-attr]
+        yield proc, banner, url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -8,6 +8,8 @@ import sys
 
 from stablestudio_widgets.ledger import Ledger
 
+from .conftest import sandbox_process
+
 
 def cli(*args: str, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stablestudio_widgets", *args], capture_output=True, text=True,
@@ -57,23 +59,13 @@ def test_ledger_summary_and_csv(tmp_path):
 def test_sandbox_command_takes_solana_and_a_solana_wallet_pays_it(tmp_path):
     """``stablestudio sandbox --network solana-devnet``: the printed exports are enough to pay on Solana."""
     import os
-    import threading
-    import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0", "--time-scale",
-                             "0.01", "--network", "base-sepolia", "--network", "solana-devnet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-        deadline = time.monotonic() + 60
-        while not any("Ctrl-C" in line for line in lines):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
-            time.sleep(0.05)
+    with sandbox_process("--time-scale", "0.01", "--network", "base-sepolia", "--network",
+                         "solana-devnet") as (_, banner, _url):
         exports = dict(line.split("export ", 1)[1].split("#")[0].strip().split("=", 1)
-                       for line in lines if "export " in line)
+                       for line in banner.splitlines() if "export " in line)
         assert {"STABLESTUDIO_BASE_URL", "STABLESTUDIO_PRIVATE_KEY", "STABLESTUDIO_SOLANA_KEY"} <= exports.keys()
-        assert "Solana Devnet (solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1)" in "".join(lines)
+        assert "Solana Devnet (solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1)" in banner
         env = {**os.environ, "STABLESTUDIO_HOME": str(tmp_path), "STABLESTUDIO_BASE_URL":
                exports["STABLESTUDIO_BASE_URL"], "STABLESTUDIO_SOLANA_KEY": exports["STABLESTUDIO_SOLANA_KEY"]}
         env.pop("STABLESTUDIO_PRIVATE_KEY", None)
@@ -82,6 +74,3 @@ def test_sandbox_command_takes_solana_and_a_solana_wallet_pays_it(tmp_path):
         assert "on Solana Devnet" in r.stdout and "paid: job " in r.stdout
         ledger = cli("ledger", "--path", str(tmp_path / "ledger.sqlite3"), env=env)
         assert "settled" in ledger.stdout and "Solana Devnet" in ledger.stdout
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
 import re
-import subprocess
-import sys
-import threading
 import time
 from typing import Any
 
@@ -28,6 +24,7 @@ from stablestudio_widgets.catalog import load
 from stablestudio_widgets.sandbox import Sandbox
 from stablestudio_widgets.sandbox.wire import iso
 from stablestudio_widgets.siwx import challenge_info
+from tests.conftest import sandbox_process
 from tests.test_sandbox import NANO, NETWORK, Payer, b64, sign_payment, siwx_header, unb64
 
 TIME_SCALE = 0.002
@@ -448,17 +445,8 @@ def test_legacy_pricing_format_and_404_envelope() -> None:
 
 @pytest.mark.parametrize("reuse", ["bare", "challenge"])
 def test_cli_switches_router_behaviours(reuse: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0",
-                             "--time-scale", "0.01", "--siwx-reuse", reuse, "--402-body", "repeat",
-                             "--extra-fields", "--pricing-format", "pricingMode"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    try:
-        out = ""
-        while "Ctrl-C" not in out:
-            out += lines.get(timeout=20)
-        url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
+    with sandbox_process("--time-scale", "0.01", "--siwx-reuse", reuse, "--402-body", "repeat",
+                         "--extra-fields", "--pricing-format", "pricingMode") as (proc, out, url):
         assert "the real router" in out and f"re-sent sign-ins {reuse}" in out
         with httpx.Client(base_url=url) as http:
             r = http.post(NANO, json={"prompt": "x"})
@@ -470,6 +458,4 @@ def test_cli_switches_router_behaviours(reuse: str) -> None:
             again = http.get("/api/jobs", headers={"SIGN-IN-WITH-X": proof})
             assert again.status_code == 402
             assert ("payment-required" in again.headers) == (reuse == "challenge")
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=15) == 0
+    assert proc.returncode == 0

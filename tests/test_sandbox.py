@@ -12,14 +12,10 @@ import asyncio
 import base64
 import json
 import math
-import queue
 import re
 import secrets
 import signal
 import statistics
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,6 +34,8 @@ from stablestudio_widgets.sandbox import Faults, Sandbox, Timing
 from stablestudio_widgets.sandbox.faults import JOB_ERRORS
 from stablestudio_widgets.sandbox.signin import siwe_message
 from stablestudio_widgets.sandbox.wire import iso
+
+from .conftest import sandbox_process
 
 NETWORK = "eip155:84532"
 ASSET = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
@@ -822,15 +820,7 @@ def test_in_process_asgi_app_works_without_a_server() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_cli_starts_serves_and_stops_cleanly(sig: signal.Signals) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0",
-                             "--time-scale", "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    try:
-        out = ""
-        while "Ctrl-C" not in out:
-            out += lines.get(timeout=20)
-        url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
+    with sandbox_process("--time-scale", "0.01") as (proc, out, url):
         assert f"STABLESTUDIO_BASE_URL={url}" in out
         assert re.search(r"STABLESTUDIO_PRIVATE_KEY=0x[0-9a-f]{64}", out) and "worthless" in out
         assert re.search(r"address: 0x[0-9a-fA-F]{40}", out)
@@ -838,7 +828,3 @@ def test_cli_starts_serves_and_stops_cleanly(sig: signal.Signals) -> None:
         proc.send_signal(sig)
         assert proc.wait(timeout=15) == 0
         assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

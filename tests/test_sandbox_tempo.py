@@ -26,7 +26,7 @@ from stablestudio_widgets.sandbox.tempo import FEE_PAYER
 from stablestudio_widgets.tempo import Call, TempoTransaction
 from stablestudio_widgets.tempo_charge import Charge, build_transaction, parse_charge, sign_charge
 
-from .conftest import TIME_SCALE
+from .conftest import TIME_SCALE, sandbox_process
 
 ROUTE = "/api/generate/nano-banana/generate"
 BODY = {"prompt": "a red fox"}
@@ -364,37 +364,19 @@ def test_gas_price_from_the_rpc_stub_and_hostile_rpcs(tempo_sandbox):
     assert TempoTransaction  # the envelope type the stub's price feeds
 
 
-def _cli_sandbox(*flags: str):
-    """A `stablestudio sandbox` process on Tempo testnet, its banner and its URL."""
-    import re
-    import subprocess
-    import sys
-
-    p = subprocess.Popen([sys.executable, "-m", "stablestudio_widgets", "sandbox", "--port", "0", "--network",
-                          "tempo-testnet", *flags], stdout=subprocess.PIPE, text=True)
-    banner = [p.stdout.readline()]  # printed once the socket listens
-    while "Ctrl-C" not in banner[-1] and banner[-1]:
-        banner.append(p.stdout.readline())
-    return p, "".join(banner), re.search(r"http://127\.0\.0\.1:\d+", banner[0]).group()
-
-
 def test_cli_sandbox_on_tempo_testnet():
-    p, text, url = _cli_sandbox("--tempo-fee-payer")
-    try:
+    with sandbox_process("--network", "tempo-testnet", "--tempo-fee-payer") as (_, text, url):
         assert "# Tempo testnet (MPP) (eip155:42431), fees sponsored" in text and "Base Sepolia" not in text
         assert "/_sandbox/tempo-rpc" in text
         charge = fresh_charge(url)
         assert charge.chain_id == 42431 and charge.fee_payer
         assert pay(url, sign_charge(Wallet.generate(), charge, gas_price=GAS).header).status_code == 200
-    finally:
-        p.terminate()
-        p.wait(timeout=20)
 
 
 def test_cli_sandbox_router_switches_for_mpp():
     """--mpp-lenient lets another `source` through; --mpp-signin-only drops the SIWX challenge on job routes."""
-    p, text, url = _cli_sandbox("--mpp-lenient", "--mpp-signin-only", "--mpp-settle", "after")
-    try:
+    with sandbox_process("--network", "tempo-testnet", "--mpp-lenient", "--mpp-signin-only", "--mpp-settle",
+                         "after") as (_, text, url):
         assert ("settles after the handler, checks only what mppx checks, job routes take only the $0 proof"
                 in text)
         charge = fresh_charge(url)
@@ -405,9 +387,6 @@ def test_cli_sandbox_router_switches_for_mpp():
         (proof,), _ = parse_challenges(poll.headers.get_list("www-authenticate"))
         assert proof.decoded["amount"] == "0" and "sign-in-with-x" not in poll.text
         assert "payment-required" not in poll.headers
-    finally:
-        p.terminate()
-        p.wait(timeout=20)
 
 
 def test_readme_pays_by_hand_on_the_sandbox():
