@@ -190,6 +190,16 @@ describe("JobCard", () => {
     expect(el.querySelector('[data-testid="resume"]').disabled).toBe(false);
   });
 
+  it("offers Retry and Dismiss for a payment that expired unsettled", async () => {
+    const model = show(makeJob({ key: "j9", status: "failed", error: { type: "PaymentRejected", message: "expired unsettled",
+      retryable: true, resumable: false, retry_usd: 0.07, unpaid: true, dismissable: true } }));
+    expect(view.$("retry").textContent).toBe("Retry $0.07");
+    expect(view.$("resume")).toBeNull();
+    click(view.$("dismiss"));
+    await reply(model, "dismiss");
+    expect(model.messages()).toEqual([{ type: "dismiss", key: "j9", request_id: expect.any(String) }]);
+  });
+
   it("offers only the actions the error allows", () => {
     show(makeJob({ status: "timeout", error: { type: "JobTimeout", message: "gave up", retryable: false, resumable: true } }));
     expect(view.$("retry")).toBeNull();

@@ -6,8 +6,9 @@
 //   { key, id, route, model, label, media: "image"|"video", prompt, params, status, detail,
 //     created_at, finished_at, typical_s, cost_usd, receipt, result: {url, thumbnail_url, thumb,
 //     local_path}, error, inspector, uploads: [{name, url, cost_usd, reused}] }
-//   error: {type, message, retryable, resumable, retry_usd}: a Retry shows retry_usd and sends it
-//   as the most it consents to pay (the kernel refuses or asks again above it).
+//   error: {type, message, retryable, resumable, retry_usd, unpaid, dismissable}: a Retry shows
+//   retry_usd and sends it as the most it consents to pay (the kernel refuses or asks again above
+//   it); `dismissable`: a payment that expired unsettled (nothing paid) may be closed.
 // `result.thumb` is a small embedded JPEG: shown when the media URL no longer answers (a saved
 // notebook whose sandbox is gone, an expired URL).
 
@@ -28,7 +29,7 @@ export function cardRequest(type, job, key = job.key) {
 
 /**
  * @param job      job record
- * @param options  { onAction(type, job)  "retry" | "resume" | "dismiss" (a cancelled card) |
+ * @param options  { onAction(type, job)  "retry" | "resume" | "dismiss" (a cancelled or expired card) |
  *                                      "download" | "open" (image clicked);
  *                                      for requests it returns the kernel's reply (a Promise): the
  *                                      buttons stay busy until it settles and a refusal is shown on the card,
@@ -204,6 +205,7 @@ export function createJobCard(job, options = {}) {
       h("p", { class: "ssw-card__errortext", testid: "error" }, message),
       e?.retryable && action("retry", e.retry_usd != null ? `Retry ${formatUsd(e.retry_usd)}` : "Retry", "Retrying…"),
       e?.resumable && action("resume", "Resume", "Resuming…"),
+      e?.dismissable && action("dismiss", "Dismiss", "Dismissing…"),
     );
   }
 
