@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS payments (
   body TEXT, amount INTEGER NOT NULL, asset TEXT, network TEXT, pay_to TEXT, payer TEXT,
   valid_before INTEGER, payload TEXT NOT NULL, status TEXT NOT NULL, tx TEXT, receipt TEXT,
   job_id TEXT, upload_id TEXT, error TEXT, session TEXT, signed_at REAL NOT NULL, updated_at REAL NOT NULL,
-  pay_method TEXT);
+  pay_method TEXT, dismissed_at REAL);
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
 CREATE INDEX IF NOT EXISTS payments_signed_at ON payments(signed_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -66,7 +66,7 @@ def _marks(statuses: tuple[str, ...]) -> str:
 
 #: Columns added since the first release (older rows hold NULL: an EVM ``exact`` payment).
 #: Columns added since a ledger file could have been made, by table (they start empty).
-MIGRATIONS = {"payments": (("pay_method", "TEXT"),),
+MIGRATIONS = {"payments": (("pay_method", "TEXT"), ("dismissed_at", "REAL")),
               "jobs": (("variant", "TEXT"), ("run_s", "REAL"), ("reported_progress", "INTEGER"),
                        ("progress_shape", "TEXT"))}
 

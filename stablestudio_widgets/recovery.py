@@ -14,16 +14,17 @@ import httpx
 
 from .boundary import wire_params
 from .catalog import Catalog, Route
-from .errors import PaymentRejected, StableStudioError
+from .errors import JobInterrupted, PaymentRejected, StableStudioError, fmt_usd, usd
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
 from .ledger import Ledger
 from .payments import Payments
 from .service import json_or_none
 from .siwx import parse_iso
-from .status import OPEN_PAYMENTS, JobStatus, PaymentStatus, kind
+from .status import OPEN_PAYMENTS, PaymentStatus, kind
 from .tracker import JobTracker, route_from_type
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
+LOST = (PaymentStatus.SETTLED, PaymentStatus.EXPIRED)  # beside open ones: a lost answer's fate, as known
 ListJobs = Callable[..., Awaitable[list[AsyncJob]]]
 Found = Callable[[AsyncJob], Any]
 
@@ -56,18 +57,39 @@ class Recovery:
                 for row in rows]
 
     def lost_answer(self, p: dict[str, Any], route_id: str, params: dict[str, Any]) -> AsyncJob | None:
-        """The job of payment ``p`` (a ledger row) while its answer is lost and it may have gone
-        through (in this kernel or an earlier one); its card says so, and a resume gives it the job
-        that payment bought (``JobTracker.awaiting``). None once the payment's fate is known."""
-        if p["job_id"] or (p["status"] not in OPEN_PAYMENTS and p["status"] != PaymentStatus.SETTLED):
+        """The job of payment ``p`` (a ledger row) whose answer was lost (in this kernel or an
+        earlier one): its card says what is known of the payment (``lost_answer_error``) and a
+        resume gives it the job that payment bought (``JobTracker.awaiting``); once the payment
+        expired unsettled, its Retry pays anew. None once the payment's job is known."""
+        if p["job_id"] or (p["status"] not in OPEN_PAYMENTS and p["status"] not in LOST):
             return None
         job = self.tracker.awaiting(p["nonce"])
         if job is None:
             job = self.tracker.new_job(route_id, params)
-            job.payment = (p["nonce"], p["amount"])
-            job.stage(JobStatus.PAYING)
-            job.interrupted(StableStudioError("the kernel that sent it stopped before its answer came"))
+            job.payment, job.created_at = (p["nonce"], p["amount"]), p["signed_at"]
+            job.refused(lost_answer_error(route_id, p))
         return job
+
+    def lost_answers(self) -> list[AsyncJob]:
+        """A job for each generation this wallet paid for on this service whose answer was lost
+        and whose card nobody closed: what a Gallery of the ledger shows beside its past jobs."""
+        expired = [p for p in self.ledger.payments(status=PaymentStatus.EXPIRED)
+                   if p["kind"] == "generate" and not p["job_id"] and not p["dismissed_at"]]
+        jobs = []
+        for p in [*self._open_payments(), *expired]:
+            route = self.catalog.routes.get(p["route"])
+            if route is not None and p["url"].startswith(self.base_url + "/"):
+                job = self.lost_answer(p, route.id, wire_params(route, json.loads(p["body"] or "{}")))
+                if job is not None:
+                    jobs.append(job)
+        return jobs
+
+    def closed(self, job: AsyncJob) -> None:
+        """The user closed the card of ``job`` (dismissed or retried): if it was a payment that
+        expired unsettled, the next kernel's Gallery does not show it again."""
+        p = self.ledger.payment(job.payment[0]) if job.payment is not None and job.id is None else None
+        if p is not None and p["status"] == PaymentStatus.EXPIRED:
+            self.ledger.update_payment(p["nonce"], dismissed_at=time.time())
 
     async def resume(self, found: Found | None = None) -> list[AsyncJob]:
         """Finish what was paid for but never finished (crash, restart, timeout, network fault).
@@ -133,7 +155,7 @@ class Recovery:
                 data = json_or_none(r) or {}
                 self._adopt(job, data.get("jobId") or data.get("id"), p, receipt)
                 return job
-        found = await self.find_paid_job(route, body, p["signed_at"], p["payer"])
+        found = await self.find_paid_job(route, body, p["signed_at"], p["payer"], settle_by=p["valid_before"])
         if found:
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.SETTLED)
             self._adopt(job, found, p, None)
@@ -144,9 +166,7 @@ class Recovery:
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.EXPIRED,
                                        error="validity ran out and the service shows no job for it")
             if owner is not None:
-                owner.refused(PaymentRejected(
-                    f"{route.id}: the payment expired unsettled and the service shows no job for it. Nothing was "
-                    "paid. Retry with job.retry() (a new payment) or try another model."))
+                owner.refused(lost_answer_error(route.id, {**p, "status": PaymentStatus.EXPIRED}))
                 return None
         if owner is not None:
             owner.progress("The service shows no job for this payment yet: Resume looks again")
@@ -157,11 +177,16 @@ class Recovery:
                            status="pending", receipt=receipt, created_at=p["signed_at"])
 
     async def find_paid_job(self, route: Route, body: dict[str, Any], since: float,
-                            payer: str | None = None) -> str | None:
-        """After a possibly-settled payment: the job it bought (among ``payer``'s), by route, prompt and time."""
+                            payer: str | None = None, *, settle_by: float | None = None) -> str | None:
+        """After a possibly-settled payment: the job it bought (among ``payer``'s), by route, prompt and
+        time. A payment that could settle only until ``settle_by`` (its validity) bought a job by
+        then, listed within the service's grace: one look suffices once that has passed."""
         payer = payer if payer in self.tracker.service.wallet.addresses.values() else None
         scale = self.tracker.time_scale
-        deadline = time.monotonic() + max(NOT_FOUND_GRACE_S * scale, MIN_SEARCH_S)
+        search_s = max(NOT_FOUND_GRACE_S * scale, MIN_SEARCH_S)
+        if settle_by is not None:
+            search_s = min(search_s, settle_by + NOT_FOUND_GRACE_S * scale - time.time())
+        deadline = time.monotonic() + search_s
         while True:
             known = {row["id"] for row in self.ledger.jobs(limit=500)}
             try:
@@ -180,6 +205,32 @@ class Recovery:
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(max(1.0 * scale, 0.05))
+
+
+def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
+    """What a card says of payment ``p`` (a ledger row) whose answer was lost, as the ledger knows
+    it: settled, possibly paid while its authorization is valid (until when) or after it ran out
+    (not known until a resume looks), or expired unsettled (nothing paid: a retry pays anew)."""
+    cost, until = fmt_usd(usd(p["amount"])), _clock(p["valid_before"])
+    if p["status"] == PaymentStatus.EXPIRED:
+        return PaymentRejected(
+            f"{route_id}: its payment ({cost}) expired unsettled at {until} and the service shows no job for it. "
+            "Nothing was paid. Retry with job.retry() (a new payment) or try another model.", nonce=p["nonce"])
+    if p["status"] == PaymentStatus.SETTLED:
+        known = "It was paid: the payment settled, and the answer naming its job was lost"
+    elif p["valid_before"] > time.time():
+        known = f"It may have been paid — the authorization stays valid until {until}"
+    else:
+        known = (f"It may have been paid before its authorization expired at {until}: whether it settled is "
+                 "not known yet")
+    return JobInterrupted(f"{route_id}: the answer to its payment ({cost}) was lost. {known}. ss.resume() looks "
+                          "for the job it bought (it is not paid again).", job_id="", paid_usd=usd(p["amount"]))
+
+
+def _clock(ts: float) -> str:
+    """A time as a card says it: HH:MM (local time), with the date when it is not today."""
+    t = time.localtime(ts)
+    return time.strftime("%H:%M" if t[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M", t)
 
 
 def _ts(value: Any) -> float | None:

@@ -507,6 +507,102 @@ def test_an_unexpected_error_while_polling_is_on_the_card_and_resume_polls_again
     client.close()
 
 
+def clock(ts: float) -> str:
+    """A time of day as cards say it (HH:MM, the kernel's local time)."""
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def lose_answers(ss, sandbox, prompts: list[str], *, settle: bool) -> list[dict]:
+    """A kernel that stops between signing a payment and reading its answer (``settle``: after the
+    service settled it and made the job, else before the payment reached the service); the ledger
+    keeps the payment rows (no job rows), returned as they are after the kernel is gone."""
+    wire = Wire()
+    gone = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    for prompt in prompts:
+        settled = len(sandbox.settlements)
+        if settle:  # the answer is lost after settling; the kernel stops before its resend is answered
+            sandbox.set_faults(drop_after_settle_rate=1.0, drop_mode="reset")
+            wire.trip = lambda r, n=settled: paid_post(r) and len(sandbox.settlements) > n
+        else:
+            wire.trip = paid_post
+        with pytest.raises(RuntimeError, match="caught fire"):  # what stops the kernel
+            gone.generate("grok", prompt)
+        sandbox.set_faults(drop_after_settle_rate=0.0)
+    gone.close()
+    rows = ss.ledger.payments()
+    assert [p["job_id"] for p in rows] == [None] * len(prompts) and {p["status"] for p in rows} == {"uncertain"}
+    return rows
+
+
+def test_a_gallery_from_the_ledger_shows_a_payment_whose_answer_a_gone_kernel_lost(ss, sandbox):
+    """The service settled a payment, and the kernel that sent it stopped before its answer came:
+    the next kernel's Gallery shows that payment as a card (it may have been paid; until when its
+    authorization stays valid), whose Resume gives it the job it bought, never paying again."""
+    (p,) = lose_answers(ss, sandbox, ["paid, then the kernel stopped"], settle=True)
+    assert len(sandbox.settlements) == 1
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later)
+    assert g.jobs == []  # the session's own jobs: none yet
+    g.show_ledger = True
+    until(lambda: g.jobs)  # its card, once flushed
+    (card,) = g.jobs
+    err = card["error"]
+    assert card["status"] == "failed" and card["prompt"] == "paid, then the kernel stopped"
+    assert f"may have been paid — the authorization stays valid until {clock(p['valid_before'])}" in err["message"]
+    assert err["resumable"] and not err["retryable"] and not err["dismissable"] and "$0.07" in err["message"]
+    assert "ss.resume" not in err["message"] and "Resume" in err["message"]
+    assert card["created_at"] == int(p["signed_at"] * 1000)  # where it happened in the history
+    replies = Replies(g)
+    refused = replies.request({"type": "retry", "key": card["key"], "amount_usd": 0.07})  # never paid twice:
+    assert refused["ok"]  # a Retry of a card that may be paid looks for the job instead
+    until(lambda: g.jobs[0]["status"] == "complete")
+    assert [j["key"] for j in g.jobs] == [card["key"]], g.jobs  # the same card got the job
+    assert g.jobs[0]["id"] == sandbox.settlements[0]["job_id"] and g.jobs[0]["result"]["url"]
+    assert len(sandbox.settlements) == 1 and later.stats["signatures"] == 0
+    assert ss.ledger.payment(p["nonce"])["job_id"] == g.jobs[0]["id"]
+    later.close()
+
+
+def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dismiss(ss, sandbox):
+    """Payments whose answers were lost before they reached the service, seen by a kernel that
+    starts after their authorizations expired: their cards say they may have been paid until
+    then; Resume checks (no job: expired unsettled, nothing paid), then Retry pays anew at the
+    price shown or Dismiss closes the card, and a later kernel shows neither again."""
+    rows = lose_answers(ss, sandbox, ["never arrived", "never arrived either"], settle=False)
+    expired_at = int(time.time()) - 60
+    for p in rows:  # the next kernel starts after they expired (the ledger's clock, moved on)
+        ss.ledger.update_payment(p["nonce"], valid_before=expired_at)
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later)
+    g.show_ledger = True
+    until(lambda: len(g.jobs) == 2)
+    for card in g.jobs:
+        assert card["error"]["resumable"] and not card["error"]["retryable"]
+        assert f"may have been paid before its authorization expired at {clock(expired_at)}" in card["error"]["message"]
+    replies = Replies(g)
+    assert replies.request({"type": "resume", "key": g.jobs[0]["key"]})["ok"]
+    until(lambda: all(j["error"]["retryable"] for j in g.jobs))  # checked: no job for either
+    for card in g.jobs:
+        err = card["error"]
+        assert "expired unsettled" in err["message"] and "Nothing was paid" in err["message"]
+        assert not err["resumable"] and err["dismissable"] and err["retry_usd"] == 0.07
+    assert {p["status"] for p in ss.ledger.payments()} == {"expired"} and sandbox.settlements == []
+    retried, dismissed = g.jobs
+    assert replies.request({"type": "retry", "key": retried["key"], "amount_usd": 0.07})["ok"]
+    assert replies.request({"type": "dismiss", "key": dismissed["key"]})["ok"]
+    until(lambda: any(j["status"] == "complete" for j in g.jobs))
+    assert dismissed["key"] not in [j["key"] for j in g.jobs] and len(sandbox.settlements) == 1
+    history = next(j for j in g.jobs if j["key"] == retried["key"])
+    assert not history["error"]["retryable"] and "Retried" in history["detail"]
+    again = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g2 = Gallery(again)
+    g2.show_ledger = True
+    g2._feed.flush()  # what it shows, now
+    assert [(j["prompt"], j["status"]) for j in g2.jobs] == [(retried["prompt"], "complete")]
+    later.close()
+    again.close()
+
+
 def test_studio_pays_with_the_parameters_its_job_holds(ss, sandbox):
     """One set of parameters: the validated wire form the job holds is what is paid for and what the
     service gets (a form's digit string for an integer is sent as the number), also after a confirmation."""
@@ -736,13 +832,76 @@ def test_a_restored_compare_resumes_a_cell_whose_answer_its_kernel_lost(ss, sand
     until(lambda: next(x for x in restored.cells if x["key"] == lost_key)["job"])  # its card, once flushed
     cell = next(x for x in restored.cells if x["key"] == lost_key)
     assert cell["job"]["error"]["resumable"] and not cell["job"]["error"]["retryable"]
-    assert "may have gone through" in cell["job"]["error"]["message"]
+    assert "may have been paid — the authorization stays valid until" in cell["job"]["error"]["message"]
     replies = Replies(restored)
     assert replies.request({"type": "resume", "key": lost_key})["ok"]
     until(lambda: all(x["job"] and x["job"]["status"] == "complete" for x in restored.cells))
     assert len(sandbox.settlements) == 2  # the lost payment settled once, nothing paid again
     saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
     assert saved == {x["key"]: x["job"]["id"] for x in restored.cells}
+    later.close()
+
+
+def test_a_restored_compare_cell_whose_lost_payment_expired_unsettled_offers_retry(ss, sandbox):
+    """A cell's payment lost its answer and expired unsettled before the grid was reloaded: the
+    cell says so (nothing was paid) and its Retry pays anew, at the price it shows."""
+    wire = Wire()
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=first, blind=False)
+    until(lambda: c.state == "ready")
+    wire.trip = paid_post  # one cell's payment is signed and never reaches the service
+    c.run().wait()
+    until(lambda: sorted(bool(x["job_id"]) for x in ss.ledger.comparison(c.comparison_id)["cells"]) == [False, True])
+    lost = next(x for x in ss.ledger.comparison(c.comparison_id)["cells"] if not x["job_id"])
+    ss.ledger.update_payment(lost["payment"], valid_before=int(time.time()) - 60)  # an hour later, say
+    first.resume()  # no job for it and its authorization ran out: expired unsettled
+    assert ss.ledger.payment(lost["payment"])["status"] == "expired"
+    first.close()
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)
+
+    def cell():
+        return next(x for x in restored.cells if x["key"] == lost["key"])
+
+    until(lambda: cell()["job"])  # its card, once flushed
+    err = cell()["job"]["error"]
+    assert cell()["job"]["status"] == "failed" and "expired unsettled" in err["message"]
+    assert "Nothing was paid" in err["message"] and "Retry pays again" in err["message"]
+    assert err["retryable"] and err["retry_usd"] == 0.07 and not err["resumable"] and not err["dismissable"]
+    replies = Replies(restored)
+    assert replies.request({"type": "retry", "key": lost["key"], "amount_usd": 0.07})["ok"]
+    until(lambda: all(x["job"] and x["job"]["status"] == "complete" for x in restored.cells))
+    assert len(sandbox.settlements) == 2  # the other cell, and the retry: the expired payment never settled
+    until(lambda: all(x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]))
+    saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
+    assert saved == {x["key"]: x["job"]["id"] for x in restored.cells}
+    later.close()
+
+
+def test_a_restored_blind_compare_cell_retries_at_the_price_its_payment_had(ss, sandbox):
+    """Blind, the Retry button shows no price and the grid was not quoted again after the reload:
+    the retry consents to what the cell's lost payment was for, no more."""
+    wire = Wire()
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok"], client=first)
+    until(lambda: c.state == "ready")
+    wire.trip = paid_post
+    c.run().wait()
+    until(lambda: ss.ledger.comparison(c.comparison_id)["cells"][0]["payment"])
+    (lost,) = ss.ledger.comparison(c.comparison_id)["cells"]
+    ss.ledger.update_payment(lost["payment"], valid_before=int(time.time()) - 60)
+    first.resume()
+    first.close()
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE,
+                         confirm_above_usd=0.01)  # every payment needs consent
+    restored = Compare.load(c.comparison_id, client=later)
+    until(lambda: restored.cells[0]["job"])
+    err = restored.cells[0]["job"]["error"]
+    assert err["retryable"] and "retry_usd" not in err and "grok" not in json.dumps(restored.cells).lower()
+    assert "Nothing was paid" in err["message"]
+    assert Replies(restored).request({"type": "retry", "key": lost["key"]})["ok"]
+    until(lambda: restored.cells[0]["job"]["status"] == "complete")
+    assert len(sandbox.settlements) == 1
     later.close()
 
 

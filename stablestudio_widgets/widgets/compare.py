@@ -25,7 +25,7 @@ from ..policy import Consent
 from ..status import JobStatus
 from ._runtime import Bridge, css, esm, report
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
-from .records import job_record, jsonable, ledger_records, mask_record
+from .records import job_record, jsonable, ledger_records, mask_record, retry_price
 from .scoring import Tables
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
@@ -91,6 +91,7 @@ class Compare(Tables, FeedWidget):
         super().__init__(comparison_id=comparison_id or uuid.uuid4().hex[:12], prompts=list(prompts),
                          transpose=transpose, blind=blind, vote_mode=vote_mode, repeats=int(repeats))
         self._feed = JobFeed(self, self._bridge, "_records", mask=lambda _job: self.blind and not self.revealed)
+        self._feed.dismiss = False  # a cell keeps its card: Retry, never nothing to press
         self._feed.on_flush.append(self._publish)
         self._feed.on_found.append(self._found)
         self._feed.on_retried.append(self._retried)
@@ -246,10 +247,11 @@ class Compare(Tables, FeedWidget):
         """Retry or resume a cell on the path of every job card (``JobFeed.act``). A blind card shows
         no price: its Retry consents to the cell's quote."""
         cell = self._cell(key)
-        if confirm_usd is None:
-            confirm_usd = getattr(self, "_per_cell", {}).get(cell.key)
-        if cell.job is not None:
-            return self._feed.act(kind, cell.job.key, confirm_usd)
+        job = cell.job
+        if confirm_usd is None:  # the cell's quote, or (a restored grid) the price its job was last asked
+            confirm_usd = getattr(self, "_per_cell", {}).get(cell.key) or (job and retry_price(job, job.error))
+        if job is not None:
+            return self._feed.act(kind, job.key, confirm_usd)
         record = cell.record or {}
         if not record:
             raise InvalidParams(f"Cell {key} has not run yet: Run pays for every cell.", field="key")

@@ -17,7 +17,7 @@ from ..jobs import AsyncJob
 from ..results import Result
 from ..status import LOCAL, VOCABULARY, JobStatus, kind
 from ._runtime import Bridge, report
-from .records import job_record
+from .records import job_record, recovery
 from .static import page_html
 
 FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
@@ -47,6 +47,7 @@ class JobFeed:
         # Payment-inspector steps in records: all (True), none (False) or the newest N (they are ~3.5 KB
         # each and a saved notebook keeps them).
         self.inspector = inspector
+        self.dismiss = True  # a card whose payment expired unsettled may be closed (Compare: its cell keeps it)
         self.on_flush: list[Any] = []
         self.dismissed: set[str] = set()  # cards the user closed: not followed again
         self.retried: set[str] = set()  # failed cards kept as history next to their retry
@@ -92,15 +93,17 @@ class JobFeed:
         """Every record, newest first, rebuilding only the ``stale`` ones (None: all)."""
         newest = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
         keep = {j.key for j in newest[: self.inspector if self.inspector is not True else len(newest)]}
-        live = []
+        live, registry = [], self.bridge.aio.tracker.jobs
         for j in self.jobs.values():
+            if j.id and registry.get(j.id, j) is not j:
+                continue  # one card per job: a listing's copy gave way to the card the job was paid for
             if j.result is not None and j.result.thumb is None and j.key not in self._thumbing:
                 self._thumbing.add(j.key)
                 self.bridge.spawn(self.guard(self._thumbnail(j)))
             cached = self._cache.get(j.key)
             if stale is None or j.key in stale or cached is None or cached[0] != (j.key in keep):
                 masked = bool(self.mask and self.mask(j))
-                cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep))
+                cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep, dismiss=self.dismiss))
                 self._cache[j.key] = cached
             live.append(self._as_history(cached[1]) if j.key in self.retried else cached[1])
         shown = {j.id for j in self.jobs.values() if j.id}
@@ -179,8 +182,13 @@ class JobFeed:
                 "detail": "Retried: the newer card is the new attempt"}
 
     def _dismiss(self, job: AsyncJob) -> None:
-        if VOCABULARY["job_status"].get(job.status, {}).get("kind") != "cancelled":
-            raise InvalidParams("Only a cancelled card can be dismissed: this one has a job to keep.", field="key")
+        """Close a card that holds nothing paid: a cancelled one, or one whose payment expired
+        unsettled (the ledger remembers: the next kernel's Gallery does not show it again)."""
+        closable = job.error is not None and recovery(job, job.error, self.dismiss)["dismissable"]
+        if kind(job.status) != "cancelled" and not closable:
+            raise InvalidParams("Only a cancelled card, or one whose payment expired unsettled, can be dismissed: "
+                                "this one has a job to keep.", field="key")
+        self.bridge.aio.recovery.closed(job)
         with self._lock:
             self.jobs.pop(job.key, None)
             self._cache.pop(job.key, None)
@@ -192,6 +200,7 @@ class JobFeed:
         confirmation threshold decides), never reading a local file by path. The new attempt gets
         its own card; the failed one stays, as history."""
         fresh = self.bridge.aio.tracker.new_job(job.route.id, dict(job.params))
+        self.bridge.aio.recovery.closed(job)
         self.retried.add(job.key)
         self._changed(job)
         self.track(fresh)

@@ -48,3 +48,7 @@ class Gallery(FeedWidget):
     def _toggle_ledger(self, change: dict[str, Any]) -> None:
         aio = self._bridge.aio
         self._feed.show_ledger(ledger_records(aio.ledger, aio.catalog, aio.base_url) if change["new"] else {})
+        # Payments whose answers were lost (no job row): each shows as the job it paid for, with what
+        # is known of it; its Resume finds that job, or its Retry pays anew once it expired unsettled.
+        for job in aio.recovery.lost_answers() if change["new"] else ():
+            self._feed.track(job)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..boundary import result_url, wire_params
 from ..catalog import Catalog, Route
-from ..errors import ConfirmationRequired, JobFailed, JobTimeout, StableStudioError
+from ..errors import ConfirmationRequired, JobFailed, JobTimeout, StableStudioError, usd
 from ..jobs import AsyncJob, JobEvent
 from ..siwx import text_for
 from ..status import FINAL
@@ -48,8 +48,10 @@ def _record(route: Route, *, key: str, id: str | None, params: dict[str, Any], s
             "uploads": []}
 
 
-def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -> dict[str, Any]:
-    """A live job as a card record; ``masked`` hides everything that names or prices the model."""
+def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True,
+               dismiss: bool = True) -> dict[str, Any]:
+    """A live job as a card record; ``masked`` hides everything that names or prices the model;
+    ``dismiss``: the widget lets a card whose payment expired unsettled be closed."""
     err = job.error
     res = job.result
     record = _record(
@@ -58,7 +60,7 @@ def job_record(job: AsyncJob, *, masked: bool = False, inspector: bool = True) -
         cost_usd=job.cost_usd, receipt=job.receipt.to_dict() if job.receipt else None,
         result={"url": res.url, "thumbnail_url": res.thumbnail_url, "local_path": res.local_path, "thumb": res.thumb}
         if res else None,
-        error={**err.to_dict(), "message": for_card(str(err)), **recovery(job, err)} if err else None,
+        error={**err.to_dict(), "message": for_card(str(err)), **recovery(job, err, dismiss)} if err else None,
         inspector=inspector_steps(job) if inspector else [])
     record["uploads"] = [dict(u) for u in getattr(job, "uploads", [])]
     return mask_record(record) if masked else record
@@ -82,25 +84,31 @@ def for_card(message: str) -> str:
     return message
 
 
-def recovery(job: AsyncJob, err: StableStudioError) -> dict[str, Any]:
+def recovery(job: AsyncJob, err: StableStudioError, dismiss: bool = True) -> dict[str, Any]:
     """What a card may offer. A paid job that did not finish (timed out, not found, interrupted)
     and a request whose payment may have settled (no job id yet, money possibly moved) are
     resumable, never retryable: a retry would sign a second payment for what was paid. A retry
     (a failed job, or a request that ended before anything was paid) shows the amount it consents
-    to (``retry_usd``): what the job cost, or the price it was last asked, or the route table's estimate."""
+    to (``retry_usd``): what the job cost, or the price it was last asked, or the route table's
+    estimate. A card whose payment expired unsettled may also be closed (``dismissable``)."""
     maybe_paid = job.id is None and err.paid_usd > 0
     retryable = isinstance(err, JobFailed) or (job.id is None and not maybe_paid)
     return {"retryable": retryable,
             "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid,
-            "retry_usd": retry_price(job, err) if retryable else None}
+            "retry_usd": retry_price(job, err) if retryable else None,
+            "unpaid": job.id is None and not maybe_paid,  # nothing was paid for the generation
+            "dismissable": dismiss and job.id is None and job.payment is not None and not maybe_paid}
 
 
 def retry_price(job: AsyncJob, err: StableStudioError | None) -> float:
-    """What a retry of ``job`` consents to pay: its last known price."""
+    """What a retry of ``job`` consents to pay: its last known price (what it cost, what it was
+    asked, what its lost payment was for)."""
     if job.cost_usd is not None:
         return job.cost_usd
     if isinstance(err, ConfirmationRequired):
         return err.price_usd
+    if job.payment is not None:
+        return usd(job.payment[1])
     return job.route.price_atomic(job.params) / 1e6
 
 
@@ -110,8 +118,17 @@ def mask_record(record: dict[str, Any]) -> dict[str, Any]:
     err = record.get("error")
     return {**record, "route": "", "model": "", "label": "", "params": {"prompt": record.get("prompt", "")},
             "cost_usd": None, "receipt": None, "inspector": [], "typical_s": None, "uploads": [],
-            "error": {"type": err.get("type"), "retryable": err.get("retryable"), "resumable": err.get("resumable"),
-                      "message": "This cell failed; details are shown after the reveal."} if err else None}
+            "error": {**{k: err.get(k) for k in ("type", "retryable", "resumable", "unpaid", "dismissable")},
+                      "message": _blind_words(err)} if err else None}
+
+
+def _blind_words(err: dict[str, Any]) -> str:
+    """A masked cell's error: what it cost and what to do, naming no model."""
+    if err.get("resumable"):
+        return "This cell may have been paid: Resume looks for its job (never paying again). Details after the reveal."
+    if err.get("unpaid"):
+        return "Nothing was paid for this cell: Retry pays anew. Details are shown after the reveal."
+    return "This cell failed; details are shown after the reveal."
 
 
 def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 500) -> dict[str, dict[str, Any]]:
