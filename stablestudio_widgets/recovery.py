@@ -79,7 +79,7 @@ class Recovery:
         for p in [*self._open_payments(), *expired]:
             route = self.catalog.routes.get(p["route"])
             if route is not None and p["url"].startswith(self.base_url + "/"):
-                job = self.lost_answer(p, route.id, wire_params(route, json.loads(p["body"] or "{}")))
+                job = self.lost_answer(p, route.id, _ledger_params(route, p["body"]))
                 if job is not None:
                     jobs.append(job)
         return jobs
@@ -211,20 +211,29 @@ def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
     """What a card says of payment ``p`` (a ledger row) whose answer was lost, as the ledger knows
     it: settled, possibly paid while its authorization is valid (until when) or after it ran out
     (not known until a resume looks), or expired unsettled (nothing paid: a retry pays anew)."""
-    cost, until = fmt_usd(usd(p["amount"])), _clock(p["valid_before"])
+    valid_before = p["valid_before"] if isinstance(p["valid_before"], (int, float)) else 0  # read back: checked
+    cost, until = fmt_usd(usd(p["amount"])), _clock(valid_before)
     if p["status"] == PaymentStatus.EXPIRED:
         return PaymentRejected(
             f"{route_id}: its payment ({cost}) expired unsettled at {until} and the service shows no job for it. "
             "Nothing was paid. Retry with job.retry() (a new payment) or try another model.", nonce=p["nonce"])
     if p["status"] == PaymentStatus.SETTLED:
         known = "It was paid: the payment settled, and the answer naming its job was lost"
-    elif p["valid_before"] > time.time():
+    elif valid_before > time.time():
         known = f"It may have been paid — the authorization stays valid until {until}"
     else:
         known = (f"It may have been paid before its authorization expired at {until}: whether it settled is "
                  "not known yet")
     return JobInterrupted(f"{route_id}: the answer to its payment ({cost}) was lost. {known}. ss.resume() looks "
                           "for the job it bought (it is not paid again).", job_id="", paid_usd=usd(p["amount"]))
+
+
+def _ledger_params(route: Route, body: Any) -> dict[str, Any]:
+    """The params a ledger row kept for a payment's request, checked like the service's."""
+    try:
+        return wire_params(route, json.loads(body or "{}"))
+    except (TypeError, ValueError, RecursionError):
+        return {}
 
 
 def _clock(ts: float) -> str:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,15 @@ from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.sandbox import Faults, Sandbox
 
 TIME_SCALE = 0.002  # a 5 s image takes 10 ms; a 3.5 min video under half a second
+
+
+def until(cond: Callable[[], Any], seconds: float = 30.0) -> None:
+    """Wait for a condition reached asynchronously (a widget's cards reach it ~50 ms after a job
+    changes; a server carries on after a client gave up): a deadline, never a sleep."""
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from stablestudio_widgets.sandbox.faults import JOB_ERRORS
 from stablestudio_widgets.sandbox.signin import siwe_message
 from stablestudio_widgets.sandbox.wire import iso
 
-from .conftest import sandbox_process
+from .conftest import sandbox_process, until
 
 NETWORK = "eip155:84532"
 ASSET = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
@@ -150,14 +150,6 @@ class Payer:
 
     def jobs(self) -> list[Any]:
         return [j for j in self.sb.jobs.values() if j.payer == self.address]
-
-
-def eventually(condition: Any, timeout: float = 10.0) -> None:
-    """Poll ``condition`` until it holds (for effects of requests the client gave up on)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def refusal(r: httpx.Response) -> str:
@@ -724,7 +716,7 @@ def test_5xx_and_delay_after_settle() -> None:
         with pytest.raises(httpx.ReadTimeout):
             client.post(NANO, json={"prompt": "x"}, timeout=0.3,
                         headers={"PAYMENT-SIGNATURE": payer.header(NANO, {"prompt": "x"})})
-        eventually(lambda: len(s.settlements) == 1)  # the server carries on after the client gave up
+        until(lambda: len(s.settlements) == 1)  # the server carries on after the client gave up
         started = time.monotonic()
         assert payer.pay(NANO, {"prompt": "y"}).status_code == 200
         assert time.monotonic() - started >= 0.6

@@ -25,6 +25,8 @@ from stablestudio_widgets import (
 )
 from stablestudio_widgets.widgets.records import job_record
 
+from .conftest import until
+
 
 @pytest.fixture
 def key():
@@ -41,6 +43,16 @@ def assert_no_key(text: str, key: str) -> None:
     assert not re.search(key[:24], lowered)  # not even a prefix long enough to matter
 
 
+def shown(job, studio, gallery, card) -> None:
+    """Wait until every widget shows ``job`` finished, with its payment steps where it keeps them:
+    a card reaches a widget ~50 ms after its job changed."""
+    def finished(records) -> bool:
+        return [(r.get("key"), r.get("status")) for r in records] == [(job.aio.key, "complete")]
+
+    until(lambda: finished(studio.jobs) and finished(gallery.jobs) and finished([card.job])
+          and studio.jobs[0]["inspector"] and card.job["inspector"])
+
+
 def test_widget_state_reprs_and_exceptions_hold_no_key(sandbox, key, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     logging.getLogger().setLevel(logging.DEBUG)
@@ -50,6 +62,7 @@ def test_widget_state_reprs_and_exceptions_hold_no_key(sandbox, key, tmp_path, c
     job = ss.generate("nano-banana", "a secretless fox")
     job.wait()
     card = JobCard(job)
+    shown(job, studio, gallery, card)  # what goes to the front end is read once the cards are there
     texts = [repr(ss), repr(ss.wallet), str(ss.wallet), repr(job), json.dumps(job_record(job.aio), default=str)]
     for w in (studio, gallery, card):
         texts.append(json.dumps(w.get_state(), default=str))
@@ -128,8 +141,10 @@ def test_a_solana_key_stays_in_the_wallet(key, tmp_path, caplog):
     studio, gallery = Studio(ss), Gallery(ss)
     job = ss.generate("nano-banana", "a secretless fox on Solana")
     job.wait()
+    card = JobCard(job)
+    shown(job, studio, gallery, card)
     texts = [repr(ss), repr(ss.wallet), str(ss.wallet), repr(job), json.dumps(job_record(job.aio), default=str),
-             json.dumps(JobCard(job).get_state(), default=str)]
+             json.dumps(card.get_state(), default=str)]
     texts += [json.dumps(w.get_state(), default=str) for w in (studio, gallery)]
     assert ss.wallet.solana_address in texts[1]
     for attempt in (lambda: ss.generate("nano-banana", "over budget"),

@@ -14,6 +14,8 @@ from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.payments import Payments
 from stablestudio_widgets.sandbox import Sandbox, Timing
 
+from .conftest import until
+
 pytestmark = pytest.mark.anyio
 SCALE = 0.01
 
@@ -307,13 +309,6 @@ def test_the_payment_message_is_eth_accounts_eip712_encoding_and_signature():
 # --------------------------------------------------------------------- widgets: follow, deltas
 
 
-def _until(cond, seconds: float = 30.0):
-    end = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def _wire(widget) -> list[dict]:
     """What the widget sends to the front end from now on (its comm messages)."""
     sent: list[dict] = []
@@ -342,7 +337,7 @@ def test_a_gallery_follows_every_running_job_it_shows_without_anyone_waiting(syn
 
     jobs = [sync_client.generate("nano-banana", f"a fox {i}") for i in range(2)]  # nobody calls wait()
     gallery = Gallery(sync_client, jobs=None if session else jobs, session=session)
-    _until(lambda: len(gallery.jobs) == 2 and all(r["status"] == "complete" for r in gallery.jobs))
+    until(lambda: len(gallery.jobs) == 2 and all(r["status"] == "complete" for r in gallery.jobs))
     assert all(j.status == "complete" and j.result is not None for j in jobs)
     gallery.close()
 
@@ -354,12 +349,12 @@ def test_widget_updates_carry_only_the_cards_that_changed(sync_client):
     for job in jobs:
         job.wait()
     gallery = Gallery(sync_client)
-    _until(lambda: len(gallery.jobs) == 4 and all(r["status"] == "complete" for r in gallery.jobs)
+    until(lambda: len(gallery.jobs) == 4 and all(r["status"] == "complete" for r in gallery.jobs)
            and all(r["result"]["thumb"] for r in gallery.jobs)  # each card's embedded thumbnail is in
            and not gallery._feed._dirty)  # every change so far has gone out
     sent = _wire(gallery)
     sync_client.loop.call_soon_threadsafe(jobs[1].aio.progress, "looked at again")
-    _until(lambda: any(m.get("method") == "custom" for m in sent))
+    until(lambda: any(m.get("method") == "custom" for m in sent))
     changes = [m["content"] for m in sent if m.get("method") == "custom" and m["content"]["type"] == "records"]
     assert len(changes) == 1 and changes[0]["trait"] == "jobs" and changes[0]["order"] is None
     assert [r["key"] for r in changes[0]["changed"]] == [jobs[1].key] and changes[0]["removed"] == []
@@ -398,7 +393,7 @@ def test_the_static_copy_follows_the_cards_while_they_travel_as_changes(sync_cli
             return updates[-1] if updates else ""
 
         job = sync_client.generate("nano-banana", "a fox for the saved notebook")  # nobody waits: the gallery follows
-        _until(lambda: "a fox for the saved notebook" in copy() and "data:image/jpeg;base64," in copy())
+        until(lambda: "a fox for the saved notebook" in copy() and "data:image/jpeg;base64," in copy())
         assert job.status == "complete"
         records = [m["content"] for m in sent if m.get("method") == "custom" and m["content"]["type"] == "records"]
         assert records and all(c["trait"] == "jobs" for c in records)

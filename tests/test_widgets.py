@@ -31,19 +31,12 @@ from stablestudio_widgets import (
 )
 from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.networks import SOLANA_DEVNET, TEMPO_TESTNET
-from stablestudio_widgets.widgets.records import ledger_records
+from stablestudio_widgets.recovery import lost_answer_error
+from stablestudio_widgets.widgets.records import for_card, ledger_records
 
-from .conftest import TIME_SCALE
+from .conftest import TIME_SCALE, until
 
 MODEL_NAMES = ("nano-banana", "grok", "flux-2-pro", "Nano Banana", "Grok Imagine", "FLUX.2")
-
-
-def until(cond, seconds: float = 30.0):
-    """Wait for a condition the kernel side reaches asynchronously (a deadline, not a sleep)."""
-    end = time.monotonic() + seconds
-    while not cond():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -601,6 +594,24 @@ def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dis
     assert [(j["prompt"], j["status"]) for j in g2.jobs] == [(retried["prompt"], "complete")]
     later.close()
     again.close()
+
+
+def test_a_lost_answer_card_says_what_the_ledger_knows_of_its_payment():
+    now = time.time()
+    p = {"nonce": "n", "amount": 70000, "valid_before": now + 120}
+
+    def words(**row) -> str:
+        return for_card(str(lost_answer_error("grok/generate", {**p, **row})))
+
+    assert f"may have been paid — the authorization stays valid until {clock(now + 120)}" in words(status="sent")
+    past = words(status="uncertain", valid_before=now - 60)
+    assert f"before its authorization expired at {clock(now - 60)}" in past and "not known yet" in past
+    assert "It was paid: the payment settled" in words(status="settled")
+    for status in ("sent", "uncertain", "settled"):
+        assert "$0.07" in words(status=status) and "Resume looks for the job it bought" in words(status=status)
+    expired = words(status="expired", valid_before=now - 3 * 86400)
+    assert "expired unsettled at " + time.strftime("%Y-%m-%d %H:%M", time.localtime(now - 3 * 86400)) in expired
+    assert "Nothing was paid" in expired and "Retry pays again" in expired and "Resume" not in expired
 
 
 def test_studio_pays_with_the_parameters_its_job_holds(ss, sandbox):

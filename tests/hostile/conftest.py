@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpcore
@@ -78,9 +77,3 @@ async def outcome(coro: Any) -> BaseException | None:
     return None
 
 
-def eventually(condition: Any, seconds: float = 10.0) -> None:
-    """Wait for a widget's batched update (or any condition) with a deadline."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition was not reached in time"
-        time.sleep(0.01)

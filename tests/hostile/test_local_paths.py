@@ -9,7 +9,8 @@ import pytest
 
 from stablestudio_widgets import Compare, InvalidParams, StableStudio, Wallet
 
-from .conftest import eventually, outcome
+from ..conftest import until
+from .conftest import outcome
 
 pytestmark = pytest.mark.anyio
 SECRET = b"STABLESTUDIO_PRIVATE_KEY=0xdeadbeef-not-really"
@@ -69,7 +70,7 @@ def test_a_comparison_restored_from_the_ledger_uploads_no_local_file(hostile, tm
         grid = Compare.load("cmp1", client=ss)
         grid.run().wait(timeout=60)
         assert leaked(hostile) == []
-        eventually(lambda: "not an http(s) URL" in json.dumps(grid.cells))  # the cell's card says why
+        until(lambda: "not an http(s) URL" in json.dumps(grid.cells))  # the cell's card says why
         grid.close()
     finally:
         ss.close()

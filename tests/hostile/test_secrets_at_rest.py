@@ -14,7 +14,7 @@ from eth_account import Account
 from stablestudio_widgets import JobCard, StableStudio, Wallet, WalletError
 from stablestudio_widgets.ledger import home
 
-from .conftest import eventually
+from ..conftest import until
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +60,7 @@ def test_no_payment_signature_in_widget_state_for_a_real_wallet(hostile, tmp_pat
             (got,) = hostile.paid()
             secret = got.payment["payload"]["signature"][2:], got.authorization["nonce"][2:]
             proof = [s["signature"][2:] for s in hostile.sign_ins()]
-            eventually(lambda card=card: card.job.get("inspector"))
+            until(lambda card=card: card.job.get("inspector"))
             state = json.dumps(card.get_state()).lower()
             # (look for a signature's start: that is what older finished jobs' inspectors keep)
             assert all((s[:22].lower() in state) == shown for s in secret), wallet

@@ -8,7 +8,8 @@ import pytest
 
 from stablestudio_widgets import Compare, JobCard, JobFailed, StableStudio, Studio, Wallet
 
-from ..test_widgets import Replies, generate, until
+from ..conftest import until
+from ..test_widgets import Replies, generate
 from .test_consent import VEO, reprice
 
 CHEAP, DEAR = 1_600_000, 3_200_000
