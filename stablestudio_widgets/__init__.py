@@ -22,6 +22,7 @@ from .errors import (
     JobInterrupted,
     JobNotFound,
     JobTimeout,
+    PaymentExpired,
     PaymentRejected,
     PaymentRequiredError,
     PolicyViolation,
@@ -61,7 +62,7 @@ if Job.display_hook is None:
 __all__ = [
     "AsyncJob", "AsyncStableStudio", "Compare", "Gallery", "JobCard", "Studio", "AuthError", "BudgetExceeded",
     "ConfirmationRequired", "InvalidParams", "Job", "JobFailed", "JobInterrupted", "JobNotFound", "JobTimeout",
-    "Ledger", "PaymentRejected", "PaymentRequiredError",
+    "Ledger", "PaymentExpired", "PaymentRejected", "PaymentRequiredError",
     "PolicyViolation", "Quote", "Result", "Route", "RouteTableWarning", "ServiceError", "SpendingPolicy",
     "StableStudio", "StableStudioError", "UnknownParameterWarning", "Wallet", "WalletError",
 ]

@@ -48,6 +48,11 @@ class PaymentRejected(StableStudioError):
         self.reason, self.nonce, self.paid_usd = reason, nonce, paid_usd
 
 
+class PaymentExpired(PaymentRejected):
+    """A payment whose answer was lost ran out of validity and the service shows no job for it:
+    it never settled, nothing was paid; a retry is a new payment."""
+
+
 class BudgetExceeded(StableStudioError):
     """The price is above a spending limit; nothing was signed."""
 

@@ -14,7 +14,7 @@ import httpx
 
 from .boundary import wire_params
 from .catalog import Catalog, Route
-from .errors import JobInterrupted, PaymentRejected, StableStudioError, fmt_usd, usd
+from .errors import JobInterrupted, PaymentExpired, StableStudioError, fmt_usd, usd
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
 from .ledger import Ledger
 from .payments import Payments
@@ -214,7 +214,7 @@ def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
     valid_before = p["valid_before"] if isinstance(p["valid_before"], (int, float)) else 0  # read back: checked
     cost, until = fmt_usd(usd(p["amount"])), _clock(valid_before)
     if p["status"] == PaymentStatus.EXPIRED:
-        return PaymentRejected(
+        return PaymentExpired(
             f"{route_id}: its payment ({cost}) expired unsettled at {until} and the service shows no job for it. "
             "Nothing was paid. Retry with job.retry() (a new payment) or try another model.", nonce=p["nonce"])
     if p["status"] == PaymentStatus.SETTLED:

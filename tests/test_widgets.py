@@ -577,8 +577,9 @@ def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dis
     until(lambda: all(j["error"]["retryable"] for j in g.jobs))  # checked: no job for either
     for card in g.jobs:
         err = card["error"]
-        assert "expired unsettled" in err["message"] and "Nothing was paid" in err["message"]
-        assert not err["resumable"] and err["dismissable"] and err["retry_usd"] == 0.07
+        assert err["type"] == "PaymentExpired" and "expired unsettled" in err["message"]
+        assert "Nothing was paid" in err["message"] and not err["resumable"]
+        assert err["dismissable"] and err["retry_usd"] == 0.07
     assert {p["status"] for p in ss.ledger.payments()} == {"expired"} and sandbox.settlements == []
     retried, dismissed = g.jobs
     assert replies.request({"type": "retry", "key": retried["key"], "amount_usd": 0.07})["ok"]

@@ -191,7 +191,7 @@ describe("JobCard", () => {
   });
 
   it("offers Retry and Dismiss for a payment that expired unsettled", async () => {
-    const model = show(makeJob({ key: "j9", status: "failed", error: { type: "PaymentRejected", message: "expired unsettled",
+    const model = show(makeJob({ key: "j9", status: "failed", error: { type: "PaymentExpired", message: "expired unsettled",
       retryable: true, resumable: false, retry_usd: 0.07, unpaid: true, dismissable: true } }));
     expect(view.$("retry").textContent).toBe("Retry $0.07");
     expect(view.$("resume")).toBeNull();

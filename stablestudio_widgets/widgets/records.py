@@ -11,7 +11,7 @@ from typing import Any
 
 from ..boundary import result_url, wire_params
 from ..catalog import Catalog, Route
-from ..errors import ConfirmationRequired, JobFailed, JobTimeout, StableStudioError, usd
+from ..errors import ConfirmationRequired, JobFailed, JobTimeout, PaymentExpired, StableStudioError, usd
 from ..jobs import AsyncJob, JobEvent
 from ..siwx import text_for
 from ..status import FINAL
@@ -97,7 +97,7 @@ def recovery(job: AsyncJob, err: StableStudioError, dismiss: bool = True) -> dic
             "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid,
             "retry_usd": retry_price(job, err) if retryable else None,
             "unpaid": job.id is None and not maybe_paid,  # nothing was paid for the generation
-            "dismissable": dismiss and job.id is None and job.payment is not None and not maybe_paid}
+            "dismissable": dismiss and job.id is None and isinstance(err, PaymentExpired)}
 
 
 def retry_price(job: AsyncJob, err: StableStudioError | None) -> float:
