@@ -827,17 +827,42 @@ def test_compare_cell_whose_answer_was_lost_gets_the_job_it_paid_for(ss, sandbox
     client.close()
 
 
+def a_cell_loses_its_answer(ss, models: list[str], **kw) -> tuple[StableStudio, Compare, dict]:
+    """A grid run by a kernel in which one cell's payment is signed and never reaches the service
+    (as if that kernel stopped there): that kernel's client, the grid, and the lost cell as saved."""
+    wire = Wire()
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], models, client=first, **kw)
+    until(lambda: c.state == "ready")
+    wire.trip = paid_post
+    c.run().wait()
+
+    def lost() -> list[dict]:
+        return [x for x in ss.ledger.comparison(c.comparison_id)["cells"] if not x["job_id"]]
+
+    until(lambda: len(lost()) == 1 and lost()[0]["payment"])  # the others have their jobs; it, its payment
+    return first, c, lost()[0]
+
+
+def expire(ss, first: StableStudio, nonce: str) -> None:
+    """Later (its authorization ran out), the first kernel looks for the payment's job: none, so
+    the payment expired unsettled."""
+    ss.ledger.update_payment(nonce, valid_before=int(time.time()) - 60)
+    first.resume()
+    assert ss.ledger.payment(nonce)["status"] == "expired"
+    first.close()
+
+
+def saved_links(ss, c: Compare) -> dict:
+    until(lambda: all(x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]))
+    return {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
+
+
 def test_a_restored_compare_resumes_a_cell_whose_answer_its_kernel_lost(ss, sandbox):
     """The kernel stopped between a cell's payment and its answer: the restored grid knows that
     cell may be paid (Resume, never Retry), and its Resume gives the cell the job it bought."""
-    wire = Wire()
-    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
-    c = Compare(["a fox"], ["grok", "nano-banana"], client=first, blind=False)
-    until(lambda: c.state == "ready")
-    wire.trip = paid_post  # one cell's payment is signed and its answer never comes
-    c.run().wait()
-    until(lambda: sorted(bool(x["job_id"]) for x in ss.ledger.comparison(c.comparison_id)["cells"]) == [False, True])
-    lost_key = next(x["key"] for x in ss.ledger.comparison(c.comparison_id)["cells"] if not x["job_id"])
+    first, c, lost = a_cell_loses_its_answer(ss, ["grok", "nano-banana"], blind=False)
+    lost_key = lost["key"]
     first.close()
     later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
     restored = Compare.load(c.comparison_id, client=later)
@@ -849,26 +874,15 @@ def test_a_restored_compare_resumes_a_cell_whose_answer_its_kernel_lost(ss, sand
     assert replies.request({"type": "resume", "key": lost_key})["ok"]
     until(lambda: all(x["job"] and x["job"]["status"] == "complete" for x in restored.cells))
     assert len(sandbox.settlements) == 2  # the lost payment settled once, nothing paid again
-    saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
-    assert saved == {x["key"]: x["job"]["id"] for x in restored.cells}
+    assert saved_links(ss, c) == {x["key"]: x["job"]["id"] for x in restored.cells}
     later.close()
 
 
 def test_a_restored_compare_cell_whose_lost_payment_expired_unsettled_offers_retry(ss, sandbox):
     """A cell's payment lost its answer and expired unsettled before the grid was reloaded: the
     cell says so (nothing was paid) and its Retry pays anew, at the price it shows."""
-    wire = Wire()
-    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
-    c = Compare(["a fox"], ["grok", "nano-banana"], client=first, blind=False)
-    until(lambda: c.state == "ready")
-    wire.trip = paid_post  # one cell's payment is signed and never reaches the service
-    c.run().wait()
-    until(lambda: sorted(bool(x["job_id"]) for x in ss.ledger.comparison(c.comparison_id)["cells"]) == [False, True])
-    lost = next(x for x in ss.ledger.comparison(c.comparison_id)["cells"] if not x["job_id"])
-    ss.ledger.update_payment(lost["payment"], valid_before=int(time.time()) - 60)  # an hour later, say
-    first.resume()  # no job for it and its authorization ran out: expired unsettled
-    assert ss.ledger.payment(lost["payment"])["status"] == "expired"
-    first.close()
+    first, c, lost = a_cell_loses_its_answer(ss, ["grok", "nano-banana"], blind=False)
+    expire(ss, first, lost["payment"])
     later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
     restored = Compare.load(c.comparison_id, client=later)
 
@@ -884,26 +898,15 @@ def test_a_restored_compare_cell_whose_lost_payment_expired_unsettled_offers_ret
     assert replies.request({"type": "retry", "key": lost["key"], "amount_usd": 0.07})["ok"]
     until(lambda: all(x["job"] and x["job"]["status"] == "complete" for x in restored.cells))
     assert len(sandbox.settlements) == 2  # the other cell, and the retry: the expired payment never settled
-    until(lambda: all(x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]))
-    saved = {x["key"]: x["job_id"] for x in ss.ledger.comparison(c.comparison_id)["cells"]}
-    assert saved == {x["key"]: x["job"]["id"] for x in restored.cells}
+    assert saved_links(ss, c) == {x["key"]: x["job"]["id"] for x in restored.cells}
     later.close()
 
 
 def test_a_restored_blind_compare_cell_retries_at_the_price_its_payment_had(ss, sandbox):
     """Blind, the Retry button shows no price and the grid was not quoted again after the reload:
     the retry consents to what the cell's lost payment was for, no more."""
-    wire = Wire()
-    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
-    c = Compare(["a fox"], ["grok"], client=first)
-    until(lambda: c.state == "ready")
-    wire.trip = paid_post
-    c.run().wait()
-    until(lambda: ss.ledger.comparison(c.comparison_id)["cells"][0]["payment"])
-    (lost,) = ss.ledger.comparison(c.comparison_id)["cells"]
-    ss.ledger.update_payment(lost["payment"], valid_before=int(time.time()) - 60)
-    first.resume()
-    first.close()
+    first, c, lost = a_cell_loses_its_answer(ss, ["grok"])
+    expire(ss, first, lost["payment"])
     later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE,
                          confirm_above_usd=0.01)  # every payment needs consent
     restored = Compare.load(c.comparison_id, client=later)
