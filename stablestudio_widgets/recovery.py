@@ -20,7 +20,7 @@ from .ledger import Ledger
 from .payments import Payments
 from .service import json_or_none
 from .siwx import parse_iso
-from .status import OPEN_PAYMENTS, PaymentStatus, kind
+from .status import OPEN_PAYMENTS, JobStatus, PaymentStatus, kind
 from .tracker import JobTracker, route_from_type
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
@@ -83,6 +83,17 @@ class Recovery:
                 if job is not None:
                     jobs.append(job)
         return jobs
+
+    def restate(self, job: AsyncJob) -> float | None:
+        """Tell a lost answer's card again what the ledger knows of its payment (its authorization
+        ran out meanwhile; a resume found its job or its expiry: nothing to say). Returns when its
+        authorization runs out, if that is still to come."""
+        p = self.ledger.payment(job.payment[0]) if job.payment is not None and job.id is None else None
+        if p is None or p["job_id"] or not isinstance(job.error, JobInterrupted) or job.status != JobStatus.FAILED:
+            return None
+        job.refused(lost_answer_error(job.route.id, p))
+        valid_before = p["valid_before"] if isinstance(p["valid_before"], (int, float)) else 0
+        return valid_before if p["status"] in OPEN_PAYMENTS and valid_before > time.time() else None
 
     def closed(self, job: AsyncJob) -> None:
         """The user closed the card of ``job`` (dismissed or retried): if it was a payment that

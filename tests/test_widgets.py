@@ -597,6 +597,22 @@ def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dis
     again.close()
 
 
+def test_a_lost_answers_card_says_when_its_authorization_ran_out(ss, sandbox):
+    """A card that says the payment may have been paid until HH:MM does not go on saying so after
+    HH:MM: it says the authorization expired and that Resume checks whether it settled."""
+    (p,) = lose_answers(ss, sandbox, ["runs out soon"], settle=False)
+    ends = int(time.time()) + 3
+    ss.ledger.update_payment(p["nonce"], valid_before=ends)  # a short validity window
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later)
+    g.show_ledger = True
+    until(lambda: g.jobs and "stays valid until" in g.jobs[0]["error"]["message"])
+    until(lambda: f"before its authorization expired at {clock(ends)}" in g.jobs[0]["error"]["message"], 10)
+    assert g.jobs[0]["error"]["resumable"] and not g.jobs[0]["error"]["retryable"]
+    assert ss.ledger.payment(p["nonce"])["status"] == "uncertain"  # nothing looked: a Resume does
+    later.close()
+
+
 def test_a_lost_answer_card_says_what_the_ledger_knows_of_its_payment():
     now = time.time()
     p = {"nonce": "n", "amount": 70000, "valid_before": now + 120}

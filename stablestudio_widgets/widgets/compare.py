@@ -421,8 +421,9 @@ class Compare(Tables, FeedWidget):
             cell.job_id = stored["job_id"] or (paid or {}).get("job_id")  # a lost answer another resume found
             cell.record = records.get(cell.job_id) if cell.job_id else None
             lost = paid and not cell.job_id and aio.recovery.lost_answer(paid, cell.route_id, cell.params)
-            if lost:  # it may have been paid: its card says so and offers Resume, never Retry
+            if lost:  # what is known of its payment: Resume while it may be paid, Retry once it expired unsettled
                 self._link(cell, lost)
+                self._feed.lost(lost)
         votes, ratings = [], {}
         for v in ledger.votes(self.comparison_id):
             if v["rating"] is not None:

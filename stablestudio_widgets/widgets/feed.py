@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -61,6 +62,17 @@ class JobFeed:
                 return
             self.jobs[job.key] = job
         self._changed(job)
+
+    def lost(self, job: AsyncJob) -> None:
+        """Show a lost answer's card (``Recovery.lost_answer``); when its payment's authorization runs
+        out, its words say so (whether it settled stays unknown until a Resume looks)."""
+        self.track(job)
+        self.bridge.call_soon(self._restate, job)
+
+    def _restate(self, job: AsyncJob) -> None:
+        valid_before = self.bridge.aio.recovery.restate(job)
+        if valid_before is not None:
+            self.bridge.loop.call_later(valid_before - time.time() + 0.5, self._restate, job)
 
     def follow(self, job: AsyncJob) -> None:
         """Poll ``job`` to the end unless someone already does: a card shows the job's real state

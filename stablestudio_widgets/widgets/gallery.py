@@ -51,4 +51,4 @@ class Gallery(FeedWidget):
         # Payments whose answers were lost (no job row): each shows as the job it paid for, with what
         # is known of it; its Resume finds that job, or its Retry pays anew once it expired unsettled.
         for job in aio.recovery.lost_answers() if change["new"] else ():
-            self._feed.track(job)
+            self._feed.lost(job)
