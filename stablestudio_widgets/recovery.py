@@ -84,6 +84,22 @@ class Recovery:
                     jobs.append(job)
         return jobs
 
+    def no_job(self, route_id: str, params: dict[str, Any], since: float, taken: set[str]) -> AsyncJob:
+        """The job of a request the ledger has no job for (a comparison's cell that got none when it
+        ran): a lost answer for the same route and prompt signed since ``since`` and not ``taken``
+        (never paid twice), else one saying nothing was paid (every payment is written to the ledger
+        before it leaves), for a retry."""
+        for job in self.lost_answers():
+            if job.key not in taken and job.route.id == route_id and job.prompt == params.get("prompt") \
+                    and job.created_at >= since:
+                return job
+        job = self.tracker.new_job(route_id, params)
+        job.refused(StableStudioError(
+            f"{route_id}: it got no job when it ran (refused before paying, or its kernel stopped first) and the "
+            "ledger has no payment for it. Nothing was paid. Retry with job.retry() (a new payment) or try another "
+            "model."))
+        return job
+
     def restate(self, job: AsyncJob) -> float | None:
         """Tell a lost answer's card again what the ledger knows of its payment (its authorization
         ran out meanwhile; a resume found its job or its expiry: nothing to say). Returns when its

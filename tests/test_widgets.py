@@ -936,6 +936,55 @@ def test_a_restored_blind_compare_cell_retries_at_the_price_its_payment_had(ss, 
     later.close()
 
 
+def test_a_restored_compare_cell_that_got_no_job_says_nothing_was_paid_and_retries(sandbox, tmp_path):
+    """A cell refused before paying (over a per-request cap) has no job and no payment in the saved
+    grid: restored, it says nothing was paid and offers Retry (Run is done), at the route's price."""
+    ss = StableStudio(sandbox.url, Wallet.generate(), ledger=tmp_path / "c.db", time_scale=TIME_SCALE,
+                      max_usd_per_request=0.05)
+    c = Compare(["a fox"], ["grok", "flux-2-pro"], client=ss, blind=False)
+    until(lambda: c.state == "ready")
+    with pytest.raises(BudgetExceeded):
+        c.run().wait()
+    until(lambda: sorted(bool(x["job_id"]) for x in ss.ledger.comparison(c.comparison_id)["cells"]) == [False, True])
+    ss.close()
+    later = StableStudio(sandbox.url, ss.wallet, ledger=tmp_path / "c.db", time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)
+    until(lambda: all(x["job"] for x in restored.cells))
+    assert restored.state == "done"
+    card = next(x for x in restored.cells if x["job"]["status"] == "failed")
+    err = card["job"]["error"]
+    assert "got no job" in err["message"] and "Nothing was paid" in err["message"]
+    assert "Retry pays again" in err["message"]
+    assert err["retryable"] and err["unpaid"] and not err["resumable"] and err["retry_usd"] == 0.07
+    assert Replies(restored).request({"type": "retry", "key": card["key"], "amount_usd": 0.07})["ok"]
+    until(lambda: all(x["job"]["status"] == "complete" for x in restored.cells))
+    assert len(sandbox.settlements) == 2
+    later.close()
+
+
+def test_a_restored_compare_cell_finds_a_payment_its_grid_did_not_save(ss, sandbox):
+    """The kernel stopped after a cell's payment was signed (the ledger has it) and before the grid
+    saved it: restored, the cell finds that payment (same route and prompt, since the grid began)
+    and says it may be paid — Resume, never a second payment."""
+    first, c, lost = a_cell_loses_its_answer(ss, ["grok", "nano-banana"], blind=False)
+    first.close()
+    saved = ss.ledger.comparison(c.comparison_id)
+    cells = [{**x, "payment": None} for x in saved["cells"]]  # the grid as saved before the payment was
+    ss.ledger.save_comparison(c.comparison_id, saved["spec"], cells)
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)
+    until(lambda: all(x["job"] for x in restored.cells))
+    cell = next(x for x in restored.cells if x["key"] == lost["key"])
+    assert cell["job"]["error"]["resumable"] and not cell["job"]["error"]["retryable"]
+    assert "may have been paid" in cell["job"]["error"]["message"]
+    retry = {"type": "retry", "key": lost["key"], "amount_usd": 0.07}
+    assert Replies(restored).request(retry)["ok"]  # it looks for the job: never pays
+    until(lambda: all(x["job"]["status"] == "complete" for x in restored.cells))
+    assert len(sandbox.settlements) == 2 and later.stats["signatures"] == 0
+    assert saved_links(ss, c) == {x["key"]: x["job"]["id"] for x in restored.cells}
+    later.close()
+
+
 def test_a_restored_compare_follows_the_cells_its_kernel_left_running(ss, sandbox):
     wire = Wire()
     wire.hold = poll  # the first kernel never sees its jobs finish

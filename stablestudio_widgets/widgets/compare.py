@@ -432,7 +432,12 @@ class Compare(Tables, FeedWidget):
                 votes.append({"prompt_index": v["prompt_index"], "a": v["a"], "b": v["b"], "choice": v["choice"]})
         self.votes, self.ratings = votes, ratings
         self.revealed = saved["spec"].get("revealed", False)
-        self.state = "done" if any(c.job_id or c.job for c in self._cells) else "quoting"
+        ran = any(c.job_id or c.job for c in self._cells)
+        for cell in [c for c in self._cells if not (c.job_id or c.job)] if ran else ():  # never a cell with no action
+            self._link(cell, aio.recovery.no_job(cell.route_id, cell.params, saved["created_at"],
+                                                 {c.job.key for c in self._cells if c.job}))
+            self._feed.lost(cell.job)
+        self.state = "done" if ran else "quoting"
         # Cells whose job was running when the grid was saved are followed like the session's jobs.
         self._bridge.call_soon(self._feed.follow_unfinished, {c.job_id for c in self._cells if c.job_id})
 
