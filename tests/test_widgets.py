@@ -375,6 +375,16 @@ def test_gallery_session_jobs_ledger_and_total(ss):
     past.close()
 
 
+def test_a_gallery_made_with_show_ledger_shows_the_ledger_at_once(ss):
+    """``Gallery(client, show_ledger=True)``, as README writes it, is the box ticked from the start."""
+    ss.generate("grok", "from an earlier kernel").wait()
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later, show_ledger=True)
+    until(lambda: len(g.jobs) == 1)
+    assert g.show_ledger and g.jobs[0]["detail"] == "from the ledger" and g.jobs[0]["status"] == "complete"
+    later.close()
+
+
 def test_gallery_follows_jobs_a_dead_kernel_left_running(ss, sandbox):
     """A job paid in an earlier kernel that was still running when it died: a new kernel's gallery
     shows it from the ledger and follows it live, as it does the session's own jobs (no button)."""

@@ -26,7 +26,7 @@ class Gallery(FeedWidget):
     show_ledger = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, client: Any = None, jobs: list[Any] | None = None, *, session: bool = True,
-                 **kwargs: Any):
+                 show_ledger: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         self._bridge = Bridge.for_client(client)
         # One card's inspector is JobCard's job; with ``session`` every job of the client shows.
@@ -36,6 +36,7 @@ class Gallery(FeedWidget):
         for job in [*(jobs or []), *(aio.live_jobs() if session else [])]:
             self._feed.track(as_async(job))
         self.on_msg(self._on_msg)
+        self.show_ledger = show_ledger  # once the feed is there to show it in
         self._feed.flush()
 
     def _static_notes(self) -> list[str]:
