@@ -88,6 +88,11 @@ def valid_before(lab, prompt: str) -> float:
     return ts
 
 
+def stdout(cell):
+    """What a code cell printed (not a warning on stderr)."""
+    return cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
+
+
 def buttons(card) -> list[str]:
     return card.locator(".ssw-card__error button").all_inner_texts()
 
@@ -95,7 +100,7 @@ def buttons(card) -> list[str]:
 def test_next_kernels_gallery_resumes_and_dismisses_lost_answers(open_notebook, lost_notebook, screenshot):
     nb = open_notebook(lost_notebook)
     nb.run_all()
-    expect(nb.output(0)).to_have_text("1 settled")  # the first payment settled, the second never left
+    expect(stdout(nb.code_cell(0))).to_have_text("1 settled")  # the first payment settled, the second never left
     gallery = nb.output(1).locator(".ssw-gallery")
     cards = gallery.get_by_test_id("job-card")
     expect(cards).to_have_count(2)
@@ -136,7 +141,7 @@ def test_next_kernels_gallery_resumes_and_dismisses_lost_answers(open_notebook, 
         f"                  'card': next(j['id'] for j in g.jobs if j['prompt'] == {PAID!r}),\n"
         "                  'signatures': later.stats['signatures'],\n"
         "                  'ledger': sorted(p['status'] for p in later.ledger.payments())}))")
-    out = facts.locator(".jp-OutputArea-output")
+    out = stdout(facts)
     expect(out).to_have_text(re.compile(r"^\{.*\}\s*$"))
     seen = json.loads(out.inner_text())
     assert seen == {"settled": [seen["card"]], "card": seen["card"], "signatures": 0,
