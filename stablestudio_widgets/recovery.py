@@ -22,6 +22,7 @@ from .service import json_or_none
 from .siwx import parse_iso
 from .status import OPEN_PAYMENTS, JobStatus, PaymentStatus, kind
 from .tracker import JobTracker, route_from_type
+from .x402 import Receipt
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
 LOST = (PaymentStatus.SETTLED, PaymentStatus.EXPIRED)  # beside open ones: a lost answer's fate, as known
@@ -199,9 +200,12 @@ class Recovery:
             owner.progress("The service shows no job for this payment yet: Resume looks again")
         return None
 
-    def _adopt(self, job: AsyncJob, job_id: str, p: dict[str, Any], receipt: Any) -> None:
+    def _adopt(self, job: AsyncJob, job_id: str, p: dict[str, Any], receipt: Receipt | None) -> None:
+        """``job`` is what payment ``p`` bought: without the service's receipt (the answer that carried
+        it was lost), it carries what the ledger knows of the payment, as a later kernel's card would."""
         self.tracker.adopt(job, job_id, amount=p["amount"], nonce=p["nonce"], payer=p["payer"],
-                           status="pending", receipt=receipt, created_at=p["signed_at"])
+                           status="pending", receipt=receipt or ledger_receipt(self.ledger, p["nonce"]),
+                           created_at=p["signed_at"])
 
     async def find_paid_job(self, route: Route, body: dict[str, Any], since: float,
                             payer: str | None = None, *, settle_by: float | None = None) -> str | None:
@@ -253,6 +257,24 @@ def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
                  "not known yet")
     return JobInterrupted(f"{route_id}: the answer to its payment ({cost}) was lost. {known}. ss.resume() looks "
                           "for the job it bought (it is not paid again).", job_id="", paid_usd=usd(p["amount"]))
+
+
+def ledger_receipt(ledger: Ledger, nonce: str) -> Receipt | None:
+    """A payment's receipt as the ledger knows it (``Ledger.receipt``: network, payer, amount, the
+    transaction if it was told): read back from a file, so each field is checked before use."""
+    known = ledger.receipt(nonce)
+    if known is None:
+        return None
+    amount = known["amount"]
+    return Receipt(success=known["success"] is True, transaction=_text(known["transaction"]),
+                   network=_text(known["network"]), payer=_text(known["payer"]),
+                   amount=amount if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0 else None,
+                   on_chain=bool(known["explorer_url"]))
+
+
+def _text(value: Any) -> str | None:
+    """A short printable string from the ledger, or nothing."""
+    return value if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable() else None
 
 
 def _ledger_params(route: Route, body: Any) -> dict[str, Any]:

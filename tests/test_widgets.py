@@ -31,7 +31,7 @@ from stablestudio_widgets import (
 )
 from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.networks import SOLANA_DEVNET, TEMPO_TESTNET
-from stablestudio_widgets.recovery import lost_answer_error
+from stablestudio_widgets.recovery import ledger_receipt, lost_answer_error
 from stablestudio_widgets.widgets.records import for_card, ledger_records
 
 from .conftest import TIME_SCALE, until
@@ -563,6 +563,17 @@ def test_a_gallery_from_the_ledger_shows_a_payment_whose_answer_a_gone_kernel_lo
     assert g.jobs[0]["id"] == sandbox.settlements[0]["job_id"] and g.jobs[0]["result"]["url"]
     assert len(sandbox.settlements) == 1 and later.stats["signatures"] == 0
     assert ss.ledger.payment(p["nonce"])["job_id"] == g.jobs[0]["id"]
+    # The job found for the payment carries that payment's receipt, as the ledger knows it: the card
+    # and job.receipt say what a later kernel's card of the same job says.
+    job = later.aio.tracker.jobs[g.jobs[0]["id"]]
+    from_ledger = ledger_records(ss.ledger, later.aio.catalog, later.aio.base_url)[job.id]
+    assert g.jobs[0]["receipt"] == from_ledger["receipt"] and g.jobs[0]["cost_usd"] == from_ledger["cost_usd"] == 0.07
+    assert job.receipt.network == p["network"] and job.receipt.payer == p["payer"] and job.receipt.amount == 70000
+    assert g.jobs[0]["receipt"]["network_name"] and g.jobs[0]["receipt"]["success"]
+    # The header says what was spent this session ($0) apart from what the ledger's cards shown cost.
+    until(lambda: g.ledger_total_usd == 0.07)
+    assert g.total_spent_usd == 0.0
+    assert "This session: $0.00" in g.static_html() and "Paid earlier (shown from the ledger): $0.07" in g.static_html()
     later.close()
 
 
@@ -639,6 +650,25 @@ def test_a_lost_answer_card_says_what_the_ledger_knows_of_its_payment():
     expired = words(status="expired", valid_before=now - 3 * 86400)
     assert "expired unsettled at " + time.strftime("%Y-%m-%d %H:%M", time.localtime(now - 3 * 86400)) in expired
     assert "Nothing was paid" in expired and "Retry pays again" in expired and "Resume" not in expired
+
+
+def test_a_found_jobs_receipt_from_the_ledger_is_checked(tmp_path):
+    """The receipt a job found for a lost answer gets is read back from the ledger file: what is not
+    a short printable string (or a whole amount) is left out, never shown or linked."""
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.record_payment(nonce="n", kind="generate", route="grok/generate", method="POST", url="https://x/y",
+                          body={}, amount=70000, asset="usdc", network="eip155:84532", pay_to="0xto", payer="0xme",
+                          valid_before=0, payload="", session="s")
+    ledger.update_payment("n", status="settled")
+    fine = ledger_receipt(ledger, "n")
+    assert (fine.network, fine.payer, fine.amount, fine.transaction, fine.success) == \
+        ("eip155:84532", "0xme", 70000, None, True)
+    assert fine.network_name == "Base Sepolia" and fine.explorer_url is None  # no receipt said it is on chain
+    ledger.update_payment("n", tx="0xabc\x1b[2J", network="eip155:8453\n<b>", payer="0x" + "a" * 300, amount=-1,
+                          receipt='{"explorer_url": "https://evil"}')
+    hostile = ledger_receipt(ledger, "n")
+    assert (hostile.transaction, hostile.network, hostile.payer, hostile.amount) == (None, None, None, None)
+    assert hostile.explorer_url is None and ledger_receipt(ledger, "unknown") is None
 
 
 def test_studio_pays_with_the_parameters_its_job_holds(ss, sandbox):
