@@ -1,7 +1,8 @@
 // Gallery widget: one widget, many cards (not a widget per job), keyed by job.key.
 //
 // Traits:  jobs [job record] newest first, filter_model str ("" = all),
-//          filter_status "" | "complete" | "failed" | "running", total_spent_usd number,
+//          filter_status "" | "complete" | "failed" | "running", total_spent_usd number (this session),
+//          ledger_total_usd number | null (with the ledger shown: its cards' earlier payments),
 //          title str, show_ledger bool (written by the "Show past jobs from the ledger" toggle)
 // Requests (each answered by one reply, see components/requests.js): {type:"retry"|"resume", key}
 // Filters are applied here, on the full `jobs` list; the kernel only stores the choice.
@@ -42,13 +43,13 @@ function render({ model, el, signal: outer }) {
   const syncHeader = () => {
     title.textContent = model.get("title") || "Jobs";
     ledger.checked = !!model.get("show_ledger");
-    gallery.setTotal(model.get("total_spent_usd") ?? 0);
+    gallery.setTotal(model.get("total_spent_usd") ?? 0, model.get("ledger_total_usd") ?? null);
   };
 
   listen(model, signal, "change:jobs", syncJobs);
   listen(model, signal, "change:filter_model", syncFilter);
   listen(model, signal, "change:filter_status", syncFilter);
-  for (const name of ["title", "show_ledger", "total_spent_usd"]) listen(model, signal, `change:${name}`, syncHeader);
+  for (const name of ["title", "show_ledger", "total_spent_usd", "ledger_total_usd"]) listen(model, signal, `change:${name}`, syncHeader);
   syncFilter();
   syncJobs();
   syncHeader();

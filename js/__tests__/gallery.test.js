@@ -25,6 +25,13 @@ describe("Gallery", () => {
     expect(view.$("gallery-grid").children).toHaveLength(3);
   });
 
+  it("with the ledger shown, says this session's total apart from what the ledger's cards paid earlier", () => {
+    const model = show([completeJob({ key: "c", cost_usd: 0.07 })], { show_ledger: true, total_spent_usd: 0, ledger_total_usd: 0.07 });
+    expect(view.$("total-spent").textContent).toBe("This session: $0.00 · Paid earlier (shown from the ledger): $0.07");
+    model.kernelSet("ledger_total_usd", null);
+    expect(view.$("total-spent").textContent).toBe("Total spent: $0.00");
+  });
+
   it("re-renders only the changed card; the other card nodes stay the same objects", () => {
     const jobs = [makeJob({ key: "a" }), makeJob({ key: "b" }), makeJob({ key: "c" })];
     const model = show(jobs);

@@ -178,8 +178,11 @@ export function createGallery({ ticker, onAction = () => {}, onFilterChange = nu
       statusSel.value = filter.status;
       render();
     },
-    setTotal(usd) {
-      total.textContent = `Total spent: ${formatUsd(usd ?? 0)}`;
+    /** This session's spending; with the ledger shown (`ledgerUsd` not null), apart from it what
+     *  the cards shown from the ledger paid in earlier sessions (labelled: never added twice). */
+    setTotal(usd, ledgerUsd = null) {
+      total.textContent = ledgerUsd == null ? `Total spent: ${formatUsd(usd ?? 0)}`
+        : `This session: ${formatUsd(usd ?? 0)} · Paid earlier (shown from the ledger): ${formatUsd(ledgerUsd)}`;
     },
   };
 }
