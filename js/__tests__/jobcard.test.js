@@ -56,6 +56,23 @@ describe("JobCard", () => {
     expect(vi.getTimerCount()).toBe(1);
   });
 
+  it("shows no progress bar or clock on a card whose job never ran (a lost answer, refused before paying)", () => {
+    const lost = { type: "JobInterrupted", message: "the answer to its payment ($0.07) was lost", resumable: true };
+    const model = show(makeJob({ id: null, status: "failed", created_at: NOW - 86_400_000, finished_at: NOW, error: lost }));
+    expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(true);
+    expect(view.$("job-card").textContent).not.toContain("stopped after");
+    expect(view.$("error").textContent).toContain("was lost");
+    expect(view.$("resume").textContent).toBe("Resume");
+    expect(vi.getTimerCount()).toBe(0);
+    // A Resume found its job: it runs (and then a clock is meaningful again).
+    model.kernelSet("job", { ...model.get("job"), id: "job-1", status: "processing", error: null, finished_at: null });
+    expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(false);
+    // A job that ran and failed keeps its bar and says how long it ran.
+    model.kernelSet("job", { ...model.get("job"), status: "failed", finished_at: NOW, error: { type: "JobFailed", message: "x" } });
+    expect(view.$("progress").closest(".ssw-progress-row").hidden).toBe(false);
+    expect(view.$("elapsed").textContent).toContain("stopped after");
+  });
+
   it("shows elapsed time against the typical time, capped at 95% past it", () => {
     const model = show(makeJob({ created_at: NOW - 2000, typical_s: 5 }));
     expect(view.$("elapsed").textContent).toBe("2 s · typically ~5 s");

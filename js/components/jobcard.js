@@ -111,7 +111,7 @@ export function createJobCard(job, options = {}) {
     // The embedded thumbnail arrives after the result: it must not rebuild (reload, restart) the media.
     ["media", (j) => [j.status, j.media, j.result?.url, j.result?.thumbnail_url, j.prompt, mediaRatio(j.params)], renderMedia],
     ["thumb", (j) => j.result?.thumb ?? null, (j) => setThumb(j.result?.thumb ?? null)],
-    ["progress", (j) => [j.status, j.created_at, j.finished_at, j.typical_s], (j) => progress.set(j)],
+    ["progress", (j) => [j.status, j.id, j.created_at, j.finished_at, j.typical_s], (j) => progress.set(j)],
     // The step detail while live; after an end without success only when no error explains it.
     ["detail", (j) => [j.detail, j.status, !!j.error], (j) => {
       const kind = statusKind(j.status);

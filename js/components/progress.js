@@ -1,6 +1,8 @@
 // Progress vs the route's typical time. The service reports no percentage, so the bar is an
 // estimate: it caps at 95% until the job completes and turns striped once past typical. A job
-// waiting for the user's OK, or cancelled, shows no bar.
+// waiting for the user's OK, or cancelled, shows no bar; nor does a card that ended without a job
+// ever running (no job id: refused before paying, a payment whose answer was lost, one that expired
+// unsettled): no clock ran for it, so it shows only its message and buttons.
 
 import { h } from "./dom.js";
 import { formatElapsed, formatTypical, statusKind } from "./format.js";
@@ -15,7 +17,8 @@ export function createProgress() {
   function update(now = Date.now()) {
     if (!job) return;
     const kind = statusKind(job.status);
-    node.hidden = kind === "waiting" || kind === "cancelled"; // nobody is working on it: no clock
+    const neverRan = !job.id && kind !== "running" && kind !== "complete";
+    node.hidden = kind === "waiting" || kind === "cancelled" || neverRan; // nobody is working on it: no clock
     if (node.hidden) return;
     const end = kind === "running" ? now : (job.finished_at ?? now);
     const elapsed = Math.max(0, end - (job.created_at ?? now));
