@@ -109,6 +109,7 @@ def test_next_kernels_gallery_resumes_and_dismisses_lost_answers(open_notebook, 
         expect(card).to_have_attribute("data-status", "failed")
         expect(card.get_by_test_id("resume")).to_be_visible()
         expect(card.get_by_test_id("retry")).to_have_count(0)  # may be paid: never paid again
+        expect(card.get_by_test_id("progress")).to_be_hidden()  # no job ever ran here: no clock
     expect(paid.get_by_test_id("error")).to_contain_text(
         f"may have been paid — the authorization stays valid until {clock(valid_before(nb.lab, PAID))}")
     expect(paid.get_by_test_id("error")).to_contain_text("$0.07")
@@ -124,6 +125,10 @@ def test_next_kernels_gallery_resumes_and_dismisses_lost_answers(open_notebook, 
     expect(cards).to_have_count(2)  # the same card got the job: no second one
     expect(paid).to_have_attribute("data-key", key)
     expect(paid.get_by_test_id("error")).to_have_count(0)
+    # Its payment's receipt came with it (from the ledger), and the header says whose money it was.
+    expect(paid.get_by_test_id("cost-badge")).to_contain_text(re.compile(r"\$0\.07.*Base Sepolia"))
+    expect(gallery.get_by_test_id("total-spent")).to_have_text(
+        "This session: $0.00 · Paid earlier (shown from the ledger): $0.07")
     image = paid.get_by_test_id("result-image")
     image.scroll_into_view_if_needed()
     nb.page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle())
@@ -133,6 +138,7 @@ def test_next_kernels_gallery_resumes_and_dismisses_lost_answers(open_notebook, 
     expect(expired.get_by_test_id("dismiss")).to_have_text("Dismiss")
     expect(expired.get_by_test_id("resume")).to_have_count(0)
     assert buttons(expired) == ["Retry $0.07", "Dismiss"]
+    expect(expired.get_by_test_id("progress")).to_be_hidden()
     screenshot(gallery, "resumed-and-expired")
 
     # The service settled exactly one payment, for the job on the card; the next kernel signed nothing.
