@@ -205,7 +205,7 @@ class Recovery:
         it was lost), it carries what the ledger knows of the payment, as a later kernel's card would."""
         self.tracker.adopt(job, job_id, amount=p["amount"], nonce=p["nonce"], payer=p["payer"],
                            status="pending", receipt=receipt or ledger_receipt(self.ledger, p["nonce"]),
-                           created_at=p["signed_at"])
+                           created_at=p["signed_at"], session=p["session"] if isinstance(p["session"], str) else None)
 
     async def find_paid_job(self, route: Route, body: dict[str, Any], since: float,
                             payer: str | None = None, *, settle_by: float | None = None) -> str | None:

@@ -142,13 +142,14 @@ class JobTracker:
 
     # --- registering jobs ---------------------------------------------------------------------------
     def adopt(self, job: AsyncJob, job_id: str, *, amount: int, nonce: str, payer: str, status: str,
-              receipt: Receipt | None, created_at: float | None = None) -> None:
-        """A paid job exists: the ledger and the registry learn it before anything else can go wrong."""
+              receipt: Receipt | None, created_at: float | None = None, session: str | None = None) -> None:
+        """A paid job exists: the ledger and the registry learn it before anything else can go wrong.
+        ``session``: the session that paid, when it was an earlier one (a lost answer found later)."""
         created, status = created_at or time.time(), str(status or JobStatus.PENDING)
         self.ledger.record_job(id=job_id, base_url=self.service.base_url, route=job.route.id, model=job.route.model,
                                media=job.route.media, prompt=job.prompt, params=job.params, status=status,
-                               amount=amount, nonce=nonce, payer=payer, session=self.session, created_at=created,
-                               variant=variant(job))
+                               amount=amount, nonce=nonce, payer=payer, session=session or self.session,
+                               created_at=created, variant=variant(job))
         self.jobs[job_id] = job
         self.payers[job_id] = payer
         # The row as just recorded: the job's move to paid writes nothing more (unless it differs)

@@ -563,6 +563,7 @@ def test_a_gallery_from_the_ledger_shows_a_payment_whose_answer_a_gone_kernel_lo
     assert g.jobs[0]["id"] == sandbox.settlements[0]["job_id"] and g.jobs[0]["result"]["url"]
     assert len(sandbox.settlements) == 1 and later.stats["signatures"] == 0
     assert ss.ledger.payment(p["nonce"])["job_id"] == g.jobs[0]["id"]
+    assert ss.ledger.job(g.jobs[0]["id"])["session"] == p["session"] != later.aio.session  # paid by the gone kernel
     # The job found for the payment carries that payment's receipt, as the ledger knows it: the card
     # and job.receipt say what a later kernel's card of the same job says.
     job = later.aio.tracker.jobs[g.jobs[0]["id"]]
