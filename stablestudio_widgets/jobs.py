@@ -178,6 +178,12 @@ class AsyncJob:
         self._move(id=job_id, amount=amount, receipt=receipt, status=status or JobStatus.PENDING,
                    created_at=created_at or time.time(), detail="", error=None)
 
+    def receipted(self, receipt: Receipt) -> None:
+        """The receipt of the payment that bought this job, when the job was learnt without one (from
+        the ledger or the service's job list in a later kernel)."""
+        if self.receipt is None:
+            self._move(receipt=receipt)
+
     def interrupted(self, error: BaseException) -> None:
         """Our work on this job stopped on ``error`` without saying how the job ended: it moves to a
         truthful state instead of showing "paying" or "processing" forever. A paid job stays

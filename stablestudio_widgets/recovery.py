@@ -54,8 +54,14 @@ class Recovery:
         rows = self.ledger.unfinished_jobs(self.base_url)
         if running:
             rows = [r for r in rows if kind(r["status"]) == "running" and self.tracker.payer_of(r["id"])]
-        return [self.tracker.jobs.get(row["id"]) or self.tracker.from_service({"status": row["status"]}, row["id"])
-                for row in rows]
+        jobs = []
+        for row in rows:
+            job = self.tracker.jobs.get(row["id"]) or self.tracker.from_service({"status": row["status"]}, row["id"])
+            receipt = ledger_receipt(self.ledger, row["nonce"]) if job.receipt is None and row["nonce"] else None
+            if receipt is not None:
+                job.receipted(receipt)
+            jobs.append(job)
+        return jobs
 
     def lost_answer(self, p: dict[str, Any], route_id: str, params: dict[str, Any]) -> AsyncJob | None:
         """The job of payment ``p`` (a ledger row) whose answer was lost (in this kernel or an

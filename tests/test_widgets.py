@@ -397,6 +397,9 @@ def test_gallery_follows_jobs_a_dead_kernel_left_running(ss, sandbox):
     until(lambda: g.jobs and g.jobs[0]["status"] == "complete")
     assert g.jobs[0]["id"] == job.id and g.jobs[0]["result"]["url"] and g.jobs[0]["error"] is None
     assert ss.ledger.job(job.id)["status"] == "complete" and len(sandbox.settlements) == 1
+    followed = later.aio.tracker.jobs[job.id]  # it carries its payment's receipt, as the ledger knows it
+    assert followed.receipt is not None and followed.receipt.transaction == job.receipt.transaction
+    assert g.jobs[0]["receipt"]["network_name"] == "Base Sepolia"
     g.show_ledger = False
     g.show_ledger = True  # the ledger's rows again: the live job keeps its one card
     g._feed.flush()  # what the next flush shows, now
