@@ -92,3 +92,36 @@ export function fill(el, ...children) {
   el.replaceChildren(...kids);
   el.hidden = kids.length === 0;
 }
+
+/**
+ * A <dialog> shown modally and closed again (Escape, a click on the backdrop, or `hide()`) with
+ * the keyboard focus given back to whatever had it: the inspector and the lightbox.
+ */
+export function modal(dialog) {
+  let opener = null;
+  const m = {
+    show(focusEl) {
+      if (!dialog.open) {
+        opener = document.activeElement;
+        if (typeof dialog.showModal === "function") dialog.showModal();
+        else dialog.setAttribute("open", "");
+      }
+      focusEl?.focus();
+    },
+    hide() {
+      if (!dialog.open) return;
+      if (typeof dialog.close === "function") dialog.close();
+      else dialog.removeAttribute("open");
+      opener?.focus?.();
+      opener = null;
+    },
+  };
+  dialog.addEventListener("cancel", (e) => {
+    e.preventDefault(); // the native Escape path: close through ours to give the focus back
+    m.hide();
+  });
+  dialog.addEventListener("click", (e) => {
+    if (e.target === dialog) m.hide(); // the backdrop, not the content
+  });
+  return m;
+}

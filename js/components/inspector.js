@@ -10,7 +10,7 @@
 
 import "../css/inspector.css";
 import { button } from "./buttons.js";
-import { h } from "./dom.js";
+import { h, modal } from "./dom.js";
 
 /** "85 ms", "1.2 s" */
 export function formatDuration(ms) {
@@ -34,7 +34,7 @@ export function createInspector() {
   const node = h("div", { class: "ssw-inspector" }, open, dialog);
   let steps = [];
   let built = false;
-  let opener = null;
+  const box = modal(dialog);
 
   function timing(s, t0) {
     if (s.from_memory) return "from memory: no request";
@@ -63,28 +63,10 @@ export function createInspector() {
 
   function show() {
     if (!built) build();
-    opener = document.activeElement;
-    if (!dialog.open) {
-      if (typeof dialog.showModal === "function") dialog.showModal();
-      else dialog.setAttribute("open", "");
-    }
-    close.focus();
+    box.show(close);
   }
 
-  function hide() {
-    if (!dialog.open) return;
-    if (typeof dialog.close === "function") dialog.close();
-    else dialog.removeAttribute("open");
-    opener?.focus?.();
-  }
-
-  dialog.addEventListener("cancel", (e) => {
-    e.preventDefault(); // Escape: close through ours to give the focus back
-    hide();
-  });
-  dialog.addEventListener("click", (e) => {
-    if (e.target === dialog) hide(); // the backdrop
-  });
+  const hide = () => box.hide();
 
   return {
     node,

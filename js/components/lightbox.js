@@ -7,7 +7,7 @@
 
 import "../css/lightbox.css";
 import { button } from "./buttons.js";
-import { h } from "./dom.js";
+import { h, modal } from "./dom.js";
 
 export function createLightbox() {
   const img = h("img", { class: "ssw-lightbox__img", alt: "", testid: "lightbox-image" });
@@ -21,7 +21,7 @@ export function createLightbox() {
   );
   let items = [];
   let index = 0;
-  let opener = null;
+  const box = modal(node);
 
   function show(i) {
     index = (i + items.length) % items.length;
@@ -41,22 +41,11 @@ export function createLightbox() {
   function open(list, startIndex = 0) {
     if (!list.length) return;
     items = list;
-    opener = document.activeElement;
     show(startIndex);
-    if (!node.open) {
-      if (typeof node.showModal === "function") node.showModal();
-      else node.setAttribute("open", "");
-    }
-    closeBtn.focus();
+    box.show(closeBtn);
   }
 
-  function close() {
-    if (!node.open) return;
-    if (typeof node.close === "function") node.close();
-    else node.removeAttribute("open");
-    opener?.focus?.();
-    opener = null;
-  }
+  const close = () => box.hide();
 
   node.addEventListener("keydown", (e) => {
     const actions = { Escape: close, ArrowLeft: () => move(-1), ArrowRight: () => move(1) };
@@ -66,13 +55,7 @@ export function createLightbox() {
     e.stopPropagation();
     act();
   });
-  node.addEventListener("cancel", (e) => {
-    e.preventDefault(); // the native Escape path: close through ours to restore focus
-    close();
-  });
-  node.addEventListener("click", (e) => {
-    if (e.target === node) close(); // a click on the backdrop, not on the image or controls
-  });
+
 
   return {
     node,
