@@ -25,6 +25,7 @@ from .tracker import JobTracker, route_from_type
 from .x402 import Receipt
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
+LIST_LIMIT = 50  # jobs per look at the wallet's list (the service has no pages: `?limit=` only)
 LOST = (PaymentStatus.SETTLED, PaymentStatus.EXPIRED)  # beside open ones: a lost answer's fate, as known
 ListJobs = Callable[..., Awaitable[list[AsyncJob]]]
 Found = Callable[[AsyncJob], Any]
@@ -189,13 +190,16 @@ class Recovery:
                 data = json_or_none(r) or {}
                 self._adopt(job, data.get("jobId") or data.get("id"), p, receipt)
                 return job
-        found = await self.find_paid_job(route, body, p["signed_at"], p["payer"], settle_by=p["valid_before"])
+        found, conclusive = await self._search(route, body, p["signed_at"], p["payer"], settle_by=p["valid_before"])
         if found:
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.SETTLED)
             self._adopt(job, found, p, None)
             return job
         if p["status"] == PaymentStatus.SETTLED:  # money moved: never call it expired; keep looking next time
             self.ledger.update_payment(p["nonce"], error="settled, but the service shows no job for it yet")
+        elif p["valid_before"] < time.time() and not conclusive:  # a listing that failed, or ended too soon
+            self.ledger.update_payment(p["nonce"], error="its validity ran out, and the service's job list could not "
+                                                         "be read far enough back to tell whether it bought a job")
         elif p["valid_before"] < time.time():
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.EXPIRED,
                                        error="validity ran out and the service shows no job for it")
@@ -218,7 +222,16 @@ class Recovery:
         """After a possibly-settled payment: the job it bought (among ``payer``'s), by route, prompt and
         time. A payment that could settle only until ``settle_by`` (its validity) bought a job by
         then, listed within the service's grace: one look suffices once that has passed."""
-        payer = payer if payer in self.tracker.service.wallet.addresses.values() else None
+        return (await self._search(route, body, since, payer, settle_by=settle_by))[0]
+
+    async def _search(self, route: Route, body: dict[str, Any], since: float, payer: str | None,
+                      *, settle_by: float | None) -> tuple[str | None, bool]:
+        """:meth:`find_paid_job`, and whether "no job" is an answer: only a listing that was read, as
+        the payer, and reached back past ``since`` (the list has no pages: a full one may end too
+        soon) can say the payment bought nothing. A failed or short look says nothing."""
+        conclusive = False
+        if payer not in self.tracker.service.wallet.addresses.values():
+            payer = None  # another wallet's payment: ours is the only list we can read, so never conclusive
         scale = self.tracker.time_scale
         search_s = max(NOT_FOUND_GRACE_S * scale, MIN_SEARCH_S)
         if settle_by is not None:
@@ -227,7 +240,10 @@ class Recovery:
         while True:
             known = {row["id"] for row in self.ledger.jobs(limit=500)}
             try:
-                for j in await self.list_jobs(limit=50, payer=payer):
+                listed = await self.list_jobs(limit=LIST_LIMIT, payer=payer)
+                oldest = min((_ts(j.raw.get("createdAt")) or 0.0 for j in listed), default=0.0)
+                conclusive = conclusive or (payer is not None and (len(listed) < LIST_LIMIT or oldest < since - 120))
+                for j in listed:
                     d = j.raw
                     created = _ts(d.get("createdAt"))
                     same_route = (d.get("route") or route_from_type(self.catalog, d.get("type"))) == route.id
@@ -236,11 +252,11 @@ class Recovery:
                     fresh = j.id not in known and j.id not in self._claimed  # _claimed read live, after the await
                     if fresh and same_route and same_prompt and (created is None or created >= since - 120):
                         self._claimed.add(j.id)  # no await in between: two searches never take one job
-                        return j.id
+                        return j.id, True
             except (StableStudioError, httpx.TransportError):
                 pass
             if time.monotonic() > deadline:
-                return None
+                return None, conclusive
             await asyncio.sleep(max(1.0 * scale, 0.05))
 
 

@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections import Counter
 
+import httpx
 import pytest
 from eth_account import Account
 
@@ -228,3 +229,49 @@ async def test_settled_payment_without_a_recorded_job_is_resumed(make_client, sa
     assert [j.id for j in jobs] == [job.id] and jobs[0].status == "complete"
     assert ss.ledger.payment(p["nonce"])["job_id"] == job.id and len(sandbox.settlements) == 1
     assert later.stats["signatures"] == 0
+
+
+class ListingDown(httpx.AsyncHTTPTransport):
+    """The real transport, but the wallet's job list (``GET /api/jobs``) answers 503: a flaky service."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/api/jobs":
+            return httpx.Response(503, json={"error": "unavailable"})
+        return await super().handle_async_request(request)
+
+
+def lose_the_answer(ss, p) -> None:
+    """What a lost answer leaves once its authorization has run out: an open payment, no job."""
+    ss.ledger.update_payment(p["nonce"], job_id=None, status="uncertain", valid_before=int(time.time()) - 600)
+    with ss.ledger._tx() as db:
+        db.execute("DELETE FROM jobs")
+
+
+async def test_a_job_list_that_cannot_be_read_never_calls_a_paid_payment_expired(make_client, sandbox):
+    """The service settled the payment; after its validity ran out the job list fails: "no job" was
+    never seen, so the payment stays open (never "expired, nothing paid", which would offer a Retry)."""
+    ss = make_client()
+    job = await ss.generate("grok", "paid, answer lost")
+    (p,) = ss.ledger.payments()
+    lose_the_answer(ss, p)
+    down = make_client(wallet=ss.wallet, ledger=ss.ledger, transport=ListingDown())
+    assert await down.resume() == []
+    row = ss.ledger.payment(p["nonce"])
+    assert row["status"] == "uncertain" and "could not be read" in row["error"]
+    (card,) = down.recovery.lost_answers()
+    assert "not known yet" in str(card.error) and type(card.error).__name__ != "PaymentExpired"
+    later = make_client(wallet=ss.wallet, ledger=ss.ledger)  # the list answers again: the job is found
+    assert [j.id for j in await later.resume()] == [job.id] and len(sandbox.settlements) == 1
+
+
+async def test_a_full_job_list_that_ends_after_the_payment_never_calls_it_expired(make_client, sandbox):
+    """The list has no pages: when it is full of newer jobs, the payment's job may be further back."""
+    ss = make_client()
+    await ss.generate("grok", "the lost one")
+    (p,) = ss.ledger.payments()
+    for i in range(50):  # a big comparison since: the list's 50 are all newer than the payment
+        await ss.generate("grok", f"other {i}")
+    lose_the_answer(ss, p)
+    later = make_client(wallet=ss.wallet, ledger=ss.ledger)
+    assert await later.resume() == []  # not among the 50 newest
+    assert ss.ledger.payment(p["nonce"])["status"] == "uncertain"  # not "expired": Resume looks again
