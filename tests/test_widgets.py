@@ -581,6 +581,22 @@ def test_a_gallery_from_the_ledger_shows_a_payment_whose_answer_a_gone_kernel_lo
     later.close()
 
 
+def test_a_lost_answer_whose_ledger_amount_was_zeroed_is_still_never_paid_again(ss, sandbox):
+    """The ledger is read back as wire data: a lost answer whose row says it cost $0 still may have
+    been paid, so its card offers Resume only, and a Retry looks for the job instead of signing."""
+    (p,) = lose_answers(ss, sandbox, ["tampered amount"], settle=True)
+    ss.ledger.update_payment(p["nonce"], amount=0)
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later, show_ledger=True)
+    until(lambda: g.jobs)
+    (card,) = g.jobs
+    assert card["error"]["resumable"] and not card["error"]["retryable"] and not card["error"]["unpaid"]
+    assert Replies(g).request({"type": "retry", "key": card["key"], "amount_usd": 5.0})["ok"]
+    until(lambda: g.jobs[0]["status"] == "complete")
+    assert later.stats["signatures"] == 0 and len(sandbox.settlements) == 1
+    later.close()
+
+
 def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dismiss(ss, sandbox):
     """Payments whose answers were lost before they reached the service, seen by a kernel that
     starts after their authorizations expired: their cards say they may have been paid until

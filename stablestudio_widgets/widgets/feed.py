@@ -18,7 +18,7 @@ from ..jobs import AsyncJob
 from ..results import Result
 from ..status import LOCAL, VOCABULARY, JobStatus, kind
 from ._runtime import Bridge, report
-from .records import job_record, recovery
+from .records import job_record, may_be_paid, recovery
 from .static import page_html
 
 FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
@@ -161,7 +161,7 @@ class JobFeed:
             raise InvalidParams(f"No job card {key!r} here.", field="key")
         if kind == "dismiss":
             return self._dismiss(job)
-        if job.id is None and job.error is not None and job.error.paid_usd > 0:
+        if may_be_paid(job, job.error):
             return self.resume_all()  # paid, answer lost: find the job, never pay again
         if job.id and not job.done:
             self.follow(job)  # paid and unfinished: poll it again

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..boundary import result_url, wire_params
 from ..catalog import Catalog, Route
-from ..errors import ConfirmationRequired, JobFailed, JobTimeout, PaymentExpired, StableStudioError, usd
+from ..errors import ConfirmationRequired, JobFailed, JobInterrupted, JobTimeout, PaymentExpired, StableStudioError, usd
 from ..jobs import AsyncJob, JobEvent
 from ..siwx import text_for
 from ..status import FINAL
@@ -91,13 +91,21 @@ def recovery(job: AsyncJob, err: StableStudioError, dismiss: bool = True) -> dic
     (a failed job, or a request that ended before anything was paid) shows the amount it consents
     to (``retry_usd``): what the job cost, or the price it was last asked, or the route table's
     estimate. A card whose payment expired unsettled may also be closed (``dismissable``)."""
-    maybe_paid = job.id is None and err.paid_usd > 0
+    maybe_paid = may_be_paid(job, err)
     retryable = isinstance(err, JobFailed) or (job.id is None and not maybe_paid)
     return {"retryable": retryable,
             "resumable": isinstance(err, JobTimeout) or (job.id is not None and not job.done) or maybe_paid,
             "retry_usd": retry_price(job, err) if retryable else None,
             "unpaid": job.id is None and not maybe_paid,  # nothing was paid for the generation
             "dismissable": dismiss and job.id is None and isinstance(err, PaymentExpired)}
+
+
+def may_be_paid(job: AsyncJob, err: StableStudioError | None) -> bool:
+    """A request with no job whose payment may have moved money: it is looked for, never paid
+    again. Known from the kind of error (a lost answer, an interruption after signing), not only
+    from the amount it names, which a lost answer's card reads back from the ledger."""
+    return job.id is None and err is not None and (
+        err.paid_usd > 0 or (job.payment is not None and isinstance(err, JobInterrupted)))
 
 
 def retry_price(job: AsyncJob, err: StableStudioError | None) -> float:
