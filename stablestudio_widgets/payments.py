@@ -89,6 +89,7 @@ class Payments:
         self.prefer = prefer or []
         self.terms: dict[tuple, Terms] = {}
         self._learning: dict[tuple, asyncio.Lock] = {}
+        self.in_flight: set[str] = set()  # nonces of payments a paid POST of this client is still handling
 
     # --- terms -------------------------------------------------------------------------------------
     @staticmethod
@@ -241,44 +242,51 @@ class Payments:
                                "method": terms.method.name, "cached": not fresh,
                                "age_s": round(time.time() - terms.learned_at)},
                      terms.learned_at if fresh else time.time(), terms.learned_ms if fresh else 0.0)
-        for attempt in range(2):
-            req = terms.requirement
-            signed = await self._sign(req, terms, path, body, kind=kind, route=route, consent=consent, job=job)
-            try:
-                r, ambiguous = await self.send(path, body, signed, job)
-            except BaseException:  # cancelled or broken mid-send: it may have left, so it may settle
-                self._apply(Outcome.UNCERTAIN, signed, error="interrupted while sending")
-                raise
-            outcome, refusal = self._classify(r, ambiguous, terms.method)
-            receipt = self.receipt_of(r, terms.method) if outcome is Outcome.SETTLED else None
-            self._apply(outcome, signed, receipt=receipt, error=error_text(r, refusal, outcome))
-            if outcome is Outcome.SETTLED:
-                if not terms.paid and terms.requirement in terms.required.accepts:
-                    # The first payment on these x402 terms: the next kernel may pay on them at once (an
-                    # MPP challenge is single-use: there is nothing to keep).
-                    self.ledger.save_terms(self.service.base_url, json.dumps(key), terms.required.raw, terms.learned_at)
-                terms.paid = True
-                answer = json_or_none(r)
-                if job is not None:
-                    job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,
-                                         "response": answer, "method": signed.method}, signed.signed_at)
-                return Paid(answer or {}, receipt, signed, signed.signed_at)
-            if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
-                found = await self.find_job(route, body, signed.signed_at, signed.payer) if route else None
-                if found:
-                    self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED)
-                    return Paid({"jobId": found, "status": "pending"}, None, signed)
-            fresh = refusal if refusal is not None and r is not None and self.offers(refusal, r) else None
-            if outcome is Outcome.REFUSED and fresh and attempt == 0 and terms.paid:
-                # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew, within consent.
-                self.terms.pop(key, None)
-                terms = Terms(fresh, *self.choose(fresh, path, key, r), learned_at=time.time(),
-                              options=self.options(fresh, path, key, r))
-                _same_payee(req.pay_to, terms.requirement, signed)
-                self.terms[key] = terms
-                continue
-            raise failure(outcome, r, refusal, path, signed, base_url=self.service.base_url,
-                          tries=self.service.max_retries + 1)
+        mine: list[str] = []  # the payments this call signed: in flight until it returns
+        try:
+            for attempt in range(2):
+                req = terms.requirement
+                signed = await self._sign(req, terms, path, body, kind=kind, route=route, consent=consent, job=job)
+                mine.append(signed.nonce)
+                self.in_flight.add(signed.nonce)  # resume() leaves it to this call
+                try:
+                    r, ambiguous = await self.send(path, body, signed, job)
+                except BaseException:  # cancelled or broken mid-send: it may have left, so it may settle
+                    self._apply(Outcome.UNCERTAIN, signed, error="interrupted while sending")
+                    raise
+                outcome, refusal = self._classify(r, ambiguous, terms.method)
+                receipt = self.receipt_of(r, terms.method) if outcome is Outcome.SETTLED else None
+                self._apply(outcome, signed, receipt=receipt, error=error_text(r, refusal, outcome))
+                if outcome is Outcome.SETTLED:
+                    if not terms.paid and terms.requirement in terms.required.accepts:
+                        # The first payment on these x402 terms: the next kernel may pay on them at once (an
+                        # MPP challenge is single-use: there is nothing to keep).
+                        self.ledger.save_terms(self.service.base_url, json.dumps(key), terms.required.raw,
+                                               terms.learned_at)
+                    terms.paid = True
+                    answer = json_or_none(r)
+                    if job is not None:
+                        job.note("settled", {"PAYMENT-RESPONSE": receipt.to_dict() if receipt else None,
+                                             "response": answer, "method": signed.method}, signed.signed_at)
+                    return Paid(answer or {}, receipt, signed, signed.signed_at)
+                if outcome is Outcome.NONCE_USED or (outcome is Outcome.UNCERTAIN and r is None):
+                    found = await self.find_job(route, body, signed.signed_at, signed.payer) if route else None
+                    if found:
+                        self.ledger.update_payment(signed.nonce, status=PaymentStatus.SETTLED)
+                        return Paid({"jobId": found, "status": "pending"}, None, signed)
+                fresh = refusal if refusal is not None and r is not None and self.offers(refusal, r) else None
+                if outcome is Outcome.REFUSED and fresh and attempt == 0 and terms.paid:
+                    # Stale terms (price or payee changed): the refusal carries fresh ones; sign anew, within consent.
+                    self.terms.pop(key, None)
+                    terms = Terms(fresh, *self.choose(fresh, path, key, r), learned_at=time.time(),
+                                  options=self.options(fresh, path, key, r))
+                    _same_payee(req.pay_to, terms.requirement, signed)
+                    self.terms[key] = terms
+                    continue
+                raise failure(outcome, r, refusal, path, signed, base_url=self.service.base_url,
+                              tries=self.service.max_retries + 1)
+        finally:
+            self.in_flight.difference_update(mine)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _sign(self, req: Requirement, terms: Terms, path: str, body: dict[str, Any], *, kind: str,

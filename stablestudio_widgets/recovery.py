@@ -160,8 +160,11 @@ class Recovery:
             listener(job)
 
     def _open_payments(self) -> list[dict[str, Any]]:
+        # A payment this kernel is still sending is its request's to finish: a resend racing it could
+        # make the service run the request twice (behind the router, a replay runs before it is refused).
         return [p for p in self.ledger.open_payments() if p["url"].startswith(self.base_url + "/")
-                and p["kind"] == "generate" and p["route"] in self.catalog.routes]
+                and p["kind"] == "generate" and p["route"] in self.catalog.routes
+                and p["nonce"] not in self.payments.in_flight]
 
     async def _recover(self, p: dict[str, Any]) -> None:
         job = await self._resume_payment(p)

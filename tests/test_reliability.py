@@ -275,3 +275,34 @@ async def test_a_full_job_list_that_ends_after_the_payment_never_calls_it_expire
     later = make_client(wallet=ss.wallet, ledger=ss.ledger)
     assert await later.resume() == []  # not among the 50 newest
     assert ss.ledger.payment(p["nonce"])["status"] == "uncertain"  # not "expired": Resume looks again
+
+
+class HoldPaid(httpx.AsyncHTTPTransport):
+    """The real transport; a paid POST waits at the door until ``release`` is set (a slow network)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release, self.held, self.paid_posts = asyncio.Event(), asyncio.Event(), 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and "payment-signature" in request.headers:
+            self.paid_posts += 1
+            self.held.set()
+            await self.release.wait()
+        return await super().handle_async_request(request)
+
+
+async def test_resume_leaves_a_payment_its_own_kernel_is_still_sending_alone(make_client, sandbox):
+    """A resume while a paid request is on its way does not resend that payment or look for its job
+    (behind the router a racing resend runs the request twice): the request finishes it, paid once."""
+    wire = HoldPaid()
+    ss = make_client(transport=wire)
+    pending = asyncio.ensure_future(ss.generate("grok", "on its way"))
+    await asyncio.wait_for(wire.held.wait(), 10)
+    assert [p["status"] for p in ss.ledger.payments()] == ["sent"]
+    assert await asyncio.wait_for(ss.resume(), 10) == [] and wire.paid_posts == 1  # nothing resent, nothing adopted
+    wire.release.set()
+    job = await asyncio.wait_for(pending, 10)
+    await job.wait()
+    assert job.status == "complete" and wire.paid_posts == 1 and len(sandbox.settlements) == 1
+    assert ss.ledger.payment(ss.ledger.payments()[0]["nonce"])["job_id"] == job.id
