@@ -187,7 +187,7 @@ class PollPlan:
             self._not_before = t + wait
             self.belief = Belief(max(t + wait, t + self._gap), 0.1, "server")
             return
-        p = _percent(progress)
+        p = _finite(progress)  # a reading as the service sent it
         if p is None or not 0 < p < 100:
             return
         if p >= 99:  # the work is done and the output is being finished: the rate says nothing more
@@ -349,19 +349,23 @@ def _pairs(points: Any) -> list[tuple[float, float]]:
     out = []
     for pt in points if isinstance(points, (list, tuple)) else ():
         if isinstance(pt, (list, tuple)) and len(pt) == 2:
-            a, b = pt
-            if type(a) in _NUMBERS and type(b) in _NUMBERS and math.isfinite(a) and math.isfinite(b):
-                out.append((float(a), float(b)))
+            a, b = (_finite(v) for v in pt)
+            if a is not None and b is not None:
+                out.append((a, b))
     return out
 
 
-_NUMBERS = (int, float)  # exactly: not bool, not a subclass with surprises
-
-
-def _percent(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _finite(value: Any) -> float | None:
+    """A finite float out of an int or float (exactly: not bool), else None: a 400-digit integer
+    from JSON is too big for a float and must not raise where a job is polled."""
+    if type(value) not in (int, float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
 
 
 def _span(created: Any, updated: Any) -> float | None:

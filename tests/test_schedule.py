@@ -75,10 +75,18 @@ def test_one_reading_through_a_learned_map_tells_the_finish():
     [[[0.9, 10], [0.5, 50], [0.1, 90]]] * 4,  # progress that runs backwards
     [[["x", 10]], [[float("nan"), 50]], [[0.5, float("inf")]], "junk", [[1e9, 50]], [[0.5, -3]], None, [[0.4, 40]]],
     [[[0.9, 1]] * 8 + [[0.15 + 0.008 * p, p] for p in range(1, 99)]],  # one huge shape: only its first points count
+    [[[10**400, 5]], [[0.5, -10**400]], [[True, 50]], [[0.2, 10]]],  # too big for a float, a bool: never raise
 ])
 def test_a_progress_map_is_learned_only_from_readings_that_can_carry_one(shapes):
     plan = PollPlan(CATALOG.route("sora-2/generate"), shapes=shapes, progress_expected=True)
     assert plan.map is None
+
+
+def test_a_progress_reading_too_big_for_a_float_is_ignored():
+    """A service's JSON may carry a 400-digit progress: the plan goes on as if it had said nothing."""
+    plan = PollPlan(CATALOG.route("sora-2/generate"), progress_expected=True, rng=random.Random(1))
+    plan.observe(10.0, "loading", 10**400)
+    assert plan.next_delay(10.0) > 0
 
 
 def test_a_job_teaches_where_its_readings_fell_in_its_run():
