@@ -9,6 +9,7 @@ price check in ``payments.py``) and sign-in challenges in ``siwx.py``; this modu
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from typing import Any
@@ -29,6 +30,18 @@ def json_object(r: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def finite_number(value: Any) -> float | None:
+    """A finite float out of an int or float (exactly: not bool), else None: a 400-digit integer
+    from JSON is too big for a float and must not raise where it is read."""
+    if type(value) not in (int, float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def job_id(value: Any) -> str:

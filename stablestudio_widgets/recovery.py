@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .boundary import wire_params
+from .boundary import finite_number, wire_params
 from .catalog import Catalog, Route
 from .errors import JobInterrupted, PaymentExpired, StableStudioError, fmt_usd, usd
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
@@ -22,7 +22,7 @@ from .service import json_or_none
 from .siwx import parse_iso
 from .status import OPEN_PAYMENTS, JobStatus, PaymentStatus, kind
 from .tracker import JobTracker, route_from_type
-from .x402 import Receipt
+from .x402 import MAX_VALIDITY_S, Receipt
 
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
 LIST_LIMIT = 50  # jobs per look at the wallet's list (the service has no pages: `?limit=` only)
@@ -116,7 +116,7 @@ class Recovery:
         if p is None or p["job_id"] or not isinstance(job.error, JobInterrupted) or job.status != JobStatus.FAILED:
             return None
         job.refused(lost_answer_error(job.route.id, p))
-        valid_before = p["valid_before"] if isinstance(p["valid_before"], (int, float)) else 0
+        valid_before = deadline_of(p)
         return valid_before if p["status"] in OPEN_PAYMENTS and valid_before > time.time() else None
 
     def closed(self, job: AsyncJob) -> None:
@@ -183,7 +183,7 @@ class Recovery:
         job.payment = (p["nonce"], p["amount"])
         # Still open and valid (its payload is still kept): resend the very same credential.
         if method and method.resend_when_ambiguous and p["status"] in OPEN_PAYMENTS \
-                and p["valid_before"] > time.time() + 2:
+                and deadline_of(p) > time.time() + 2:
             signed = method.restore(p)
             r, _ = await self.payments.send(route.path, body, signed)
             if r is not None and r.status_code == 200:
@@ -193,17 +193,17 @@ class Recovery:
                 data = json_or_none(r) or {}
                 self._adopt(job, data.get("jobId") or data.get("id"), p, receipt)
                 return job
-        found, conclusive = await self._search(route, body, p["signed_at"], p["payer"], settle_by=p["valid_before"])
+        found, conclusive = await self._search(route, body, p["signed_at"], p["payer"], settle_by=deadline_of(p))
         if found:
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.SETTLED)
             self._adopt(job, found, p, None)
             return job
         if p["status"] == PaymentStatus.SETTLED:  # money moved: never call it expired; keep looking next time
             self.ledger.update_payment(p["nonce"], error="settled, but the service shows no job for it yet")
-        elif p["valid_before"] < time.time() and not conclusive:  # a listing that failed, or ended too soon
+        elif deadline_of(p) < time.time() and not conclusive:  # a listing that failed, or ended too soon
             self.ledger.update_payment(p["nonce"], error="its validity ran out, and the service's job list could not "
                                                          "be read far enough back to tell whether it bought a job")
-        elif p["valid_before"] < time.time():
+        elif deadline_of(p) < time.time():
             self.ledger.update_payment(p["nonce"], status=PaymentStatus.EXPIRED,
                                        error="validity ran out and the service shows no job for it")
             if owner is not None:
@@ -263,11 +263,23 @@ class Recovery:
             await asyncio.sleep(max(1.0 * scale, 0.05))
 
 
+def deadline_of(p: dict[str, Any]) -> float:
+    """When payment ``p`` (a ledger row, read back: checked) can no longer settle: its recorded
+    deadline when that is a number no later than the longest window this client signs ends, else
+    the end of that window (not a number, or one no clock can show, counts as the longest)."""
+    signed = finite_number(p.get("signed_at"))
+    longest = (signed if signed is not None else time.time()) + MAX_VALIDITY_S + 60
+    recorded = finite_number(p.get("valid_before"))
+    if recorded is not None and 0 <= recorded <= longest:
+        return recorded
+    return longest
+
+
 def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
     """What a card says of payment ``p`` (a ledger row) whose answer was lost, as the ledger knows
     it: settled, possibly paid while its authorization is valid (until when) or after it ran out
     (not known until a resume looks), or expired unsettled (nothing paid: a retry pays anew)."""
-    valid_before = p["valid_before"] if isinstance(p["valid_before"], (int, float)) else 0  # read back: checked
+    valid_before = deadline_of(p)
     cost, until = fmt_usd(usd(p["amount"])), _clock(valid_before)
     if p["status"] == PaymentStatus.EXPIRED:
         return PaymentExpired(

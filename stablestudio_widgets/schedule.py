@@ -28,6 +28,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 
+from .boundary import finite_number
 from .catalog import Route
 
 ROUTE_SPREAD = 0.35  # how far a job strays from the route table's typical time (log-normal sigma)
@@ -187,7 +188,7 @@ class PollPlan:
             self._not_before = t + wait
             self.belief = Belief(max(t + wait, t + self._gap), 0.1, "server")
             return
-        p = _finite(progress)  # a reading as the service sent it
+        p = finite_number(progress)  # a reading as the service sent it
         if p is None or not 0 < p < 100:
             return
         if p >= 99:  # the work is done and the output is being finished: the rate says nothing more
@@ -349,22 +350,10 @@ def _pairs(points: Any) -> list[tuple[float, float]]:
     out = []
     for pt in points if isinstance(points, (list, tuple)) else ():
         if isinstance(pt, (list, tuple)) and len(pt) == 2:
-            a, b = (_finite(v) for v in pt)
+            a, b = (finite_number(v) for v in pt)
             if a is not None and b is not None:
                 out.append((a, b))
     return out
-
-
-def _finite(value: Any) -> float | None:
-    """A finite float out of an int or float (exactly: not bool), else None: a 400-digit integer
-    from JSON is too big for a float and must not raise where a job is polled."""
-    if type(value) not in (int, float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 

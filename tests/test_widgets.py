@@ -597,6 +597,24 @@ def test_a_lost_answer_whose_ledger_amount_was_zeroed_is_still_never_paid_again(
     later.close()
 
 
+@pytest.mark.parametrize("recorded", [float("inf"), "soon", 10**400, -1e300, 4e9])
+def test_a_lost_answers_deadline_read_back_from_the_ledger_is_checked(ss, sandbox, recorded):
+    """A validBefore the ledger no longer holds as a sensible number (not a number, one no clock can
+    show, past the longest window this client signs) counts as the end of that window: the Gallery
+    still shows the card, and it is not called expired (which would offer a second payment)."""
+    (p,) = lose_answers(ss, sandbox, ["deadline tampered"], settle=False)
+    with ss.ledger._tx() as db:
+        db.execute("UPDATE payments SET valid_before=? WHERE nonce=?",
+                   (str(recorded) if isinstance(recorded, int) and recorded > 2**63 else recorded, p["nonce"]))
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later, show_ledger=True)
+    until(lambda: g.jobs)
+    (card,) = g.jobs
+    assert card["error"]["resumable"] and not card["error"]["retryable"]
+    assert f"stays valid until {clock(p['signed_at'] + 660)}" in card["error"]["message"]
+    later.close()
+
+
 def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dismiss(ss, sandbox):
     """Payments whose answers were lost before they reached the service, seen by a kernel that
     starts after their authorizations expired: their cards say they may have been paid until
