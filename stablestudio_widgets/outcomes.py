@@ -23,7 +23,7 @@ class Outcome(str, Enum):
     REFUSED = "refused"        # a definite answer that is not a success: its authorization stays valid
     NONCE_USED = "nonce_used"  # a 402 for a payment an earlier send may have settled
     UNCERTAIN = "uncertain"    # no definite answer after it may have left: it may have settled
-    UNSENT = "unsent"          # it never left this machine (every attempt failed to connect)
+    UNSENT = "unsent"          # it never left this machine (no attempt got a connection)
 
 
 def failure(outcome: Outcome, r: httpx.Response | None, refusal: PaymentRequired | None, path: str,
@@ -33,8 +33,8 @@ def failure(outcome: Outcome, r: httpx.Response | None, refusal: PaymentRequired
     usd_ = signed.requirement.amount_usd
     reason = refusal.error if refusal else None
     if outcome is Outcome.UNSENT:
-        return ServiceError(f"The service could not be reached at {base_url}. The payment never "
-                            "left this machine: nothing was paid.")
+        return ServiceError(f"The service could not be reached at {base_url} (no connection could be opened, "
+                            "or freed, in time). The payment never left this machine: nothing was paid.")
     if outcome is Outcome.UNCERTAIN and r is None:
         return ServiceError(
             f"The service did not answer the paid request to {path} after {tries} tries. "

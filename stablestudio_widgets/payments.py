@@ -334,9 +334,9 @@ class Payments:
                 self.service.stats["requests"] += 1
                 r = await self.service.http.post(self.service.target(path), json=body, headers=signed.headers)
             except httpx.TransportError as e:
-                # A connect error means the request never left: not ambiguous. Anything else might have
-                # reached the server and settled.
-                if not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
+                # No connection (none could be opened, or none freed in the pool in time) means the
+                # request never left: not ambiguous. Anything else might have reached the server and settled.
+                if not isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
                     ambiguous = True
                     self.ledger.update_payment(nonce, status=PaymentStatus.UNCERTAIN,
                                                error=f"{type(e).__name__}: {e}"[:300])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from starlette.responses import JSONResponse, Response
 
@@ -51,3 +52,20 @@ async def test_refused_authorizations_count_against_the_budget_until_they_expire
     assert "Nothing was paid" not in str(refusal)
     assert {p["status"] for p in ss.ledger.payments()} == {"refused"}
     assert ss.ledger.spent_atomic() == sum(hostile.amounts())
+
+
+async def test_a_payment_that_waited_in_vain_for_a_busy_connection_never_left(hostile, client):
+    """Every connection busy (here the only one, held by a streamed answer): the paid request times
+    out in the pool before a byte is sent. That is "never left, nothing paid", not "may have
+    settled" (which would hold the amount against the budgets and send the user to resume())."""
+    ss = client(transport=httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1)), timeout=0.5,
+                budget_usd=0.50)
+    await ss.generate("nano-banana", "a fox")  # learns the terms: the next payment is signed up front
+    async with ss.service.http.stream("GET", "/api/jobs/held"):  # the one connection stays busy
+        err = await outcome(ss.generate("nano-banana", "a hare"))
+    assert len(hostile.paid()) == 1  # the second payment never reached the server
+    statuses = sorted(p["status"] for p in ss.ledger.payments())
+    assert statuses == ["settled", "unsent"]
+    assert isinstance(err, StableStudioError) and "nothing was paid" in str(err)
+    first = hostile.paid()[0].authorization["value"]
+    assert (ss.spending.spent, ss.spending.reserved, ss.spending.held) == (int(first), 0, 0)  # given back
