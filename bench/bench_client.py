@@ -17,10 +17,12 @@ after another, then all at once, against ONE sandbox running in a separate proce
   right after the POST and then every
   ``poll_interval_s * time_scale`` of the route (3 ms at 0.001: the interval ours settles on).
 
-Requests are counted on the wire by a counting transport under each client, signatures as the
-distinct PAYMENT-SIGNATURE / SIGN-IN-WITH-X values sent, payments by the sandbox's settlement
-ledger. Each mode uses fresh clients (cold terms and connections, built outside the timed part)
-after a warm-up; every figure is the median of --rounds rounds (default 3), who goes first
+Each client sends through the transport it uses by default (ours: ``default_transport()``, httpx's
+pool on asyncio sockets; the reference: httpx's ``AsyncHTTPTransport``, as the SDK documents it),
+with a counting layer in front of it. Requests are counted there, signatures as the distinct
+PAYMENT-SIGNATURE / SIGN-IN-WITH-X values sent, payments by the sandbox's settlement ledger.
+Each mode uses fresh clients (cold terms and connections, built outside the timed part) after a
+warm-up; every figure is the median of --rounds rounds (default 3), who goes first
 alternating. By default the sandbox serves stub media (same job timing, no 0.1-0.5 s PIL render
 competing for the 2 cores) with TCP_NODELAY (the shipped one leaves Nagle on: ~44 ms per response
 on loopback); --render real and --nagle restore either.
@@ -56,6 +58,7 @@ from verdict import verdict  # noqa: E402
 
 from stablestudio_widgets import AsyncStableStudio, Wallet  # noqa: E402
 from stablestudio_widgets.catalog import load as load_catalog  # noqa: E402
+from stablestudio_widgets.service import default_transport  # noqa: E402
 
 ROUTE = "nano-banana/generate"
 NETWORK = "eip155:84532"
@@ -73,18 +76,18 @@ sb.stop()
 """
 
 
-class CountingTransport(httpx.AsyncHTTPTransport):
-    """The real transport, noting each request on the wire: its kind and the signatures it carries."""
+class CountingTransport(httpx.AsyncBaseTransport):
+    """A client's own transport, noting each request it sends: its kind and the signatures it carries."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
         self.kinds = {"paid": 0, "unpaid_402": 0, "poll": 0, "other": 0}
         self.payment_sigs: set[str] = set()
         self.siwx_sigs: set[str] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pay, siwx = request.headers.get("payment-signature"), request.headers.get("sign-in-with-x")
-        response = await super().handle_async_request(request)
+        response = await self.inner.handle_async_request(request)
         if pay:
             kind = "paid"
             self.payment_sigs.add(pay)
@@ -98,6 +101,9 @@ class CountingTransport(httpx.AsyncHTTPTransport):
             self.siwx_sigs.add(siwx)
         self.kinds[kind] += 1
         return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 # --- the sandbox, in its own process -------------------------------------------------------------------
@@ -125,7 +131,7 @@ async def settlements_by(base: str, payer: str) -> int:
 
 class Ours:
     def __init__(self, base: str, wallet: Wallet, time_scale: float):
-        self.transport = CountingTransport()
+        self.transport = CountingTransport(default_transport())  # what it sends through by default
         self.client = AsyncStableStudio(base, wallet, ledger=":memory:", time_scale=time_scale,
                                         transport=self.transport)
 
@@ -142,7 +148,7 @@ class Reference:
     def __init__(self, base: str, account, interval: float):
         self.base, self.account, self.interval = base, account, interval
         sdk = register_exact_evm_client(x402Client(), account, networks=NETWORK)
-        self.transport = CountingTransport()
+        self.transport = CountingTransport(httpx.AsyncHTTPTransport())  # the SDK's documented set-up
         self.http = httpx.AsyncClient(base_url=base, transport=x402AsyncTransport(sdk, self.transport), timeout=60)
 
     async def siwx_header(self, uri: str) -> str:

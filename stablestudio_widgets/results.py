@@ -29,7 +29,7 @@ import httpx
 
 from .boundary import file_stem, result_url
 from .errors import ServiceError
-from .service import tls_context
+from .service import default_transport, tls_context
 
 if TYPE_CHECKING:
     from .service import Service
@@ -156,7 +156,8 @@ class Downloads:
         loop = asyncio.get_running_loop()
         http = self._by_loop.get(loop)
         if http is None or http.is_closed:
-            http = self._by_loop[loop] = httpx.AsyncClient(timeout=self.timeout, verify=tls_context())
+            http = self._by_loop[loop] = httpx.AsyncClient(timeout=self.timeout, transport=default_transport(),
+                                                           verify=tls_context())
         return await self._fetch(http, url, media)
 
     async def _fetch(self, http: httpx.AsyncClient, url: str, media: str) -> Download:

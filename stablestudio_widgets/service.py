@@ -21,9 +21,11 @@ from .errors import AuthError, PaymentRequiredError, ServiceError
 from .networks import BASE, BASE_SEPOLIA, EVM, SOLANA, SOLANA_DEVNET, SVM, TEMPO, TEMPO_TESTNET
 from .policy import is_loopback
 from .schedule import parse_retry_after
+from .sockets import AsyncioTransport
 from .wallet import Wallet
 
 DEFAULT_BASE_URL = "https://stablestudio.dev"
+LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 
 @functools.cache
@@ -31,6 +33,11 @@ def tls_context() -> ssl.SSLContext:
     """One TLS context for the process: making one loads the CA bundle (tens of ms, a visible stall in
     a notebook), so every client and download shares it."""
     return httpx.create_ssl_context()
+
+
+def default_transport() -> httpx.AsyncBaseTransport:
+    """What a client sends through unless given ``transport=``: httpx's pool on asyncio sockets."""
+    return AsyncioTransport(verify=tls_context(), limits=LIMITS)
 
 
 class Service:
@@ -47,8 +54,8 @@ class Service:
         self.chains = {EVM: [BASE_SEPOLIA, BASE] if local else [BASE],
                        SVM: [SOLANA_DEVNET, SOLANA] if local else [SOLANA]}
         self.http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), follow_redirects=False,
+            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport or default_transport(), limits=LIMITS, follow_redirects=False,
             verify=tls_context())
         self.stats = {"requests": 0, "signatures": 0, "siwx_signatures": 0}
         self._targets: dict[str, httpx.URL] = {}

@@ -10,6 +10,7 @@ import pytest
 
 from stablestudio_widgets import AsyncStableStudio, Wallet
 from stablestudio_widgets.ledger import Ledger
+from stablestudio_widgets.sockets import Backend
 
 from .server import Hostile, Running
 
@@ -31,7 +32,7 @@ class _Loopback(httpcore.AsyncNetworkBackend):
     """Resolves every host name to the hostile server: the client believes it talks to that host."""
 
     def __init__(self, port: int):
-        self.port, self.inner = port, httpcore.AnyIOBackend()
+        self.port, self.inner = port, Backend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Any = None) -> httpcore.AsyncNetworkStream:
