@@ -53,7 +53,8 @@ from verdict import verdict  # noqa: E402
 
 from stablestudio_widgets import AsyncStableStudio, Wallet  # noqa: E402
 from stablestudio_widgets.catalog import load as load_catalog  # noqa: E402
-from stablestudio_widgets.sandbox.simulate import ratios, simulate  # noqa: E402
+from stablestudio_widgets.sandbox.jobs import centre_s  # noqa: E402
+from stablestudio_widgets.sandbox.simulate import best_blind_ratio, ratios, required_params, simulate  # noqa: E402
 
 ROUTES = ["grok/generate", "nano-banana/generate", "flux-2-pro/generate", "nano-banana-pro/generate",
           "flux-2-max/generate", "gpt-image-2/generate", "grok-video/generate", "veo-3.1-fast/generate",
@@ -199,7 +200,8 @@ def simulated(args: argparse.Namespace) -> list[str]:
     catalog = load_catalog()
     print(f"## simulated: {args.sim_jobs} jobs per route (first 3 cold, not counted), spread {args.spread}, "
           f"seed {args.seed}; delay ratio / polls ratio, ours over the fixed interval")
-    print(f"{'route':<26}{'typical s':>10}{'interval':>9}" + "".join(f"{label:>22}" for label, _, _ in SIM_CASES))
+    print(f"{'route':<26}{'typical s':>10}{'interval':>9}" + "".join(f"{label:>22}" for label, _, _ in SIM_CASES)
+          + f"{'best possible: ours/all polls':>31}")
     missed = []
     for route_id in ROUTES:
         route = catalog.route(route_id)
@@ -211,8 +213,10 @@ def simulated(args: argparse.Namespace) -> list[str]:
             cells.append(f"{delay:.2f} / {polls:.2f}")
             if label == "progress" and (delay > 1 / 3 or polls > 1.0):
                 missed.append(f"{route_id} (simulated): delay ratio {delay:.2f}, polls ratio {polls:.2f}")
+        centre = centre_s(route, required_params(route))  # status only, by an oracle: at ours' polls, at all
+        bounds = [best_blind_ratio(centre, args.spread, route.poll_interval_s, share) for share in (polls, 1.0)]
         print(f"{route_id:<26}{route.typical_s:>10.0f}{route.poll_interval_s:>9.0f}"
-              + "".join(f"{c:>22}" for c in cells))
+              + "".join(f"{c:>22}" for c in cells) + f"{bounds[0]:>24.2f} / {bounds[1]:.2f}")
     return missed
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..catalog import Route
 from ..schedule import LEARNED, PollPlan
-from .jobs import Job, Timing, draw_duration_s
+from .jobs import MAX_Z, Job, Timing, draw_duration_s
 
 
 @dataclass(frozen=True)
@@ -86,3 +86,57 @@ def ratios(rows: list[tuple[Polled, Polled]]) -> tuple[float, float]:
     mean = statistics.fmean
     return (mean(o.delay for o, _ in rows) / mean(f.delay for _, f in rows),
             mean(o.polls for o, _ in rows) / mean(f.polls for _, f in rows))
+
+
+
+
+def best_blind_ratio(centre: float, spread: float, interval: float, polls_share: float = 1.0,
+                     grid: int = 240) -> float:
+    """The least mean delay, over the fixed interval's, that any schedule of poll times chosen in
+    advance reaches with ``polls_share`` of the fixed interval's polls, on jobs drawn as the sandbox
+    draws them (log-normal around ``centre``, cut at MAX_Z): an oracle that knows the distribution
+    exactly but reads nothing from the running job, the best a plan without progress readings
+    could do (the switch from pending at 15% of a run comes before any poll worth making).
+
+    A dynamic programme over ``grid`` candidate poll times across the durations' range finds the
+    best schedule for a given price of a poll; the price is bisected until its polls fit the
+    budget. Expectations are taken on a grid 8 times finer."""
+    fine = 8 * grid
+    lo, hi = centre * math.exp(-spread * MAX_Z), centre * math.exp(spread * MAX_Z)
+    normal = statistics.NormalDist()
+    cut = normal.cdf(-MAX_Z)
+    xs = [lo + (hi - lo) * k / fine for k in range(fine + 1)]
+    cdf = [min(max((normal.cdf(math.log(x / centre) / spread) - cut) / (1 - 2 * cut), 0.0), 1.0) for x in xs]
+    mids = [(xs[k] + xs[k + 1]) / 2 for k in range(fine)]
+    probs = [cdf[k + 1] - cdf[k] for k in range(fine)]
+    partial = [0.0]  # E[D; D <= x] at each fine point
+    for x, p in zip(mids, probs, strict=True):
+        partial.append(partial[-1] + x * p)
+    # The fixed interval on the same distribution: polls at interval, 2 * interval, ...
+    fixed_polls = sum(math.ceil(x / interval) * p for x, p in zip(mids, probs, strict=True))
+    fixed_delay = sum((math.ceil(x / interval) * interval - x) * p for x, p in zip(mids, probs, strict=True))
+    t, F, G = xs[::8], cdf[::8], partial[::8]  # the candidate poll times
+    n = len(t)
+
+    def best(price: float) -> tuple[float, float]:
+        # cost[i]: least delay + price * polls still to come for a job not done at t[i] (unnormalised)
+        cost, nxt = [0.0] * n, [n - 1] * n
+        for i in range(n - 2, -1, -1):
+            left, c_best = 1.0 - F[i], math.inf
+            for j in range(i + 1, n):  # the next poll at t[j] sees the jobs done in (t[i], t[j]]
+                c = t[j] * (F[j] - F[i]) - (G[j] - G[i]) + price * left + cost[j]
+                if c < c_best:
+                    c_best, nxt[i] = c, j
+            cost[i] = c_best
+        delay = polls = 0.0
+        i = 0  # t[0] is the start (no job is done by then), not a poll
+        while i < n - 1:
+            j = nxt[i]
+            delay, polls, i = delay + t[j] * (F[j] - F[i]) - (G[j] - G[i]), polls + 1.0 - F[i], j
+        return delay, polls
+
+    low, high = 0.0, hi  # a poll's price in seconds of delay: free .. dearer than any wait
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (mid, high) if best(mid)[1] > polls_share * fixed_polls else (low, mid)
+    return best(high)[0] / fixed_delay
