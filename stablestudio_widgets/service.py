@@ -21,7 +21,6 @@ from .errors import AuthError, PaymentRequiredError, ServiceError
 from .networks import BASE, BASE_SEPOLIA, EVM, SOLANA, SOLANA_DEVNET, SVM, TEMPO, TEMPO_TESTNET
 from .policy import is_loopback
 from .schedule import parse_retry_after
-from .sockets import AsyncioTransport
 from .wallet import Wallet
 
 DEFAULT_BASE_URL = "https://stablestudio.dev"
@@ -36,7 +35,10 @@ def tls_context() -> ssl.SSLContext:
 
 
 def default_transport() -> httpx.AsyncBaseTransport:
-    """What a client sends through unless given ``transport=``: httpx's pool on asyncio sockets."""
+    """What a client sends through unless given ``transport=``: httpx's pool on asyncio sockets
+    (imported here, as httpx imports httpcore: not at ``import stablestudio_widgets``)."""
+    from .sockets import AsyncioTransport
+
     return AsyncioTransport(verify=tls_context(), limits=LIMITS)
 
 

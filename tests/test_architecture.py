@@ -84,9 +84,10 @@ def test_importing_the_core_loads_no_widget_code():
 
 def test_importing_the_package_loads_neither_the_widgets_nor_the_signing_stack():
     """``import stablestudio_widgets`` stays quick (bench/bench_import.py measures it): the widget stack
-    and the signing stack (eth-account, eth-utils, rlp, solders) load on first use."""
+    and the signing stack (eth-account, eth-utils, rlp, solders) load on first use, and so does the
+    HTTP stack below httpx (httpcore: httpx itself imports it lazily)."""
     code = ("import stablestudio_widgets, sys; print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'anywidget', 'ipywidgets', 'eth_account', 'eth_utils', 'eth_keys', 'rlp', 'solders'}), "
+            "{'anywidget', 'ipywidgets', 'eth_account', 'eth_utils', 'eth_keys', 'rlp', 'solders', 'httpcore'}), "
             "'stablestudio_widgets.widgets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] False"
