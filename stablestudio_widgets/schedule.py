@@ -47,6 +47,7 @@ _STANDARD = statistics.NormalDist()
 MIN_SCATTER = 0.002  # a learned progress map is never trusted closer than 0.2% of the run
 ROUGH = 0.02  # an estimate from progress without a learned map is never trusted closer than 2%
 ROUGH_BOUND = 0.1  # ... and a wider one only bounds the finish
+MIN_PROGRESS_SPAN = 0.25  # a learned map's 0-99% covers at least this share of a run
 SLOPE_PRIOR = 100.0  # how hard a progress map's slope leans to 1%/percent (as one point 10 percent off the mean)
 
 
@@ -72,7 +73,10 @@ class ProgressMap:
         sxx = sum((p - mp) ** 2 for p, _ in pts)
         per = (sum((p - mp) * (s - ms) for p, s in pts) + SLOPE_PRIOR * 0.01) / (sxx + SLOPE_PRIOR)
         start = ms - per * mp
-        if not (0 < per and 0 <= start < 1 and start + per * 99 <= 1.05):
+        # A map must be one a run can have: progress moving through at least a quarter of it (a "map"
+        # that puts every reading at the very end, as a tampered ledger could, would poll at the
+        # shortest stride from the first look on).
+        if not (per * 99 >= MIN_PROGRESS_SPAN and 0 <= start < 1 and start + per * 99 <= 1.05):
             return None
         scatter = math.sqrt(sum((s - start - per * p) ** 2 for p, s in pts) / (len(pts) - 2))
         return cls(start, per, max(scatter, MIN_SCATTER))

@@ -87,6 +87,7 @@ def test_one_reading_through_a_learned_map_tells_the_finish():
     [[["x", 10]], [[float("nan"), 50]], [[0.5, float("inf")]], "junk", [[1e9, 50]], [[0.5, -3]], None, [[0.4, 40]]],
     [[[0.9, 1]] * 8 + [[0.15 + 0.008 * p, p] for p in range(1, 99)]],  # one huge shape: only its first points count
     [[[10**400, 5]], [[0.5, -10**400]], [[True, 50]], [[0.2, 10]]],  # too big for a float, a bool: never raise
+    [[[0.99, p], [0.995, p + 5]] for p in (10, 30, 50, 70, 90)],  # every reading at the very end (tampered)
 ])
 def test_a_progress_map_is_learned_only_from_readings_that_can_carry_one(shapes):
     plan = PollPlan(CATALOG.route("sora-2/generate"), shapes=shapes, progress_expected=True)
