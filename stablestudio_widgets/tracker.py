@@ -51,7 +51,7 @@ class JobTracker:
         self.full_inspectors = FULL_INSPECTORS
         self._latest_finished: deque[AsyncJob] = deque()
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
-        self.payers: dict[str, str] = {}  # job id -> the wallet address that owns it (signs in to poll it)
+        self.payers: dict[str, str | None] = {}  # job id -> the wallet address that owns it (signs in to poll it)
         self._run_times: dict[tuple[str, str], list[float]] = {}  # (route, variant) -> recent run times
         self._shapes: dict[str, list[Any]] = {}  # route -> recent jobs' progress readings, as shares of their runs
         self._reports_progress: bool | None = None  # does this service say how far along jobs are?
@@ -90,11 +90,9 @@ class JobTracker:
     # --- the job host interface -------------------------------------------------------------------
     def payer_of(self, job_id: str) -> str | None:
         """The wallet address that paid for ``job_id`` (it signs in to see it), if we know it."""
-        if job_id not in self.payers:
+        if job_id not in self.payers:  # read once, a miss too: a job is polled many times
             payer = (self.ledger.job(job_id) or {}).get("payer")
-            if payer not in self.service.wallet.addresses.values():
-                return None
-            self.payers[job_id] = payer
+            self.payers[job_id] = payer if payer in self.service.wallet.addresses.values() else None
         return self.payers[job_id]
 
     async def poll(self, job_id: str) -> tuple[httpx.Response, dict[str, Any]]:

@@ -190,16 +190,21 @@ class Wallet:
         """EIP-191 signature (r, s, v) of a signable message, with the key object made once: eth-account
         makes it (and derives the public key) again on every call, a third of a poll's CPU; and with
         libsecp256k1 (coincurve, what eth-keys uses underneath) directly, without eth-keys' checks."""
+        from eth_utils import keccak
+
+        sig = self._secp256k1().sign_recoverable(keccak(b"\x19" + signable.version + signable.header + signable.body),
+                                                 hasher=None)
+        return "0x" + sig[:64].hex() + f"{sig[64] + 27:02x}"
+
+    def _secp256k1(self) -> Any:
+        """The EVM key as a libsecp256k1 (coincurve) key, made once."""
         try:
-            signer = self.__signer
+            return self.__signer
         except AttributeError:
             from coincurve import PrivateKey
 
-            signer = self.__signer = PrivateKey(bytes(self._evm().key))
-        from eth_utils import keccak
-
-        sig = signer.sign_recoverable(keccak(b"\x19" + signable.version + signable.header + signable.body), hasher=None)
-        return "0x" + sig[:64].hex() + f"{sig[64] + 27:02x}"
+            self.__signer = PrivateKey(bytes(self._evm().key))
+            return self.__signer
 
     def sign_solana(self, message: bytes) -> bytes:
         """A raw Ed25519 signature (64 bytes) of ``message`` by the Solana key."""
@@ -213,8 +218,8 @@ class Wallet:
         that define their own signing payload (a Tempo transaction). Never an EIP-191 message."""
         if len(digest) != 32:
             raise WalletError("sign_hash needs a 32-byte digest.")
-        sig = self._evm().unsafe_sign_hash(digest)
-        return sig.r.to_bytes(32, "big") + sig.s.to_bytes(32, "big") + bytes([sig.v])
+        sig = self._secp256k1().sign_recoverable(bytes(digest), hasher=None)
+        return sig[:64] + bytes([sig[64] + 27])
 
     def export_keystore(self, password: str) -> dict[str, Any]:
         """An encrypted keystore of the EVM key (to save a sandbox or new wallet safely)."""

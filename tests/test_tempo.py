@@ -136,6 +136,8 @@ def test_wallet_sign_hash_is_raw_secp256k1():
     assert len(sig) == 65 and sig[64] in (27, 28)
     assert Account._recover_hash(digest, vrs=(sig[64], int.from_bytes(sig[:32], "big"),
                                               int.from_bytes(sig[32:64], "big"))) == SENDER
+    ref = Account.from_key(PK).unsafe_sign_hash(digest)  # the same bytes as eth-account's (RFC 6979, low s)
+    assert sig == ref.r.to_bytes(32, "big") + ref.s.to_bytes(32, "big") + bytes([ref.v])
     with pytest.raises(Exception, match="32-byte"):
         wallet.sign_hash(b"short")
 
