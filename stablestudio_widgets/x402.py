@@ -32,6 +32,9 @@ MAX_VALIDITY_S = 600
 VALID_AFTER_SKEW_S = 60
 MAX_UINT256 = 2**256 - 1
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_CHAIN_ID = re.compile(r"eip155:([1-9][0-9]{0,17})\Z")  # decimal, as CAIP-2 writes it: int() also takes "8_453"
+MAX_DOMAIN_TEXT = 64
+_DOMAIN_TEXT = re.compile(rf"[^\ud800-\udfff]{{1,{MAX_DOMAIN_TEXT}}}\Z")  # no lone surrogates: UTF-8 can spell it
 _NETWORK = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,64}$")
 _UINT = re.compile(r"[0-9]{1,78}")  # ASCII digits only: str.isdigit() accepts '²'
 
@@ -162,8 +165,14 @@ def eip712_domain(req: Requirement) -> dict[str, Any]:
         raise PaymentRequiredError(
             f"Unknown asset {req.asset} on {req.network} and the server gave no EIP-712 name/version "
             "in extra. Nothing was signed.")
-    return {"name": name, "version": version, "chainId": int(req.network.split(":", 1)[1]),
-            "verifyingContract": req.asset}
+    if not all(_DOMAIN_TEXT.match(text) for text in (name, version)):
+        raise PaymentRequiredError(
+            f"The EIP-712 name/version in the terms for {req.asset} on {req.network} are not a token's "
+            f"(at most {MAX_DOMAIN_TEXT} characters with a UTF-8 spelling). Nothing was signed.")
+    chain = _CHAIN_ID.match(req.network)
+    if chain is None:
+        raise PaymentRequiredError(f"{req.network!r} is not an EVM chain id (eip155:<decimal>). Nothing was signed.")
+    return {"name": name, "version": version, "chainId": int(chain[1]), "verifyingContract": req.asset}
 
 
 TRANSFER_TYPES = {

@@ -310,3 +310,15 @@ def test_settle_response_fuzz_decodes_or_raises_typed(value):
         return
     assert isinstance(r.success, bool) and (r.amount is None or r.amount >= 0)
     assert r.transaction is None or isinstance(r.transaction, str)
+
+
+@pytest.mark.parametrize("network", ["eip155:84_532", "eip155: 84532", "eip155:084532", "eip155:8453\n", "eip155:"])
+def test_a_chain_id_is_read_only_as_caip2_writes_it(network):
+    """int() would read most of these as a chain id; the signature would then bind to a chain the terms
+    never plainly named."""
+    with pytest.raises(PaymentRequiredError, match="Nothing was signed"):  # when read, or before signing
+        x402.eip712_domain(x402.parse_requirement(
+            {"scheme": "exact", "network": network, "amount": "1000",
+             "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+             "payTo": "0x1111111111111111111111111111111111111111", "maxTimeoutSeconds": 60,
+             "extra": {"name": "USDC", "version": "2"}}, 0))

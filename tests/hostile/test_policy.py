@@ -44,3 +44,16 @@ async def test_the_asset_is_checked_with_its_network(hostile, client):
     err = await outcome(ss.generate("nano-banana", "a fox"))
     assert hostile.paid() == []
     assert isinstance(err, PaymentRequiredError) and "not a known USDC contract on Base Sepolia" in str(err)
+
+
+@pytest.mark.parametrize("extra", [
+    {"name": "\ud800", "version": "2"},  # a lone surrogate: no UTF-8 spelling to hash
+    {"name": "USDC", "version": "2" * 5000},  # no token has a 5000-character version
+])
+async def test_a_token_domain_that_cannot_be_signed_is_refused_before_signing(hostile, client, extra):
+    honest = hostile.requirement
+    hostile.requirement = lambda key, body=b"": {**honest(key, body), "extra": extra}
+    ss = client()
+    err = await outcome(ss.generate("nano-banana", "a fox"))
+    assert hostile.paid() == []
+    assert isinstance(err, PaymentRequiredError) and "Nothing was signed" in str(err)
