@@ -161,7 +161,17 @@ class Downloads:
         return await self._fetch(http, url, media)
 
     async def _fetch(self, http: httpx.AsyncClient, url: str, media: str) -> Download:
-        url, deadline = self._checked(url), time.monotonic() + self.limits["seconds"]
+        """The download within its time limit as a whole: a stalled server sends no chunk to check
+        the clock on, and its read timeout may be longer."""
+        seconds = self.limits["seconds"]
+        try:
+            return await asyncio.wait_for(self._stream(http, url, media, time.monotonic() + seconds), seconds)
+        except asyncio.TimeoutError:
+            raise ServiceError(f"Gave up downloading the {media}: the time limit for one download ({seconds:g} s) "
+                               "ran out (download_limits={'seconds': …} changes it).", status=200) from None
+
+    async def _stream(self, http: httpx.AsyncClient, url: str, media: str, deadline: float) -> Download:
+        url = self._checked(url)
         for _ in range(MAX_REDIRECTS + 1):
             async with http.stream("GET", url, follow_redirects=False) as r:
                 nxt = self._redirect(r)

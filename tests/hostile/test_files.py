@@ -115,6 +115,29 @@ async def test_a_dripping_download_gives_up_at_the_time_limit(hostile, client, t
     assert err is not None and "time limit" in str(err)
 
 
+async def test_a_download_that_stalls_gives_up_at_the_time_limit_not_at_the_read_timeout(hostile, client, tmp_path):
+    """Headers, one chunk, then nothing: no chunk arrives to check the clock on, so the time limit
+    must hold on its own, before the (longer) timeout between reads."""
+    stalled = asyncio.Event()
+
+    async def stall():
+        yield png_bytes()
+        stalled.set()
+        await asyncio.Event().wait()  # never another byte
+
+    async def media(request):
+        return StreamingResponse(stall(), media_type="image/png")
+
+    hostile.media_handler = media
+    complete_at(hostile, "stalled.png")
+    ss = client(save_results=tmp_path / "saved", download_limits={"seconds": 1}, timeout=8)
+    job = await ss.generate("nano-banana", "a fox")
+    res = await job.wait()
+    assert job.result.local_path is None and "time limit" in job.detail
+    err = await outcome(res.aread())
+    assert err is not None and "time limit" in str(err)
+
+
 def files_under_wal(root) -> list[str]:
     return [p for p in ("ledger0.sqlite3-shm", "ledger0.sqlite3-wal") if (root / p).exists()]
 
