@@ -52,6 +52,9 @@ class JobTracker:
         self._latest_finished: deque[AsyncJob] = deque()
         self._ledger_rows: dict[str, dict[str, Any] | None] = {}  # ledger jobs: what their row last got
         self.payers: dict[str, str | None] = {}  # job id -> the wallet address that owns it (signs in to poll it)
+        # Jobs a widget paid again for (their Retry is done, in every widget that shows them: one
+        # request, one retry): the job's key.
+        self.retried: set[str] = set()
         self._run_times: dict[tuple[str, str], list[float]] = {}  # (route, variant) -> recent run times
         self._shapes: dict[str, list[Any]] = {}  # route -> recent jobs' progress readings, as shares of their runs
         self._reports_progress: bool | None = None  # does this service say how far along jobs are?

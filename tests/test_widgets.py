@@ -357,6 +357,23 @@ def test_jobcard_is_live_and_retries_a_failed_job(ss, sandbox):
     assert len(sandbox.settlements) == 2 and len(replies.sent) == 3
 
 
+def test_a_job_shown_in_two_widgets_is_retried_once(ss, sandbox):
+    """The same failed job on a JobCard and in a Gallery: Retry in one is a new payment at the
+    user's request; Retry in the other is the same request again, and pays nothing."""
+    sandbox.set_faults(fail_rate=1.0)
+    job = ss.generate("grok", "doomed, shown twice")
+    card, gallery = JobCard(job), Gallery(ss)
+    until(lambda: card.job.get("status") == "failed" and any(j["status"] == "failed" for j in gallery.jobs))
+    sandbox.set_faults(fail_rate=0.0)
+    key = card.job["key"]
+    assert Replies(card).request({"type": "retry", "key": key, "amount_usd": 0.07})["ok"]
+    again = Replies(gallery).request({"type": "retry", "key": key, "amount_usd": 0.07})
+    assert not again["ok"] and "retried already" in again["error"]["message"]
+    until(lambda: card.job.get("status") == "complete")
+    assert len(sandbox.settlements) == 2  # the failed attempt and one retry
+    until(lambda: not next(j for j in gallery.jobs if j["key"] == key)["error"]["retryable"])  # history there too
+
+
 def test_gallery_session_jobs_ledger_and_total(ss):
     first = ss.generate("grok", "one")
     first.wait()

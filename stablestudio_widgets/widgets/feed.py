@@ -51,7 +51,6 @@ class JobFeed:
         self.dismiss = True  # a card whose payment expired unsettled may be closed (Compare: its cell keeps it)
         self.on_flush: list[Any] = []
         self.dismissed: set[str] = set()  # cards the user closed: not followed again
-        self.retried: set[str] = set()  # failed cards kept as history next to their retry
         self.on_found: list[Callable[[AsyncJob], None]] = []  # a resume found a job (Compare links its cell)
         self.on_retried: list[Callable[[AsyncJob, AsyncJob], None]] = []  # (failed job, its new attempt)
         self._thumbing: set[str] = set()  # results whose embedded thumbnail is made or being made
@@ -105,7 +104,7 @@ class JobFeed:
         """Every record, newest first, rebuilding only the ``stale`` ones (None: all)."""
         newest = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
         keep = {j.key for j in newest[: self.inspector if self.inspector is not True else len(newest)]}
-        live, registry = [], self.bridge.aio.tracker.jobs
+        live, registry, retried = [], self.bridge.aio.tracker.jobs, self.bridge.aio.tracker.retried
         for j in self.jobs.values():
             if j.id and registry.get(j.id, j) is not j:
                 continue  # one card per job: a listing's copy gave way to the card the job was paid for
@@ -117,7 +116,7 @@ class JobFeed:
                 masked = bool(self.mask and self.mask(j))
                 cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep, dismiss=self.dismiss))
                 self._cache[j.key] = cached
-            live.append(self._as_history(cached[1]) if j.key in self.retried else cached[1])
+            live.append(self._as_history(cached[1]) if j.key in retried else cached[1])
         shown = {j.id for j in self.jobs.values() if j.id}
         rows = live + [r for k, r in self.extra.items() if k not in shown]  # a live job hides its ledger row
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
@@ -166,7 +165,7 @@ class JobFeed:
         if job.id and not job.done:
             self.follow(job)  # paid and unfinished: poll it again
             return None
-        if kind == "retry" and job.key in self.retried:
+        if kind == "retry" and job.key in self.bridge.aio.tracker.retried:  # here or in another widget
             raise InvalidParams("This job was retried already: the newer card is its new attempt.", field="key")
         if kind == "retry" and job.error is not None and job.status != JobStatus.COMPLETE:
             self.retry(job, amount_usd)
@@ -211,10 +210,12 @@ class JobFeed:
         """Pay again for a card's job: at most the amount its Retry button showed (without one, the
         confirmation threshold decides), never reading a local file by path. The new attempt gets
         its own card; the failed one stays, as history."""
-        fresh = self.bridge.aio.tracker.new_job(job.route.id, dict(job.params))
+        tracker = self.bridge.aio.tracker
+        fresh = tracker.new_job(job.route.id, dict(job.params))
         self.bridge.aio.recovery.closed(job)
-        self.retried.add(job.key)
+        tracker.retried.add(job.key)
         self._changed(job)
+        self.bridge.call_soon(tracker.changed, job)  # every other widget showing it: its Retry is done
         self.track(fresh)
         for hook in self.on_retried:
             hook(job, fresh)
