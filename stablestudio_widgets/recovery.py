@@ -73,7 +73,7 @@ class Recovery:
             return None
         job = self.tracker.awaiting(p["nonce"])
         if job is None:
-            job = self.tracker.new_job(route_id, params)
+            job = self.tracker.new_job(route_id, params, earlier=p["session"] != self.tracker.session)
             job.payment, job.created_at = (p["nonce"], p["amount"]), p["signed_at"]
             job.refused(lost_answer_error(route_id, p))
         return job

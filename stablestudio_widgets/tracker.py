@@ -45,6 +45,7 @@ class JobTracker:
         self.downloads = Downloads(service, download_limits)
         self.jobs: dict[str, AsyncJob] = {}
         self._made: weakref.WeakSet[AsyncJob] = weakref.WeakSet()  # every job made here, while someone holds it
+        self._earlier: weakref.WeakSet[AsyncJob] = weakref.WeakSet()  # cards of earlier kernels' payments
         self._listeners: list[Listener] = [self._persist]
         # Finished jobs keep their inspector steps whole while they are among the latest (what a notebook
         # looks at: the signed payload, the 402 body); older ones keep a compact form.
@@ -75,9 +76,12 @@ class JobTracker:
         if job.percent is not None:  # this service says how far along jobs are: later plans count on it
             self._reports_progress = True
         if job.done and not job.events_compacted and job not in self._latest_finished:
-            self._latest_finished.append(job)
-            while len(self._latest_finished) > self.full_inspectors:
-                self._latest_finished.popleft().compact_events()
+            if job in self._earlier:  # a card for an earlier kernel's payment: not one of this session's latest
+                job.compact_events()
+            else:
+                self._latest_finished.append(job)
+                while len(self._latest_finished) > self.full_inspectors:
+                    self._latest_finished.popleft().compact_events()
         for listener in list(self._listeners):
             listener(job)
 
@@ -157,9 +161,12 @@ class JobTracker:
         self._ledger_rows[job_id] = {**_row(job), "status": status, "error": None}
         job.paid(job_id, amount=amount, receipt=receipt, status=status, created_at=created)
 
-    def new_job(self, route_id: str, params: dict[str, Any]) -> AsyncJob:
+    def new_job(self, route_id: str, params: dict[str, Any], *, earlier: bool = False) -> AsyncJob:
+        """A job of this client; ``earlier``: the card of a payment an earlier kernel made."""
         job = AsyncJob(route=self.catalog.route(route_id), params=params, host=self)
         self._made.add(job)
+        if earlier:
+            self._earlier.add(job)
         return job
 
     def awaiting(self, payment_id: str) -> AsyncJob | None:

@@ -673,6 +673,21 @@ def test_a_gallery_says_a_lost_payment_expired_unsettled_and_offers_retry_or_dis
     again.close()
 
 
+def test_earlier_kernels_lost_answers_do_not_push_this_sessions_jobs_out_of_full_inspectors(ss, sandbox):
+    """Finished jobs keep their whole inspector while they are among the latest few. Cards built
+    for an earlier kernel's lost answers are finished too; they must not take those places."""
+    lose_answers(ss, sandbox, [f"lost {i}" for i in range(3)], settle=False)
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    later.aio.tracker.full_inspectors = 2
+    mine = [later.generate("grok", f"this session {i}") for i in range(2)]
+    for job in mine:
+        job.wait()
+    g = Gallery(later, show_ledger=True)
+    until(lambda: sum(1 for j in g.jobs if j["status"] == "failed") == 3)
+    assert not any(job.aio.events_compacted for job in mine)
+    later.close()
+
+
 def test_a_lost_answers_card_says_when_its_authorization_ran_out(ss, sandbox):
     """A card that says the payment may have been paid until HH:MM does not go on saying so after
     HH:MM: it says the authorization expired and that Resume checks whether it settled."""
