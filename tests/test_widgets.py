@@ -688,6 +688,20 @@ def test_earlier_kernels_lost_answers_do_not_push_this_sessions_jobs_out_of_full
     later.close()
 
 
+def test_lost_answers_go_when_the_ledger_is_hidden_and_come_back_with_it(ss, sandbox):
+    lose_answers(ss, sandbox, ["lost, then hidden"], settle=False)
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    mine = later.generate("grok", "this session's")
+    mine.wait()
+    g = Gallery(later, show_ledger=True)
+    until(lambda: {j["prompt"] for j in g.jobs} == {"lost, then hidden", "this session's"})
+    g.show_ledger = False
+    until(lambda: [j["prompt"] for j in g.jobs] == ["this session's"])
+    g.show_ledger = True
+    until(lambda: {j["prompt"] for j in g.jobs} == {"lost, then hidden", "this session's"})
+    later.close()
+
+
 def test_a_lost_answers_card_says_when_its_authorization_ran_out(ss, sandbox):
     """A card that says the payment may have been paid until HH:MM does not go on saying so after
     HH:MM: it says the authorization expired and that Resume checks whether it settled."""

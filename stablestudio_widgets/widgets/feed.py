@@ -18,7 +18,7 @@ from ..jobs import AsyncJob
 from ..results import Result
 from ..status import LOCAL, VOCABULARY, JobStatus, kind
 from ._runtime import Bridge, report
-from .records import job_record, may_be_paid, recovery
+from .records import as_history, job_record, may_be_paid, recovery
 from .static import page_html
 
 FLUSH_S = 0.05  # a burst of changes (dozens of jobs polling) becomes one update per 50 ms
@@ -116,7 +116,7 @@ class JobFeed:
                 masked = bool(self.mask and self.mask(j))
                 cached = (j.key in keep, job_record(j, masked=masked, inspector=j.key in keep, dismiss=self.dismiss))
                 self._cache[j.key] = cached
-            live.append(self._as_history(cached[1]) if j.key in retried else cached[1])
+            live.append(as_history(cached[1]) if j.key in retried else cached[1])
         shown = {j.id for j in self.jobs.values() if j.id}
         rows = live + [r for k, r in self.extra.items() if k not in shown]  # a live job hides its ledger row
         return sorted(rows, key=lambda r: r["created_at"], reverse=True)
@@ -185,13 +185,6 @@ class JobFeed:
         name = f"stablestudio-{job.id if job and job.id else key}{got.suffix}"
         return Reply({"name": name, "mime": got.content_type or "application/octet-stream"}, [got.data])
 
-    @staticmethod
-    def _as_history(record: dict[str, Any]) -> dict[str, Any]:
-        """A failed card that was retried: kept, but its Retry is done (the new card has it)."""
-        err = record.get("error")
-        return {**record, "error": {**err, "retryable": False, "retry_usd": None} if err else None,
-                "detail": "Retried: the newer card is the new attempt"}
-
     def _dismiss(self, job: AsyncJob) -> None:
         """Close a card that holds nothing paid: a cancelled one, or one whose payment expired
         unsettled (the ledger remembers: the next kernel's Gallery does not show it again)."""
@@ -200,10 +193,15 @@ class JobFeed:
             raise InvalidParams("Only a cancelled card, or one whose payment expired unsettled, can be dismissed: "
                                 "this one has a job to keep.", field="key")
         self.bridge.aio.recovery.closed(job)
+        self.forget([job.key])
+
+    def forget(self, keys: Any) -> None:
+        """Stop showing these cards, and following their jobs here (``track`` shows one again)."""
         with self._lock:
-            self.jobs.pop(job.key, None)
-            self._cache.pop(job.key, None)
-            self.dismissed.add(job.key)
+            for key in keys:
+                self.jobs.pop(key, None)
+                self._cache.pop(key, None)
+                self.dismissed.add(key)
         self._changed()
 
     def retry(self, job: AsyncJob, confirm_usd: float | None) -> AsyncJob:

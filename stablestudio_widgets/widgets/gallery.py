@@ -63,6 +63,9 @@ class Gallery(FeedWidget):
         self._earlier_ids = {row["id"] for row in aio.ledger.jobs(limit=500) if row["nonce"] not in session} \
             if change["new"] else set()
         self._feed.show_ledger(ledger_records(aio.ledger, aio.catalog, aio.base_url) if change["new"] else {})
+        if not change["new"]:  # the earlier kernels' lost answers go with the ledger (a found job stays: it is live)
+            self._feed.forget(k for k, j in list(self._feed.jobs.items()) if k in self._earlier and j.id is None)
+            self._earlier.clear()
         # Payments whose answers were lost (no job row): each shows as the job it paid for, with what
         # is known of it; its Resume finds that job, or its Retry pays anew once it expired unsettled.
         for job in aio.recovery.lost_answers() if change["new"] else ():

@@ -246,3 +246,10 @@ def _words(e: JobEvent) -> tuple[str, str, dict[str, Any]]:
     if e.kind == "result":
         return "Result", f"complete after {d['polls']} polls", {"url": d["url"], "thumbnail_url": d["thumbnail_url"]}
     return e.kind, "", d
+
+
+def as_history(record: dict[str, Any]) -> dict[str, Any]:
+    """A failed card that was retried: kept, but its Retry is done (the new card has it)."""
+    err = record.get("error")
+    return {**record, "error": {**err, "retryable": False, "retry_usd": None} if err else None,
+            "detail": "Retried: the newer card is the new attempt"}
