@@ -128,6 +128,7 @@ class AsyncJob:
     # The payment signed for it before the service named the job: (its ledger id, atomic amount).
     # A lost answer is found by it (resume() gives the job it bought to this same job).
     payment: tuple[str, int] | None = field(default=None, repr=False)
+    ref: str | None = field(default=None, repr=False)  # what asked for it (a comparison's cell), kept with its payment
     progress_shape: list[list[float]] = field(default_factory=list)  # [share of its run, percent] readings
     events_compacted: bool = field(default=False, repr=False)  # its inspector steps are kept compact
     _poller: asyncio.Task | None = field(default=None, repr=False)

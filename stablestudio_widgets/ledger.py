@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS payments (
   body TEXT, amount INTEGER NOT NULL, asset TEXT, network TEXT, pay_to TEXT, payer TEXT,
   valid_before INTEGER, payload TEXT NOT NULL, status TEXT NOT NULL, tx TEXT, receipt TEXT,
   job_id TEXT, upload_id TEXT, error TEXT, session TEXT, signed_at REAL NOT NULL, updated_at REAL NOT NULL,
-  pay_method TEXT, dismissed_at REAL);
+  pay_method TEXT, dismissed_at REAL, ref TEXT);
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
 CREATE INDEX IF NOT EXISTS payments_signed_at ON payments(signed_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -66,7 +66,7 @@ def _marks(statuses: tuple[str, ...]) -> str:
 
 #: Columns added since the first release (older rows hold NULL: an EVM ``exact`` payment).
 #: Columns added since a ledger file could have been made, by table (they start empty).
-MIGRATIONS = {"payments": (("pay_method", "TEXT"), ("dismissed_at", "REAL")),
+MIGRATIONS = {"payments": (("pay_method", "TEXT"), ("dismissed_at", "REAL"), ("ref", "TEXT")),
               "jobs": (("variant", "TEXT"), ("run_s", "REAL"), ("reported_progress", "INTEGER"),
                        ("progress_shape", "TEXT"))}
 
@@ -148,17 +148,19 @@ class Ledger:
     # --- payments ---------------------------------------------------------------------------
     def record_payment(self, *, nonce: str, kind: str, route: str | None, method: str, url: str,
                        body: Any, amount: int, asset: str, network: str, pay_to: str, payer: str,
-                       valid_before: int, payload: str, session: str, pay_method: str = "exact-evm") -> None:
+                       valid_before: int, payload: str, session: str, pay_method: str = "exact-evm",
+                       ref: str | None = None) -> None:
         """``nonce`` is the credential's single-use id; ``valid_before`` its deadline (after it, the
-        payment can no longer settle); ``pay_method`` which method can resend ``payload``."""
+        payment can no longer settle); ``pay_method`` which method can resend ``payload``; ``ref``
+        what asked for it (a comparison's cell), so a restart finds the very payment."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO payments (nonce, kind, route, method, url, body, amount, asset, network, pay_to,"
-                " payer, valid_before, payload, status, session, signed_at, updated_at, pay_method)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'signed',?,?,?,?)",
+                " payer, valid_before, payload, status, session, signed_at, updated_at, pay_method, ref)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'signed',?,?,?,?,?)",
                 (nonce, kind, route, method, url, json.dumps(body), amount, asset, network, pay_to, payer,
-                 valid_before, payload, session, now, now, pay_method))
+                 valid_before, payload, session, now, now, pay_method, ref))
 
     def update_payment(self, nonce: str, **fields: Any) -> None:
         """Update a payment; once its status says it can no longer be re-sent, its payload becomes a hash."""

@@ -308,7 +308,7 @@ class Payments:
             nonce=signed.id, kind=kind, route=route.id if route else None, method="POST",
             url=self.service.url(path), body=body, amount=req.amount, asset=req.asset, network=req.network,
             pay_to=req.pay_to, payer=signed.payer, valid_before=signed.valid_before,
-            payload=signed.header, session=self.session, pay_method=signed.method)
+            payload=signed.header, session=self.session, pay_method=signed.method, ref=job and job.ref)
         if signed.transaction:  # known before sending: "outcome unknown" can still name it
             self.ledger.update_payment(signed.id, tx=signed.transaction)
         if job is not None:

@@ -74,7 +74,7 @@ class Recovery:
         job = self.tracker.awaiting(p["nonce"])
         if job is None:
             job = self.tracker.new_job(route_id, params, earlier=p["session"] != self.tracker.session)
-            job.payment, job.created_at = (p["nonce"], p["amount"]), p["signed_at"]
+            job.payment, job.created_at, job.ref = (p["nonce"], p["amount"]), p["signed_at"], p["ref"]
             job.refused(lost_answer_error(route_id, p))
         return job
 
@@ -92,15 +92,19 @@ class Recovery:
                     jobs.append(job)
         return jobs
 
-    def no_job(self, route_id: str, params: dict[str, Any], since: float, taken: set[str]) -> AsyncJob:
+    def no_job(self, route_id: str, params: dict[str, Any], since: float, taken: set[str], *,
+               ref: str | None = None, lost: list[AsyncJob] | None = None) -> AsyncJob:
         """The job of a request the ledger has no job for (a comparison's cell that got none when it
-        ran): a lost answer for the same route and prompt signed since ``since`` and not ``taken``
-        (never paid twice), else one saying nothing was paid (every payment is written to the ledger
-        before it leaves), for a retry."""
-        for job in self.lost_answers():
-            if job.key not in taken and job.route.id == route_id and job.prompt == params.get("prompt") \
-                    and job.created_at >= since:
-                return job
+        ran): the lost answer (among ``lost``, else the ledger's) whose payment was signed for
+        ``ref``, never paid twice; for a payment signed before payments named what asked for them,
+        one for the same route and prompt signed since ``since`` and not ``taken``. Else a job
+        saying nothing was paid (every payment is written to the ledger before it leaves), for a retry."""
+        candidates = [j for j in (self.lost_answers() if lost is None else lost) if j.key not in taken]
+        mine = next((j for j in candidates if ref is not None and j.ref == ref), None) or next(
+            (j for j in candidates if j.ref is None and j.route.id == route_id and j.prompt == params.get("prompt")
+             and j.created_at >= since), None)
+        if mine is not None:
+            return mine
         job = self.tracker.new_job(route_id, params)
         job.refused(StableStudioError(
             f"{route_id}: it got no job when it ran (refused before paying, or its kernel stopped first) and the "

@@ -1109,6 +1109,62 @@ def test_a_restored_compare_cell_finds_a_payment_its_grid_did_not_save(ss, sandb
     later.close()
 
 
+def test_a_restored_compare_cell_takes_its_own_payment_not_another_for_the_same_prompt(ss, sandbox):
+    """After the grid began, the same model and prompt were paid elsewhere (a Studio) and that
+    answer was lost too; then the grid's cell lost its answer before the grid saved its payment.
+    Restored, the cell takes the payment signed for it (a payment names the cell it was signed
+    for), not the other one that merely looks the same."""
+    wire = Wire()
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=first, blind=False)
+    until(lambda: c.state == "ready")
+    grok_paid = lambda r: paid_post(r) and "/grok/" in r.url.path  # noqa: E731
+    wire.trip = grok_paid
+    with pytest.raises(RuntimeError, match="caught fire"):
+        first.generate("grok", "a fox")  # elsewhere, the same model and prompt: its answer is lost
+    wire.trip = grok_paid
+    c.run().wait()
+
+    def grok_cell() -> dict:
+        return next(x for x in ss.ledger.comparison(c.comparison_id)["cells"] if x["model"] == "grok")
+
+    until(lambda: grok_cell()["payment"])
+    own = grok_cell()["payment"]
+    first.close()
+    saved = ss.ledger.comparison(c.comparison_id)  # as saved before that payment was
+    ss.ledger.save_comparison(c.comparison_id, saved["spec"],
+                              [{**x, "payment": None} if x["model"] == "grok" else x for x in saved["cells"]])
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)
+    until(lambda: all(x["job"] for x in restored.cells))
+    assert next(x for x in restored._cells if x.model == "grok").job.payment[0] == own
+    later.close()
+
+
+def test_a_restored_grid_whose_only_cell_lost_its_answer_before_the_save_offers_resume_not_run(ss, sandbox):
+    """The grid's one payment was signed and its answer lost before the grid saved it: the grid
+    still ran (it is saved as running before any cell signs), so the cell offers Resume on that
+    payment; it is not shown as a grid never run, whose Run would pay again."""
+    wire = Wire()
+    first = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    c = Compare(["a fox"], ["grok"], client=first, blind=False)
+    until(lambda: c.state == "ready")
+    wire.trip = paid_post
+    c.run().wait()
+    until(lambda: ss.ledger.comparison(c.comparison_id)["cells"][0]["payment"])
+    first.close()
+    saved = ss.ledger.comparison(c.comparison_id)
+    ss.ledger.save_comparison(c.comparison_id, {**saved["spec"], "state": "running"},
+                              [{**x, "payment": None} for x in saved["cells"]])  # saved at its start
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    restored = Compare.load(c.comparison_id, client=later)
+    until(lambda: all(x["job"] for x in restored.cells))
+    assert restored.state == "done"
+    (cell,) = restored.cells
+    assert cell["job"]["error"]["resumable"] and not cell["job"]["error"]["retryable"]
+    later.close()
+
+
 def test_a_restored_compare_follows_the_cells_its_kernel_left_running(ss, sandbox):
     wire = Wire()
     wire.hold = poll  # the first kernel never sees its jobs finish

@@ -116,7 +116,7 @@ class Compare(Tables, FeedWidget):
             for i, prompt in enumerate(spec["prompts"]):
                 params = route.validate({**shared, **spec["overrides"].get(m, {}), "prompt": prompt}, uploadable=True)
                 for r in range(spec["repeats"]):
-                    cells.append(Cell(_opaque_key(), i, m, r, route.id, params))
+                    cells.append(Cell(uuid.uuid4().hex[:10], i, m, r, route.id, params))  # opaque
         return cells
 
     async def _quote_all(self) -> None:
@@ -184,6 +184,7 @@ class Compare(Tables, FeedWidget):
         self._check(confirm, confirm_usd)
         self.run_error = ""
         self.state = "running"
+        self._save()  # before any cell signs: a restart knows the grid ran, even if no cell's payment was saved
 
     def _refused(self) -> None:
         """A cell refused before paying (its own price above a limit, a new payee) is on its card;
@@ -223,6 +224,8 @@ class Compare(Tables, FeedWidget):
         return job
 
     def _link(self, cell: Cell, job: AsyncJob) -> None:
+        if job.id is None and job.payment is None:  # its payment will name the cell: a restart finds it
+            job.ref = f"{self.comparison_id}/{cell.key}"
         cell.job, cell.record = job, None
         self._feed.track(job)
 
@@ -432,15 +435,14 @@ class Compare(Tables, FeedWidget):
                 votes.append({"prompt_index": v["prompt_index"], "a": v["a"], "b": v["b"], "choice": v["choice"]})
         self.votes, self.ratings = votes, ratings
         self.revealed = saved["spec"].get("revealed", False)
-        ran = any(c.job_id or c.job for c in self._cells)
+        ran = saved["spec"].get("state") in ("running", "done") or any(c.job_id or c.job for c in self._cells)
+        lost = aio.recovery.lost_answers() if ran else []
         for cell in [c for c in self._cells if not (c.job_id or c.job)] if ran else ():  # never a cell with no action
             self._link(cell, aio.recovery.no_job(cell.route_id, cell.params, saved["created_at"],
-                                                 {c.job.key for c in self._cells if c.job}))
+                                                 {c.job.key for c in self._cells if c.job},
+                                                 ref=f"{self.comparison_id}/{cell.key}", lost=lost))
             self._feed.lost(cell.job)
         self.state = "done" if ran else "quoting"
         # Cells whose job was running when the grid was saved are followed like the session's jobs.
         self._bridge.call_soon(self._feed.follow_unfinished, {c.job_id for c in self._cells if c.job_id})
 
-
-def _opaque_key() -> str:
-    return uuid.uuid4().hex[:10]
