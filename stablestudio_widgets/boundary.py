@@ -44,6 +44,15 @@ def finite_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+MAX_ATOMIC = 10**12  # a million dollars: above any generation's price, so not an amount anyone paid
+
+
+def atomic_amount(value: Any) -> int | None:
+    """An amount of atomic units as the ledger should hold it (a whole number, 0..MAX_ATOMIC), else
+    None: a file edited by hand may hold text, a fraction, a negative or an absurd number there."""
+    return value if type(value) is int and 0 <= value <= MAX_ATOMIC else None
+
+
 def job_id(value: Any) -> str:
     """A job id the service named: a short string (it ends up in URLs, the ledger and file names)."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:

@@ -23,6 +23,7 @@ from typing import Any
 
 import platformdirs
 
+from .boundary import MAX_ATOMIC
 from .networks import explorer_url, name_of
 from .status import COUNTED_PAYMENTS, COUNTED_WHILE_VALID, FINAL, OPEN_PAYMENTS, SPENT_PAYLOADS
 
@@ -69,6 +70,10 @@ def _marks(statuses: tuple[str, ...]) -> str:
 MIGRATIONS = {"payments": (("pay_method", "TEXT"), ("dismissed_at", "REAL"), ("ref", "TEXT")),
               "jobs": (("variant", "TEXT"), ("run_s", "REAL"), ("reported_progress", "INTEGER"),
                        ("progress_shape", "TEXT"))}
+
+# An amount as summed: a whole number of atomic units in range (boundary.atomic_amount), else nothing
+# (a file edited by hand may hold text, a fraction, a negative or an absurd number there).
+_AMOUNT = f"CASE WHEN typeof(amount) = 'integer' AND amount BETWEEN 0 AND {MAX_ATOMIC} THEN amount ELSE 0 END"
 
 # What counts against a budget: settled or possibly settled, and refused authorizations until they
 # expire (the server holds a valid signature: it could still settle it).
@@ -317,7 +322,7 @@ class Ledger:
     def spent_atomic(self, *, since: float | None = None, session: str | None = None, route: str | None = None) -> int:
         """Settled plus possibly-settled payments, and refused ones while their authorization is still
         valid (counted, to stay on the safe side of a budget)."""
-        q = f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE {_COUNTED}"
+        q = f"SELECT COALESCE(SUM({_AMOUNT}), 0) FROM payments WHERE {_COUNTED}"
         args: dict[str, Any] = {"now": time.time()}
         for col, val, op in (("signed_at", since, ">="), ("session", session, "="), ("route", route, "=")):
             if val is not None:
@@ -338,7 +343,7 @@ class Ledger:
     def spent_by_route_usd(self) -> dict[str, float]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT COALESCE(route, kind) AS r, SUM(amount) FROM payments WHERE {_COUNTED}"
+                f"SELECT COALESCE(route, kind) AS r, SUM({_AMOUNT}) FROM payments WHERE {_COUNTED}"
                 " GROUP BY r ORDER BY r", {"now": time.time()}).fetchall()
         return {r[0]: r[1] / 1e6 for r in rows}
 

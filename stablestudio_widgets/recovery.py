@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .boundary import finite_number, wire_params
+from .boundary import atomic_amount, finite_number, wire_params
 from .catalog import Catalog, Route
 from .errors import JobInterrupted, PaymentExpired, StableStudioError, fmt_usd, usd
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
@@ -74,7 +74,8 @@ class Recovery:
         job = self.tracker.awaiting(p["nonce"])
         if job is None:
             job = self.tracker.new_job(route_id, params, earlier=p["session"] != self.tracker.session)
-            job.payment, job.created_at, job.ref = (p["nonce"], p["amount"]), p["signed_at"], p["ref"]
+            job.payment = (p["nonce"], atomic_amount(p["amount"]) or 0)
+            job.created_at, job.ref = p["signed_at"], p["ref"]
             job.refused(lost_answer_error(route_id, p))
         return job
 
@@ -184,7 +185,7 @@ class Recovery:
         body = json.loads(p["body"])
         owner = self.tracker.awaiting(p["nonce"])
         job = owner or self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
-        job.payment = (p["nonce"], p["amount"])
+        job.payment = (p["nonce"], atomic_amount(p["amount"]) or 0)
         # Still open and valid (its payload is still kept): resend the very same credential.
         if method and method.resend_when_ambiguous and p["status"] in OPEN_PAYMENTS \
                 and deadline_of(p) > time.time() + 2:
@@ -220,7 +221,7 @@ class Recovery:
     def _adopt(self, job: AsyncJob, job_id: str, p: dict[str, Any], receipt: Receipt | None) -> None:
         """``job`` is what payment ``p`` bought: without the service's receipt (the answer that carried
         it was lost), it carries what the ledger knows of the payment, as a later kernel's card would."""
-        self.tracker.adopt(job, job_id, amount=p["amount"], nonce=p["nonce"], payer=p["payer"],
+        self.tracker.adopt(job, job_id, amount=atomic_amount(p["amount"]), nonce=p["nonce"], payer=p["payer"],
                            status="pending", receipt=receipt or ledger_receipt(self.ledger, p["nonce"]),
                            created_at=p["signed_at"], session=p["session"] if isinstance(p["session"], str) else None)
 
@@ -283,8 +284,9 @@ def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
     """What a card says of payment ``p`` (a ledger row) whose answer was lost, as the ledger knows
     it: settled, possibly paid while its authorization is valid (until when) or after it ran out
     (not known until a resume looks), or expired unsettled (nothing paid: a retry pays anew)."""
-    valid_before = deadline_of(p)
-    cost, until = fmt_usd(usd(p["amount"])), _clock(valid_before)
+    valid_before, amount = deadline_of(p), atomic_amount(p["amount"])
+    cost = fmt_usd(usd(amount)) if amount is not None else "an amount the ledger does not show"
+    until = _clock(valid_before)
     if p["status"] == PaymentStatus.EXPIRED:
         return PaymentExpired(
             f"{route_id}: its payment ({cost}) expired unsettled at {until} and the service shows no job for it. "
@@ -297,7 +299,7 @@ def lost_answer_error(route_id: str, p: dict[str, Any]) -> StableStudioError:
         known = (f"It may have been paid before its authorization expired at {until}: whether it settled is "
                  "not known yet")
     return JobInterrupted(f"{route_id}: the answer to its payment ({cost}) was lost. {known}. ss.resume() looks "
-                          "for the job it bought (it is not paid again).", job_id="", paid_usd=usd(p["amount"]))
+                          "for the job it bought (it is not paid again).", job_id="", paid_usd=usd(amount or 0))
 
 
 def ledger_receipt(ledger: Ledger, nonce: str) -> Receipt | None:
@@ -306,11 +308,9 @@ def ledger_receipt(ledger: Ledger, nonce: str) -> Receipt | None:
     known = ledger.receipt(nonce)
     if known is None:
         return None
-    amount = known["amount"]
     return Receipt(success=known["success"] is True, transaction=_text(known["transaction"]),
                    network=_text(known["network"]), payer=_text(known["payer"]),
-                   amount=amount if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0 else None,
-                   on_chain=bool(known["explorer_url"]))
+                   amount=atomic_amount(known["amount"]), on_chain=bool(known["explorer_url"]))
 
 
 def _text(value: Any) -> str | None:

@@ -702,6 +702,45 @@ def test_lost_answers_go_when_the_ledger_is_hidden_and_come_back_with_it(ss, san
     later.close()
 
 
+def test_an_expired_lost_payments_retry_never_consents_to_more_than_the_route_table_price(ss, sandbox):
+    """The price a lost payment's Retry button shows (and consents to) is read back from the ledger:
+    an amount there above the route table's price for its parameters is not believed."""
+    (p,) = lose_answers(ss, sandbox, ["tampered amount"], settle=False)
+    ss.ledger.update_payment(p["nonce"], valid_before=int(time.time()) - 60, amount=5_000_000)  # "$5.00"
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later, show_ledger=True)
+    until(lambda: g.jobs)
+    assert Replies(g).request({"type": "resume", "key": g.jobs[0]["key"]})["ok"]
+    until(lambda: g.jobs[0]["error"]["retryable"])  # looked for: no job, expired unsettled
+    assert g.jobs[0]["error"]["retry_usd"] == 0.07
+    later.close()
+
+
+@pytest.mark.parametrize("amount", ["abc", "9" * 400, -70000, 2.5, 10**15])
+def test_amounts_read_back_from_the_ledger_are_checked(ss, sandbox, amount):
+    """A ledger file edited by hand (or by anything else): amounts that are not a whole, plausible
+    number of atomic units neither break a Gallery of the ledger nor show as prices."""
+    ss.generate("grok", "a past job").wait()
+    wire = Wire()
+    gone = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    wire.trip = paid_post
+    with pytest.raises(RuntimeError, match="caught fire"):
+        gone.generate("grok", "a lost answer")
+    gone.close()
+    with ss.ledger._tx() as db:
+        db.execute("UPDATE payments SET amount=?", (amount,))
+        db.execute("UPDATE jobs SET amount=?", (amount,))
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later, show_ledger=True)
+    until(lambda: {j["prompt"] for j in g.jobs} == {"a past job", "a lost answer"})
+    past = next(j for j in g.jobs if j["prompt"] == "a past job")
+    lost = next(j for j in g.jobs if j["prompt"] == "a lost answer")
+    assert past["cost_usd"] is None
+    assert "an amount the ledger does not show" in lost["error"]["message"] and lost["error"]["resumable"]
+    assert later.ledger.spent_atomic() >= 0  # a negative amount never gives budget back
+    later.close()
+
+
 def test_a_lost_answers_card_says_when_its_authorization_ran_out(ss, sandbox):
     """A card that says the payment may have been paid until HH:MM does not go on saying so after
     HH:MM: it says the authorization expired and that Resume checks whether it settled."""

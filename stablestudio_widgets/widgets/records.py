@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from ..boundary import result_url, wire_params
+from ..boundary import atomic_amount, result_url, wire_params
 from ..catalog import Catalog, Route
 from ..errors import ConfirmationRequired, JobFailed, JobInterrupted, JobTimeout, PaymentExpired, StableStudioError, usd
 from ..jobs import AsyncJob, JobEvent
@@ -110,14 +110,14 @@ def may_be_paid(job: AsyncJob, err: StableStudioError | None) -> bool:
 
 def retry_price(job: AsyncJob, err: StableStudioError | None) -> float:
     """What a retry of ``job`` consents to pay: its last known price (what it cost, what it was
-    asked, what its lost payment was for)."""
+    asked, what its lost payment was for: read back from the ledger, so never above the route
+    table's price for its parameters; a dearer 402 asks for confirmation)."""
     if job.cost_usd is not None:
         return job.cost_usd
     if isinstance(err, ConfirmationRequired):
         return err.price_usd
-    if job.payment is not None:
-        return usd(job.payment[1])
-    return job.route.price_atomic(job.params) / 1e6
+    table = job.route.price_atomic(job.params)
+    return usd(min(job.payment[1], table) if job.payment is not None else table)
 
 
 def mask_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -154,11 +154,12 @@ def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 50
                      "message": row["error"] or "Paid but never finished here: Resume polls it to the end."}
         result = ({"url": url, "thumbnail_url": result_url(row["thumbnail_url"], row["base_url"]),
                    "local_path": row["local_path"]} if url else None)
+        paid = atomic_amount(row["amount"])  # read back from a file: checked
         out[row["id"]] = _record(
             route, key=row["id"], id=row["id"], params=wire_params(route, json.loads(row["params"] or "{}")),
             status=row["status"],
             detail="from the ledger", created_at=row["created_at"], finished_at=row["finished_at"],
-            typical_s=route.typical_s, cost_usd=row["amount"] / 1e6 if row["amount"] is not None else None,
+            typical_s=route.typical_s, cost_usd=usd(paid) if paid is not None else None,
             receipt=ledger.receipt(row["nonce"]) if row["nonce"] else None, result=result, error=error, inspector=[])
     return out
 
