@@ -9,6 +9,7 @@ price check in ``payments.py``) and sign-in challenges in ``siwx.py``; this modu
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -93,6 +94,14 @@ def result_url(value: Any, service_url: str) -> str | None:
     if parts.scheme == "http" and is_loopback(value) and is_loopback(service_url):
         return value
     return None
+
+
+def ledger_params(route: Route, text: Any) -> dict[str, Any]:
+    """The params a ledger row kept (JSON text), checked like the service's; unreadable: none."""
+    try:
+        return wire_params(route, json.loads(text or "{}"))
+    except (TypeError, ValueError, RecursionError):
+        return {}
 
 
 def wire_params(route: Route, params: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .boundary import atomic_amount, finite_number, wire_params
+from .boundary import atomic_amount, finite_number, ledger_params, wire_params
 from .catalog import Catalog, Route
 from .errors import JobInterrupted, PaymentExpired, StableStudioError, fmt_usd, usd
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
@@ -75,7 +75,7 @@ class Recovery:
         if job is None:
             job = self.tracker.new_job(route_id, params, earlier=p["session"] != self.tracker.session)
             job.payment = (p["nonce"], atomic_amount(p["amount"]) or 0)
-            job.created_at, job.ref = p["signed_at"], p["ref"]
+            job.created_at, job.ref = finite_number(p["signed_at"]) or 0.0, p["ref"]
             job.refused(lost_answer_error(route_id, p))
         return job
 
@@ -88,7 +88,7 @@ class Recovery:
         for p in [*self._open_payments(), *expired]:
             route = self.catalog.routes.get(p["route"])
             if route is not None and p["url"].startswith(self.base_url + "/"):
-                job = self.lost_answer(p, route.id, _ledger_params(route, p["body"]))
+                job = self.lost_answer(p, route.id, ledger_params(route, p["body"]))
                 if job is not None:
                     jobs.append(job)
         return jobs
@@ -101,6 +101,7 @@ class Recovery:
         one for the same route and prompt signed since ``since`` and not ``taken``. Else a job
         saying nothing was paid (every payment is written to the ledger before it leaves), for a retry."""
         candidates = [j for j in (self.lost_answers() if lost is None else lost) if j.key not in taken]
+        since = finite_number(since) or 0.0  # read back from the ledger's comparison row
         mine = next((j for j in candidates if ref is not None and j.ref == ref), None) or next(
             (j for j in candidates if j.ref is None and j.route.id == route_id and j.prompt == params.get("prompt")
              and j.created_at >= since), None)
@@ -316,14 +317,6 @@ def ledger_receipt(ledger: Ledger, nonce: str) -> Receipt | None:
 def _text(value: Any) -> str | None:
     """A short printable string from the ledger, or nothing."""
     return value if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable() else None
-
-
-def _ledger_params(route: Route, body: Any) -> dict[str, Any]:
-    """The params a ledger row kept for a payment's request, checked like the service's."""
-    try:
-        return wire_params(route, json.loads(body or "{}"))
-    except (TypeError, ValueError, RecursionError):
-        return {}
 
 
 def _clock(ts: float) -> str:

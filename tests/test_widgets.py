@@ -741,6 +741,37 @@ def test_amounts_read_back_from_the_ledger_are_checked(ss, sandbox, amount):
     later.close()
 
 
+TAMPERED = [("jobs", "id", "../../startup"), ("jobs", "created_at", "abc"), ("jobs", "finished_at", "x"),
+            ("jobs", "params", "{not json"), ("jobs", "params", '"a string"'), ("jobs", "status", 5),
+            ("jobs", "status", "loading"), ("jobs", "prompt", 7), ("jobs", "result_url", 5), ("jobs", "error", 12),
+            ("jobs", "local_path", 3), ("jobs", "payer", 9), ("jobs", "nonce", 5), ("jobs", "base_url", 5),
+            ("payments", "signed_at", "abc"), ("payments", "valid_before", "x"), ("payments", "url", 5),
+            ("payments", "body", "{bad"), ("payments", "status", 5), ("payments", "route", 5),
+            ("payments", "session", 5), ("payments", "ref", 5), ("payments", "payer", 5), ("payments", "network", 5)]
+
+
+@pytest.mark.parametrize(("table", "column", "value"), TAMPERED)
+def test_a_gallery_of_a_tampered_ledger_shows_what_it_can_and_never_breaks(ss, sandbox, table, column, value):
+    """Every ledger field a Gallery of the ledger reads back (a past job's row, a lost answer's
+    payment row) set to what no client writes: the Gallery still builds, and Resume answers."""
+    ss.generate("grok", "a past job").wait()
+    wire = Wire()
+    gone = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    wire.trip = paid_post
+    with pytest.raises(RuntimeError, match="caught fire"):
+        gone.generate("grok", "a lost answer")
+    gone.close()
+    with ss.ledger._tx() as db:
+        db.execute(f"UPDATE {table} SET {column}=?", (value,))
+    later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
+    g = Gallery(later, show_ledger=True)
+    g._feed.flush()
+    assert all(isinstance(card["created_at"], int) for card in g.jobs)
+    resumed = Replies(g).request({"type": "resume", "key": g.jobs[0]["key"]}) if g.jobs else {"ok": True}
+    assert resumed["ok"] or resumed["error"]["message"]
+    later.close()
+
+
 def test_a_lost_answers_card_says_when_its_authorization_ran_out(ss, sandbox):
     """A card that says the payment may have been paid until HH:MM does not go on saying so after
     HH:MM: it says the authorization expired and that Resume checks whether it settled."""

@@ -5,11 +5,10 @@ payment inspector's teaching text made from the client's structured events.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from ..boundary import atomic_amount, result_url, wire_params
+from ..boundary import atomic_amount, finite_number, ledger_params, result_url
 from ..catalog import Catalog, Route
 from ..errors import ConfirmationRequired, JobFailed, JobInterrupted, JobTimeout, PaymentExpired, StableStudioError, usd
 from ..jobs import AsyncJob, JobEvent
@@ -156,9 +155,9 @@ def ledger_records(ledger: Any, catalog: Catalog, base_url: str, limit: int = 50
                    "local_path": row["local_path"]} if url else None)
         paid = atomic_amount(row["amount"])  # read back from a file: checked
         out[row["id"]] = _record(
-            route, key=row["id"], id=row["id"], params=wire_params(route, json.loads(row["params"] or "{}")),
-            status=row["status"],
-            detail="from the ledger", created_at=row["created_at"], finished_at=row["finished_at"],
+            route, key=row["id"], id=row["id"], params=ledger_params(route, row["params"]), status=row["status"],
+            detail="from the ledger", created_at=finite_number(row["created_at"]) or 0.0,
+            finished_at=finite_number(row["finished_at"]),
             typical_s=route.typical_s, cost_usd=usd(paid) if paid is not None else None,
             receipt=ledger.receipt(row["nonce"]) if row["nonce"] else None, result=result, error=error, inspector=[])
     return out
