@@ -1235,6 +1235,30 @@ def test_a_restored_grid_whose_only_cell_lost_its_answer_before_the_save_offers_
     later.close()
 
 
+SAVED_GRID_EDITS = {
+    "cells not a list": lambda spec, cells: (spec, {"a": 1}),
+    "a cell missing": lambda spec, cells: (spec, cells[:1]),
+    "a cell not an object": lambda spec, cells: (spec, ["x", *cells[1:]]),
+    "a key not text": lambda spec, cells: (spec, [{**x, "key": 5} for x in cells]),
+    "a job id not text": lambda spec, cells: (spec, [{**x, "job_id": 5} for x in cells]),
+    "a payment not text": lambda spec, cells: (spec, [{**x, "payment": ["x"]} for x in cells]),
+    "prompts not a list": lambda spec, cells: ({**spec, "prompts": 5}, cells),
+    "revealed not a bool": lambda spec, cells: ({**spec, "revealed": "yes"}, cells),
+    "state not text": lambda spec, cells: ({**spec, "state": 5}, cells),
+    "repeats not a number": lambda spec, cells: ({**spec, "repeats": "2"}, cells),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(SAVED_GRID_EDITS))
+def test_a_saved_grid_edited_in_the_ledger_is_refused_with_why(ss, edit):
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=False)
+    until(lambda: c.state == "ready")
+    saved = ss.ledger.comparison(c.comparison_id)
+    ss.ledger.save_comparison(c.comparison_id, *SAVED_GRID_EDITS[edit](saved["spec"], saved["cells"]))
+    with pytest.raises(InvalidParams, match="not as this client saves one"):
+        Compare.load(c.comparison_id, client=ss)
+
+
 def test_a_restored_compare_follows_the_cells_its_kernel_left_running(ss, sandbox):
     wire = Wire()
     wire.hold = poll  # the first kernel never sees its jobs finish

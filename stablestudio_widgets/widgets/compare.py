@@ -25,7 +25,7 @@ from ..policy import Consent
 from ..status import JobStatus
 from ._runtime import Bridge, css, esm, report
 from .feed import FeedWidget, Handler, JobFeed, consented_usd
-from .records import job_record, jsonable, ledger_records, mask_record, retry_price
+from .records import job_record, jsonable, ledger_records, mask_record, readable_comparison, retry_price
 from .scoring import Tables
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
@@ -404,10 +404,7 @@ class Compare(Tables, FeedWidget):
     def load(cls, comparison_id: str, client: Any = None) -> Compare:
         """Restore a comparison (grid, results and votes) from the ledger, e.g. after a kernel restart."""
         bridge = Bridge.for_client(client)
-        saved = bridge.aio.ledger.comparison(comparison_id)
-        if saved is None:
-            raise InvalidParams(f"No comparison {comparison_id!r} in the ledger {bridge.aio.ledger.path}.",
-                                field="comparison_id")
+        saved = readable_comparison(bridge.aio.ledger.comparison(comparison_id), comparison_id, bridge.aio.ledger.path)
         spec = saved["spec"]
         return cls(spec["prompts"], spec["models"], spec["params"], overrides=spec["overrides"],
                    repeats=spec["repeats"], blind=spec["blind"], transpose=spec["transpose"],

@@ -10,7 +10,16 @@ from typing import Any
 
 from ..boundary import atomic_amount, finite_number, ledger_params, result_url
 from ..catalog import Catalog, Route
-from ..errors import ConfirmationRequired, JobFailed, JobInterrupted, JobTimeout, PaymentExpired, StableStudioError, usd
+from ..errors import (
+    ConfirmationRequired,
+    InvalidParams,
+    JobFailed,
+    JobInterrupted,
+    JobTimeout,
+    PaymentExpired,
+    StableStudioError,
+    usd,
+)
 from ..jobs import AsyncJob, JobEvent
 from ..siwx import text_for
 from ..status import FINAL
@@ -253,3 +262,25 @@ def as_history(record: dict[str, Any]) -> dict[str, Any]:
     err = record.get("error")
     return {**record, "error": {**err, "retryable": False, "retry_usd": None} if err else None,
             "detail": "Retried: the newer card is the new attempt"}
+
+
+_SAVED_SPEC = {"prompts": list, "models": list, "params": dict, "overrides": dict, "repeats": int, "blind": bool,
+               "transpose": bool, "vote_mode": str, "order": list, "revealed": bool, "state": str}
+
+
+def readable_comparison(saved: Any, comparison_id: str, where: Any) -> dict[str, Any]:
+    """A comparison as the ledger kept it, checked for the shape this client saves (the file may have
+    been edited): anything else is an InvalidParams naming it, never a crash or a half-restored grid."""
+    if saved is None:
+        raise InvalidParams(f"No comparison {comparison_id!r} in the ledger {where}.", field="comparison_id")
+    spec, cells = saved.get("spec"), saved.get("cells")
+    ok = (isinstance(spec, dict) and all(type(spec.get(k)) is t for k, t in _SAVED_SPEC.items())
+          and all(isinstance(x, str) for x in (*spec["prompts"], *spec["models"]))
+          and isinstance(cells, list) and len(cells) == len(spec["prompts"]) * len(spec["models"]) * spec["repeats"]
+          and all(isinstance(c, dict) and isinstance(c.get("key"), str) for c in cells)
+          and all(isinstance(c.get(k), (str, type(None))) for c in cells for k in ("job_id", "payment"))
+          and finite_number(saved.get("created_at")) is not None)
+    if not ok:
+        raise InvalidParams(f"The comparison {comparison_id!r} in the ledger {where} is not as this client saves "
+                            "one (the file was changed): it cannot be restored.", field="comparison_id")
+    return saved
