@@ -168,7 +168,8 @@ class Recovery:
     def _open_payments(self) -> list[dict[str, Any]]:
         # A payment this kernel is still sending is its request's to finish: a resend racing it could
         # make the service run the request twice (behind the router, a replay runs before it is refused).
-        return [p for p in self.ledger.open_payments() if p["url"].startswith(self.base_url + "/")
+        rows = [_readable(p) for p in self.ledger.open_payments()]
+        return [p for p in rows if p is not None and p["url"].startswith(self.base_url + "/")
                 and p["kind"] == "generate" and p["route"] in self.catalog.routes
                 and p["nonce"] not in self.payments.in_flight]
 
@@ -188,9 +189,14 @@ class Recovery:
         job = owner or self.tracker.new_job(route.id, wire_params(route, body))  # the ledger's params are wire data
         job.payment = (p["nonce"], atomic_amount(p["amount"]) or 0)
         # Still open and valid (its payload is still kept): resend the very same credential.
+        signed = None
         if method and method.resend_when_ambiguous and p["status"] in OPEN_PAYMENTS \
                 and deadline_of(p) > time.time() + 2:
-            signed = method.restore(p)
+            try:
+                signed = method.restore(p)
+            except (ValueError, TypeError, KeyError):  # a payload no client wrote: look for the job instead
+                self.ledger.update_payment(p["nonce"], error="its signed payload in the ledger cannot be read")
+        if signed is not None:
             r, _ = await self.payments.send(route.path, body, signed)
             if r is not None and r.status_code == 200:
                 receipt = self.payments.receipt_of(r, method)
@@ -267,6 +273,20 @@ class Recovery:
             if time.monotonic() > deadline:
                 return None, conclusive
             await asyncio.sleep(max(1.0 * scale, 0.05))
+
+
+def _readable(p: dict[str, Any]) -> dict[str, Any] | None:
+    """A payment row as resume() reads it, checked (the ledger file may have been edited): its
+    request body a JSON object, its times numbers, its text fields text; else None (left alone)."""
+    try:
+        body = json.loads(p["body"]) if isinstance(p["body"], str) else None
+    except (ValueError, RecursionError):
+        body = None
+    signed = finite_number(p["signed_at"])
+    texts = all(isinstance(p[k], str) for k in ("nonce", "url", "kind", "route", "status"))
+    if not isinstance(body, dict) or signed is None or not texts:
+        return None
+    return {**p, "signed_at": signed, "valid_before": deadline_of(p)}
 
 
 def deadline_of(p: dict[str, Any]) -> float:

@@ -277,6 +277,24 @@ async def test_a_full_job_list_that_ends_after_the_payment_never_calls_it_expire
     assert ss.ledger.payment(p["nonce"])["status"] == "uncertain"  # not "expired": Resume looks again
 
 
+@pytest.mark.parametrize(("column", "value"), [
+    ("body", "{bad"), ("body", '"a string"'), ("payload", "garbage"), ("payload", 5), ("signed_at", "abc"),
+    ("valid_before", "x"), ("status", 5), ("route", 5), ("kind", 5), ("url", 5), ("pay_method", 5)])
+async def test_resume_reads_an_edited_payment_row_without_breaking(make_client, sandbox, column, value):
+    """A lost answer's payment row with a field no client writes: resume() goes on (that row is
+    left alone, or its job is looked for without resending what cannot be read), signs nothing."""
+    ss = make_client()
+    await ss.generate("grok", "paid, answer lost")
+    (p,) = ss.ledger.payments()
+    ss.ledger.update_payment(p["nonce"], job_id=None, status="uncertain")  # still valid: resume would resend it
+    with ss.ledger._tx() as db:
+        db.execute("DELETE FROM jobs")
+        db.execute(f"UPDATE payments SET {column}=?", (value,))
+    later = make_client(wallet=ss.wallet, ledger=ss.ledger)
+    await later.resume()
+    assert len(sandbox.settlements) == 1 and later.stats["signatures"] == 0
+
+
 class HoldPaid(httpx.AsyncHTTPTransport):
     """The real transport; a paid POST waits at the door until ``release`` is set (a slow network)."""
 
