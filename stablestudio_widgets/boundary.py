@@ -96,6 +96,15 @@ def result_url(value: Any, service_url: str) -> str | None:
     return None
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet cell a formula
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """``value`` for a CSV cell: text a spreadsheet would run as a formula (CSV injection: a job id
+    or an error the service wrote, starting with = + - @) gets a leading apostrophe, shown as text."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def ledger_params(route: Route, text: Any) -> dict[str, Any]:
     """The params a ledger row kept (JSON text), checked like the service's; unreadable: none."""
     try:

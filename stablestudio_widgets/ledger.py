@@ -23,7 +23,7 @@ from typing import Any
 
 import platformdirs
 
-from .boundary import MAX_ATOMIC
+from .boundary import MAX_ATOMIC, spreadsheet_text
 from .networks import explorer_url, name_of
 from .status import COUNTED_PAYMENTS, COUNTED_WHILE_VALID, FINAL, OPEN_PAYMENTS, SPENT_PAYLOADS
 
@@ -371,7 +371,9 @@ class Ledger:
         return df
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        rows = self.receipts()
+        """Receipts as CSV; job ids, errors and URLs come from the service, so no cell is left to
+        start a spreadsheet formula (``boundary.spreadsheet_text``)."""
+        rows = [{k: spreadsheet_text(v) for k, v in row.items()} for row in self.receipts()]
         p = Path(path)
         with p.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["signed_at"])

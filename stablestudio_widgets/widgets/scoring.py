@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..boundary import spreadsheet_text
+
 Counts = dict[str, dict[str, int]]
 
 
@@ -103,7 +105,9 @@ class Tables:
         return pd.DataFrame(self.result_rows()).drop(columns=self._unused_columns("rating"))
 
     def to_csv(self, path: str) -> str:
-        self.results().to_csv(path, index=False)
+        """The results as CSV, no cell left to start a spreadsheet formula (job ids and URLs come
+        from the service)."""
+        self.results().apply(lambda column: column.map(spreadsheet_text)).to_csv(path, index=False)
         return path
 
     def summary_table(self):

