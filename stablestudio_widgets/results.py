@@ -114,6 +114,11 @@ class _Body:
         return Download(data, kind, self.allowed[kind])
 
 
+def _past_limit(media: str, seconds: float) -> ServiceError:
+    return ServiceError(f"Gave up downloading the {media}: the time limit for one download ({seconds:g} s) ran out "
+                        "(download_limits={'seconds': …} changes it).", status=200)
+
+
 class Downloads:
     """Fetches result media for one client.
 
@@ -167,8 +172,7 @@ class Downloads:
         try:
             return await asyncio.wait_for(self._stream(http, url, media, time.monotonic() + seconds), seconds)
         except asyncio.TimeoutError:
-            raise ServiceError(f"Gave up downloading the {media}: the time limit for one download ({seconds:g} s) "
-                               "ran out (download_limits={'seconds': …} changes it).", status=200) from None
+            raise _past_limit(media, seconds) from None
 
     async def _stream(self, http: httpx.AsyncClient, url: str, media: str, deadline: float) -> Download:
         url = self._checked(url)
@@ -192,13 +196,22 @@ class Downloads:
                 self._sync = httpx.Client(timeout=self.timeout, verify=tls_context())
         url, deadline = self._checked(url), time.monotonic() + self.limits["seconds"]
         for _ in range(MAX_REDIRECTS + 1):
-            with self._sync.stream("GET", url, follow_redirects=False) as r:
-                nxt = self._redirect(r)
-                if nxt is None:
-                    body = _Body(r, media, self.limits[media], deadline)
-                    for chunk in r.iter_bytes():
-                        body.add(chunk)
-                    return body.done()
+            # No task to cancel here: no single wait may outlast the time left (a stall), and each
+            # chunk checks the clock (a drip).
+            left, usual = max(deadline - time.monotonic(), 0.001), self.timeout
+            timeout = httpx.Timeout(min(usual.read or left, left), connect=min(usual.connect or left, left))
+            try:
+                with self._sync.stream("GET", url, follow_redirects=False, timeout=timeout) as r:
+                    nxt = self._redirect(r)
+                    if nxt is None:
+                        body = _Body(r, media, self.limits[media], deadline)
+                        for chunk in r.iter_bytes():
+                            body.add(chunk)
+                        return body.done()
+            except httpx.TimeoutException:
+                if time.monotonic() < deadline - 0.05:
+                    raise  # the service's own timeout, well before the limit
+                raise _past_limit(media, self.limits["seconds"]) from None
             url = nxt
         raise ServiceError(f"Gave up downloading the {media} after {MAX_REDIRECTS} redirects.", status=200)
 

@@ -7,10 +7,13 @@ import asyncio
 import csv
 import os
 import stat
+import time
 
 import pytest
 from starlette.responses import StreamingResponse
 
+from stablestudio_widgets.errors import ServiceError
+from stablestudio_widgets.results import Downloads
 from stablestudio_widgets.widgets.records import job_record
 
 from .conftest import outcome
@@ -137,6 +140,26 @@ async def test_a_download_that_stalls_gives_up_at_the_time_limit_not_at_the_read
     assert job.result.local_path is None and "time limit" in job.detail
     err = await outcome(res.aread())
     assert err is not None and "time limit" in str(err)
+
+
+async def test_a_blocking_download_that_stalls_gives_up_at_the_time_limit(hostile, client):
+    """The blocking path (a thread with no event loop, as ``Result.read()`` off the loop uses) holds
+    the same limit: a server that stalls after its first bytes is given up at the limit."""
+    async def stall():
+        yield png_bytes()
+        await asyncio.Event().wait()
+
+    async def media(request):
+        return StreamingResponse(stall(), media_type="image/png")
+
+    hostile.media_handler = media
+    ss = client(timeout=8)
+    downloads = Downloads(ss.service, {"seconds": 1})  # no loop known: the blocking client
+    started = time.monotonic()
+    err = await outcome(asyncio.to_thread(downloads.fetch_blocking, f"{hostile.url}/media/stalled.png", "image"))
+    assert isinstance(err, ServiceError) and "time limit" in str(err)
+    assert time.monotonic() - started < 6  # the 8 s read timeout did not decide
+    downloads.close()
 
 
 def files_under_wal(root) -> list[str]:
