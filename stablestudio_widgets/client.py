@@ -88,7 +88,7 @@ class AsyncStableStudio:
                                  methods=methods or default_methods(solana_rpc_url=solana_rpc_url,
                                                                     tempo_rpc_url=_tempo_rpc(tempo_rpc_url, base_url)),
                                  prefer=prefer)
-        self.recovery = Recovery(self.catalog, self.ledger, self.tracker, self.payments, self.jobs)
+        self.recovery = Recovery(self.catalog, self.ledger, self.tracker, self.payments, self._listing)
         self.uploads = Uploads(self.service, self.payments)
 
     # --- construction helpers -----------------------------------------------------------------
@@ -328,10 +328,23 @@ class AsyncStableStudio:
 
     async def jobs(self, limit: int = 20, status: str | None = None, *, payer: str | None = None) -> list[AsyncJob]:
         """This wallet's jobs on the service, newest first (those of ``payer`` only, if given)."""
+        found: list[tuple[str, AsyncJob]] = []
+        for owner, d in await self._listing(limit, status, payer=payer):
+            try:
+                found.append((str(d.get("createdAt") or ""), self.tracker.from_service(d, payer=owner)))
+            except ServiceError:  # a job kind this client cannot show; the others still are
+                continue
+        found.sort(key=lambda cj: cj[0], reverse=True)  # stable: one owner's list keeps the service's order
+        return [j for _, j in found[:limit]]
+
+    async def _listing(self, limit: int, status: str | None = None, *,
+                       payer: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The job list as the service sent it, per owner (wire data: checked by whoever reads it).
+        Looking in it (resume) makes no jobs of this session; ``jobs()`` does."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
-        found: list[tuple[str, AsyncJob]] = []
+        listed: list[tuple[str, dict[str, Any]]] = []
         owners, answered, refused = [payer] if payer else self._owners(), False, None
         for owner in owners:
             try:
@@ -343,17 +356,10 @@ class AsyncStableStudio:
             _ensure_ok(r, "Listing jobs")
             data = json_or_none(r)
             items = data.get("jobs", []) if isinstance(data, dict) else data  # {"jobs": […]} or a bare list
-            for d in items if isinstance(items, list) else []:
-                if not isinstance(d, dict):
-                    continue
-                try:
-                    found.append((str(d.get("createdAt") or ""), self.tracker.from_service(d, payer=owner)))
-                except ServiceError:  # a job kind this client cannot show; the others still are
-                    continue
+            listed += [(owner, d) for d in (items if isinstance(items, list) else []) if isinstance(d, dict)]
         if refused is not None and not answered:
             raise refused
-        found.sort(key=lambda cj: cj[0], reverse=True)  # stable: one owner's list keeps the service's order
-        return [j for _, j in found[:limit]]
+        return listed
 
     async def delete_job(self, job_id: str) -> None:
         r = await self.service.signed_in("DELETE", job_path(job_id), as_=self.tracker.payer_of(job_id))

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .boundary import atomic_amount, finite_number, ledger_params, wire_params
+from .boundary import MAX_ID_CHARS, atomic_amount, finite_number, ledger_params, wire_params
 from .catalog import Catalog, Route
 from .errors import JobInterrupted, PaymentExpired, StableStudioError, fmt_usd, usd
 from .jobs import NOT_FOUND_GRACE_S, AsyncJob
@@ -27,7 +27,7 @@ from .x402 import MAX_VALIDITY_S, Receipt
 MIN_SEARCH_S = 10.0  # how long to look for the job a possibly-settled payment bought, at least
 LIST_LIMIT = 50  # jobs per look at the wallet's list (the service has no pages: `?limit=` only)
 LOST = (PaymentStatus.SETTLED, PaymentStatus.EXPIRED)  # beside open ones: a lost answer's fate, as known
-ListJobs = Callable[..., Awaitable[list[AsyncJob]]]
+ListJobs = Callable[..., Awaitable[list[tuple[str, dict[str, Any]]]]]  # (owner, a job as listed)
 Found = Callable[[AsyncJob], Any]
 
 
@@ -255,19 +255,21 @@ class Recovery:
         while True:
             known = {row["id"] for row in self.ledger.jobs(limit=500)}
             try:
-                listed = await self.list_jobs(limit=LIST_LIMIT, payer=payer)
-                oldest = min((_ts(j.raw.get("createdAt")) or 0.0 for j in listed), default=0.0)
+                listed = [d for _, d in await self.list_jobs(LIST_LIMIT, payer=payer)]  # wire data, not jobs
+                oldest = min((_ts(d.get("createdAt")) or 0.0 for d in listed), default=0.0)
                 conclusive = conclusive or (payer is not None and (len(listed) < LIST_LIMIT or oldest < since - 120))
-                for j in listed:
-                    d = j.raw
+                for d in listed:
+                    job_id = d.get("id") or d.get("jobId")
+                    if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_ID_CHARS:
+                        continue
                     created = _ts(d.get("createdAt"))
                     same_route = (d.get("route") or route_from_type(self.catalog, d.get("type"))) == route.id
                     params = d.get("params") if isinstance(d.get("params"), dict) else {}
                     same_prompt = "prompt" not in params or params["prompt"] == body.get("prompt")
-                    fresh = j.id not in known and j.id not in self._claimed  # _claimed read live, after the await
+                    fresh = job_id not in known and job_id not in self._claimed  # _claimed read live, after the await
                     if fresh and same_route and same_prompt and (created is None or created >= since - 120):
-                        self._claimed.add(j.id)  # no await in between: two searches never take one job
-                        return j.id, True
+                        self._claimed.add(job_id)  # no await in between: two searches never take one job
+                        return job_id, True
             except (StableStudioError, httpx.TransportError):
                 pass
             if time.monotonic() > deadline:

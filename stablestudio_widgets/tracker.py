@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .boundary import file_stem, job_path, wire_params
+from .boundary import atomic_amount, file_stem, finite_number, job_path, ledger_params, wire_params
 from .boundary import job_id as checked_job_id
 from .catalog import Catalog
 from .errors import ServiceError, StableStudioError
@@ -189,13 +189,13 @@ class JobTracker:
         route = self.catalog.routes[route_id]
         params = wire_params(route, data.get("params"))
         if row and not params:
-            params = wire_params(route, json.loads(row["params"] or "{}"))
+            params = ledger_params(route, row["params"])
         job = self.jobs.get(job_id)
         if job is None:
             job = self.new_job(route_id, params)
-            job.id, job.amount = job_id, (row or {}).get("amount")
-            if row and row.get("created_at"):
-                job.created_at = row["created_at"]
+            job.id, job.amount = job_id, atomic_amount((row or {}).get("amount"))  # the ledger's, checked
+            created = finite_number((row or {}).get("created_at"))
+            job.created_at = created if created else job.created_at
             self.jobs[job_id] = job
         if row:  # what the service says of a job we paid for goes to the ledger, however we learnt it
             self._ledger_rows.setdefault(job_id, None)

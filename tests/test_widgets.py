@@ -772,6 +772,29 @@ def test_a_gallery_of_a_tampered_ledger_shows_what_it_can_and_never_breaks(ss, s
     later.close()
 
 
+def test_looking_for_a_lost_answers_job_adds_no_other_jobs_to_the_session(ss, sandbox, tmp_path):
+    """Resume reads the wallet's job list to find the job a lost answer bought. The other jobs on
+    that list (made elsewhere with the same wallet) are not this session's: no card, no polling."""
+    elsewhere = StableStudio(ss.base_url, ss.wallet, ledger=tmp_path / "elsewhere.db", time_scale=TIME_SCALE)
+    for i in range(3):
+        elsewhere.generate("grok", f"made elsewhere {i}").wait()
+    elsewhere.close()
+    wire = Wire()
+    mine = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
+    g = Gallery(mine)
+    settled = len(sandbox.settlements)
+    sandbox.set_faults(drop_after_settle_rate=1.0, drop_mode="reset")  # settled, then the answer is lost
+    wire.trip = lambda r: paid_post(r) and len(sandbox.settlements) > settled  # and the resend never leaves
+    with pytest.raises(RuntimeError, match="caught fire"):
+        mine.generate("grok", "answer lost after settling")
+    sandbox.set_faults(drop_after_settle_rate=0.0)
+    (found,) = mine.resume()
+    until(lambda: [j["status"] for j in g.jobs] == ["complete"])
+    assert g.jobs[0]["id"] == found.id and found.id in mine.aio.tracker.jobs
+    assert not [j for j in mine.aio.live_jobs() if j.prompt and j.prompt.startswith("made elsewhere")]
+    mine.close()
+
+
 def test_a_lost_answers_card_says_when_its_authorization_ran_out(ss, sandbox):
     """A card that says the payment may have been paid until HH:MM does not go on saying so after
     HH:MM: it says the authorization expired and that Resume checks whether it settled."""
