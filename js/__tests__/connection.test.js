@@ -32,6 +32,21 @@ describe("Kernel disconnected", () => {
     expect(view.$("action-error").textContent).toContain("Kernel disconnected");
   });
 
+  it("lets the browser open a result link itself while the kernel is away (no request that cannot be answered)", async () => {
+    const done = makeJob({ key: "d", status: "complete", result: { url: "https://cdn.example/fox.png" } });
+    const model = fakeModel({ jobs: [done], filter_model: "", filter_status: "", total_spent_usd: 0, title: "Jobs", show_ledger: false });
+    view = mount(gallery, model);
+    killKernel(model);
+    await settle();
+    const link = view.$("download");
+    const event = new MouseEvent("click", { bubbles: true, cancelable: true });
+    link.dispatchEvent(event);
+    await settle();
+    expect(event.defaultPrevented).toBe(false); // the browser follows it: it opens the media
+    expect(model.messages("download")).toHaveLength(0);
+    expect(view.$("action-error")?.textContent ?? "").not.toContain("Kernel disconnected");
+  });
+
   it("starts disconnected when reopened from saved state with no kernel; sends nothing", async () => {
     const el = document.createElement("div");
     el.className = "jupyter-widgets-disconnected";

@@ -228,9 +228,10 @@ export function createJobCard(job, options = {}) {
     if (statusKind(j.status) !== "complete" || !url) return fill(actions);
     const download = h("a", { class: "ssw-btn", href: url, download: "", target: "_blank", rel: "noopener", testid: "download" }, "Download");
     // A browser ignores `download` on a cross-origin link (it would open the media instead): the
-    // kernel fetches the bytes and the card saves them.
+    // kernel fetches the bytes and the card saves them. With the kernel away (the widget's
+    // fieldset is disabled), the browser opens the link itself rather than a request nobody answers.
     download.addEventListener("click", (e) => {
-      if (sameOrigin(url)) return;
+      if (sameOrigin(url) || download.closest("fieldset:disabled")) return;
       e.preventDefault();
       const reply = onAction("download", current);
       if (!reply?.then) return;
