@@ -716,10 +716,9 @@ def test_an_expired_lost_payments_retry_never_consents_to_more_than_the_route_ta
     later.close()
 
 
-@pytest.mark.parametrize("amount", ["abc", "9" * 400, -70000, 2.5, 10**15])
-def test_amounts_read_back_from_the_ledger_are_checked(ss, sandbox, amount):
-    """A ledger file edited by hand (or by anything else): amounts that are not a whole, plausible
-    number of atomic units neither break a Gallery of the ledger nor show as prices."""
+def a_past_job_and_a_lost_answer(ss) -> None:
+    """A ledger with a finished job and, from a kernel that stopped at the paid request, a payment
+    whose answer was lost: the two kinds of row a Gallery of the ledger reads back."""
     ss.generate("grok", "a past job").wait()
     wire = Wire()
     gone = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
@@ -727,6 +726,13 @@ def test_amounts_read_back_from_the_ledger_are_checked(ss, sandbox, amount):
     with pytest.raises(RuntimeError, match="caught fire"):
         gone.generate("grok", "a lost answer")
     gone.close()
+
+
+@pytest.mark.parametrize("amount", ["abc", "9" * 400, -70000, 2.5, 10**15])
+def test_amounts_read_back_from_the_ledger_are_checked(ss, sandbox, amount):
+    """A ledger file edited by hand (or by anything else): amounts that are not a whole, plausible
+    number of atomic units neither break a Gallery of the ledger nor show as prices."""
+    a_past_job_and_a_lost_answer(ss)
     with ss.ledger._tx() as db:
         db.execute("UPDATE payments SET amount=?", (amount,))
         db.execute("UPDATE jobs SET amount=?", (amount,))
@@ -754,13 +760,7 @@ TAMPERED = [("jobs", "id", "../../startup"), ("jobs", "created_at", "abc"), ("jo
 def test_a_gallery_of_a_tampered_ledger_shows_what_it_can_and_never_breaks(ss, sandbox, table, column, value):
     """Every ledger field a Gallery of the ledger reads back (a past job's row, a lost answer's
     payment row) set to what no client writes: the Gallery still builds, and Resume answers."""
-    ss.generate("grok", "a past job").wait()
-    wire = Wire()
-    gone = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE, transport=wire)
-    wire.trip = paid_post
-    with pytest.raises(RuntimeError, match="caught fire"):
-        gone.generate("grok", "a lost answer")
-    gone.close()
+    a_past_job_and_a_lost_answer(ss)
     with ss.ledger._tx() as db:
         db.execute(f"UPDATE {table} SET {column}=?", (value,))
     later = StableStudio(ss.base_url, ss.wallet, ledger=ss.ledger, time_scale=TIME_SCALE)
