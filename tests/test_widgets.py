@@ -1272,6 +1272,15 @@ SAVED_GRID_EDITS = {
 }
 
 
+def test_a_grid_saved_before_its_reveal_and_state_were_kept_still_restores(ss):
+    c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=False)
+    until(lambda: c.state == "ready")
+    saved = ss.ledger.comparison(c.comparison_id)
+    older = {k: v for k, v in saved["spec"].items() if k not in ("revealed", "state")}
+    ss.ledger.save_comparison(c.comparison_id, older, saved["cells"])
+    assert Compare.load(c.comparison_id, client=ss).state == "quoting"
+
+
 @pytest.mark.parametrize("edit", sorted(SAVED_GRID_EDITS))
 def test_a_saved_grid_edited_in_the_ledger_is_refused_with_why(ss, edit):
     c = Compare(["a fox"], ["grok", "nano-banana"], client=ss, blind=False)

@@ -265,7 +265,8 @@ def as_history(record: dict[str, Any]) -> dict[str, Any]:
 
 
 _SAVED_SPEC = {"prompts": list, "models": list, "params": dict, "overrides": dict, "repeats": int, "blind": bool,
-               "transpose": bool, "vote_mode": str, "order": list, "revealed": bool, "state": str}
+               "transpose": bool, "vote_mode": str, "order": list}
+_SAVED_LATER = {"revealed": bool, "state": str}  # absent from grids saved by earlier versions
 
 
 def readable_comparison(saved: Any, comparison_id: str, where: Any) -> dict[str, Any]:
@@ -275,6 +276,7 @@ def readable_comparison(saved: Any, comparison_id: str, where: Any) -> dict[str,
         raise InvalidParams(f"No comparison {comparison_id!r} in the ledger {where}.", field="comparison_id")
     spec, cells = saved.get("spec"), saved.get("cells")
     ok = (isinstance(spec, dict) and all(type(spec.get(k)) is t for k, t in _SAVED_SPEC.items())
+          and all(k not in spec or type(spec[k]) is t for k, t in _SAVED_LATER.items())
           and all(isinstance(x, str) for x in (*spec["prompts"], *spec["models"]))
           and isinstance(cells, list) and len(cells) == len(spec["prompts"]) * len(spec["models"]) * spec["repeats"]
           and all(isinstance(c, dict) and isinstance(c.get("key"), str) for c in cells)
