@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pytest
 from eth_account import Account
 
 from stablestudio_widgets import AsyncStableStudio, StableStudioError, Wallet
-from stablestudio_widgets.ledger import Ledger
+from stablestudio_widgets.ledger import MIGRATIONS, Ledger
 from stablestudio_widgets.sandbox import Faults, Sandbox
 
 pytestmark = pytest.mark.anyio
@@ -169,6 +170,24 @@ WRITER = textwrap.dedent("""
                            pay_to="p", payer="q", valid_before=0, payload="x", session=sys.argv[2])
         led.update_payment(f"0x{sys.argv[2]}{i:062x}", status="settled")
 """)
+
+
+def test_a_ledger_written_by_an_older_version_gains_the_new_columns(tmp_path):
+    """Every column added since the first release (MIGRATIONS) is dropped from a ledger file, as an
+    older version wrote it: opened again, the columns are back and a payment keeps what asked for it."""
+    path = tmp_path / "old.sqlite3"
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX jobs_kind")  # made on the added columns, after them
+        for table, added in MIGRATIONS.items():
+            for name, _ in added:
+                db.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+    led = Ledger(path)
+    led.record_payment(nonce="n", kind="generate", route="grok/generate", method="POST", url="https://x/y",
+                       body={}, amount=70000, asset="usdc", network="eip155:84532", pay_to="0xto", payer="0xme",
+                       valid_before=0, payload="p", session="s", ref="grid/cell")
+    assert led.payment("n")["ref"] == "grid/cell" and led.payment("n")["dismissed_at"] is None
+    led.close()
 
 
 def test_ledger_is_safe_with_several_kernels_writing(tmp_path):
