@@ -19,7 +19,7 @@ import pytest
 from eth_account import Account
 
 from stablestudio_widgets import AsyncStableStudio, StableStudioError, Wallet
-from stablestudio_widgets.ledger import MIGRATIONS, Ledger
+from stablestudio_widgets.ledger import Ledger
 from stablestudio_widgets.sandbox import Faults, Sandbox
 
 pytestmark = pytest.mark.anyio
@@ -172,22 +172,40 @@ WRITER = textwrap.dedent("""
 """)
 
 
+FIRST_RELEASE = {  # the ledger's columns as the first release wrote them
+    "payments": {"nonce", "kind", "route", "method", "url", "body", "amount", "asset", "network", "pay_to", "payer",
+                 "valid_before", "payload", "status", "tx", "receipt", "job_id", "upload_id", "error", "session",
+                 "signed_at", "updated_at"},
+    "jobs": {"id", "base_url", "route", "model", "media", "prompt", "params", "status", "amount", "nonce", "payer",
+             "result_url", "thumbnail_url", "local_path", "error", "session", "created_at", "updated_at",
+             "finished_at"}}
+
+
+def _columns(ledger: Ledger, table: str) -> set[str]:
+    return {r[1] for r in ledger._db.execute(f"PRAGMA table_info({table})")}
+
+
 def test_a_ledger_written_by_an_older_version_gains_the_new_columns(tmp_path):
-    """Every column added since the first release (MIGRATIONS) is dropped from a ledger file, as an
-    older version wrote it: opened again, the columns are back and a payment keeps what asked for it."""
+    """A ledger file as the first release wrote it (every later column dropped): opened again, every
+    column this version reads is there (a column added without a migration fails here)."""
     path = tmp_path / "old.sqlite3"
     Ledger(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("DROP INDEX jobs_kind")  # made on the added columns, after them
-        for table, added in MIGRATIONS.items():
-            for name, _ in added:
-                db.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+        db.execute("DROP INDEX jobs_kind")  # made on later columns
+        for table, first in FIRST_RELEASE.items():
+            for (name,) in db.execute(f"SELECT name FROM pragma_table_info('{table}')").fetchall():
+                if name not in first:
+                    db.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
     led = Ledger(path)
     led.record_payment(nonce="n", kind="generate", route="grok/generate", method="POST", url="https://x/y",
                        body={}, amount=70000, asset="usdc", network="eip155:84532", pay_to="0xto", payer="0xme",
                        valid_before=0, payload="p", session="s", ref="grid/cell")
     assert led.payment("n")["ref"] == "grid/cell" and led.payment("n")["dismissed_at"] is None
+    fresh = Ledger(tmp_path / "new.sqlite3")
+    for table in FIRST_RELEASE:
+        assert _columns(led, table) == _columns(fresh, table)
     led.close()
+    fresh.close()
 
 
 def test_ledger_is_safe_with_several_kernels_writing(tmp_path):
