@@ -69,3 +69,21 @@ async def test_a_payment_that_waited_in_vain_for_a_busy_connection_never_left(ho
     assert isinstance(err, StableStudioError) and "nothing was paid" in str(err)
     first = hostile.paid()[0].authorization["value"]
     assert (ss.spending.spent, ss.spending.reserved, ss.spending.held) == (int(first), 0, 0)  # given back
+
+
+async def test_a_hostile_job_list_gives_a_lost_answer_only_its_job_never_a_second_payment(hostile, client):
+    """Every answer to the paid request is lost (5xx, then 5xx to the same credential again), so the
+    client reads the job list for the job that payment may have bought. There the attacker put ids
+    that are not ids beside one that matches the request: it takes that one, skips the rest, and
+    signs nothing more (one credential, sent again, never a second)."""
+    hostile.on_paid = lambda seen: JSONResponse({"error": "unavailable"}, status_code=503)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    hostile.listed = [{"id": {"$ne": None}}, {"id": 5}, {"id": "x" * 5000}, {"jobId": ["a"]},
+                      {"id": "cmtheonethatmatches00001", "route": "nano-banana/generate",
+                       "params": {"prompt": "a fox"}, "createdAt": now}]
+    ss = client()
+    job = await ss.generate("nano-banana", "a fox")
+    assert job.id == "cmtheonethatmatches00001"
+    await job.wait()
+    assert job.status == "complete" and ss.stats["signatures"] == 1
+    assert len({s.authorization["nonce"] for s in hostile.paid()}) == 1 < len(hostile.paid())  # resent, not re-signed
